@@ -1,0 +1,226 @@
+//! The VM configuration the loader hands to the monitor at boot.
+//!
+//! The loader writes it (see [`crate::wire::encode_blob`]) where the monitor
+//! image's `__splitvisor_config` symbol says; the monitor validates it before
+//! it trusts any of it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::MAX_VCPUS;
+
+/// Guest RAM: the intermediate physical window the guest sees, and the
+/// physical window that backs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemWindow {
+    /// Guest (intermediate physical) base address.
+    pub ipa: u64,
+    /// Host physical base address.
+    pub pa: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl MemWindow {
+    /// True when `[ipa, ipa + len)` lies inside the window.
+    pub fn contains_ipa(&self, ipa: u64, len: u64) -> bool {
+        ipa >= self.ipa
+            && len <= self.size
+            && ipa.checked_add(len).is_some_and(|end| end <= self.ipa + self.size)
+    }
+
+    /// The host physical address of `ipa`, if it is inside the window.
+    pub fn pa_of(&self, ipa: u64) -> Option<u64> {
+        self.contains_ipa(ipa, 1).then(|| ipa - self.ipa + self.pa)
+    }
+}
+
+/// A guest-visible device region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceRegion {
+    /// Guest (intermediate physical) base address.
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl DeviceRegion {
+    /// True when `ipa` falls in the region.
+    pub fn contains(&self, ipa: u64) -> bool {
+        ipa >= self.base && ipa - self.base < self.size
+    }
+
+    fn overlaps(&self, base: u64, size: u64) -> bool {
+        base < self.base.saturating_add(self.size) && self.base < base.saturating_add(size)
+    }
+}
+
+/// The whole description of a VM, as the loader built it from its command
+/// line and the guest device tree it wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    /// Number of vCPUs (1 to [`MAX_VCPUS`]).
+    pub vcpus: u8,
+    /// Guest RAM.
+    pub ram: MemWindow,
+    /// The boot vCPU's entry point (IPA).
+    pub entry: u32,
+    /// r0, r1, r2 at entry (Linux: 0, 0xffffffff, DTB address).
+    pub boot_regs: [u32; 3],
+    /// Where the guest sees the GICv2 distributor (emulated by the vGIC server).
+    pub gicd: DeviceRegion,
+    /// Where the guest sees the GICv2 CPU interface (backed by GICV).
+    pub gicc: DeviceRegion,
+    /// Where the guest sees its PL011 (emulated by the vCPU server).
+    pub uart: DeviceRegion,
+    /// The PL011's interrupt (INTID).
+    pub uart_intid: u16,
+    /// Number of SPIs the distributor implements (a multiple of 32).
+    pub spis: u16,
+    /// Monitor log level: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace.
+    pub log_level: u8,
+}
+
+/// What is wrong with a [`VmConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConfigError {
+    /// `vcpus` is 0 or above [`MAX_VCPUS`].
+    VcpuCount(u8),
+    /// RAM is empty, not 2 MiB aligned, or wraps the address space.
+    RamWindow,
+    /// The entry point or a boot register address lies outside RAM.
+    EntryOutsideRam(u32),
+    /// A device region is empty, unaligned or overlaps RAM or another device.
+    DeviceRegion,
+    /// The SPI count is not a multiple of 32 or exceeds the GICv2 limit.
+    SpiCount(u16),
+    /// The UART's interrupt is not an SPI the distributor implements.
+    UartIntid(u16),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::VcpuCount(n) => write!(f, "{n} vCPUs (1 to {MAX_VCPUS} supported)"),
+            ConfigError::RamWindow => write!(f, "guest RAM window empty, unaligned or wrapping"),
+            ConfigError::EntryOutsideRam(a) => write!(f, "entry point {a:#x} outside guest RAM"),
+            ConfigError::DeviceRegion => write!(f, "device region empty, unaligned or overlapping"),
+            ConfigError::SpiCount(n) => write!(f, "{n} SPIs (multiple of 32, at most 988)"),
+            ConfigError::UartIntid(i) => write!(f, "UART interrupt {i} is not an implemented SPI"),
+        }
+    }
+}
+
+const TWO_MIB: u64 = 2 << 20;
+const PAGE: u64 = 4096;
+
+impl VmConfig {
+    /// Check everything the monitor relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vcpus == 0 || usize::from(self.vcpus) > MAX_VCPUS {
+            return Err(ConfigError::VcpuCount(self.vcpus));
+        }
+        let ram = &self.ram;
+        if ram.size == 0
+            || ram.ipa % TWO_MIB != 0
+            || ram.pa % TWO_MIB != 0
+            || ram.size % TWO_MIB != 0
+            || ram.ipa.checked_add(ram.size).is_none_or(|e| e > 1 << 32)
+            || ram.pa.checked_add(ram.size).is_none_or(|e| e > 1 << 40)
+        {
+            return Err(ConfigError::RamWindow);
+        }
+        if !ram.contains_ipa(u64::from(self.entry), 4) {
+            return Err(ConfigError::EntryOutsideRam(self.entry));
+        }
+        let devices = [self.gicd, self.gicc, self.uart];
+        for (i, d) in devices.iter().enumerate() {
+            if d.size == 0
+                || d.base % PAGE != 0
+                || d.size % PAGE != 0
+                || d.base.checked_add(d.size).is_none_or(|e| e > 1 << 32)
+                || d.overlaps(ram.ipa, ram.size)
+                || devices[i + 1..].iter().any(|o| o.overlaps(d.base, d.size))
+            {
+                return Err(ConfigError::DeviceRegion);
+            }
+        }
+        if self.spis % 32 != 0 || self.spis > 988 {
+            return Err(ConfigError::SpiCount(self.spis));
+        }
+        if self.uart_intid < 32 || self.uart_intid >= 32 + self.spis {
+            return Err(ConfigError::UartIntid(self.uart_intid));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> VmConfig {
+        VmConfig {
+            vcpus: 2,
+            ram: MemWindow { ipa: 0x4000_0000, pa: 0x4200_0000, size: 128 << 20 },
+            entry: 0x4000_8000,
+            boot_regs: [0, 0xffff_ffff, 0x4800_0000],
+            gicd: DeviceRegion { base: 0x0800_0000, size: 0x1_0000 },
+            gicc: DeviceRegion { base: 0x0801_0000, size: 0x1_0000 },
+            uart: DeviceRegion { base: 0x0900_0000, size: 0x1000 },
+            uart_intid: 33,
+            spis: 64,
+            log_level: 3,
+        }
+    }
+
+    #[test]
+    fn sample_is_valid() {
+        assert_eq!(sample().validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejects_each_kind_of_error() {
+        let mut c = sample();
+        c.vcpus = 0;
+        assert_eq!(c.validate(), Err(ConfigError::VcpuCount(0)));
+        c.vcpus = 9;
+        assert_eq!(c.validate(), Err(ConfigError::VcpuCount(9)));
+
+        let mut c = sample();
+        c.ram.pa += 4096;
+        assert_eq!(c.validate(), Err(ConfigError::RamWindow));
+        let mut c = sample();
+        c.ram.ipa = 0xFFE0_0000;
+        assert_eq!(c.validate(), Err(ConfigError::RamWindow));
+
+        let mut c = sample();
+        c.entry = 0x3fff_fffc;
+        assert_eq!(c.validate(), Err(ConfigError::EntryOutsideRam(0x3fff_fffc)));
+        c.entry = 0x4800_0000;
+        assert_eq!(c.validate(), Err(ConfigError::EntryOutsideRam(0x4800_0000)));
+
+        let mut c = sample();
+        c.gicc.base = 0x0800_8000;
+        assert_eq!(c.validate(), Err(ConfigError::DeviceRegion));
+        let mut c = sample();
+        c.uart.base = 0x4000_0000;
+        assert_eq!(c.validate(), Err(ConfigError::DeviceRegion));
+
+        let mut c = sample();
+        c.spis = 33;
+        assert_eq!(c.validate(), Err(ConfigError::SpiCount(33)));
+        let mut c = sample();
+        c.uart_intid = 96;
+        assert_eq!(c.validate(), Err(ConfigError::UartIntid(96)));
+    }
+
+    #[test]
+    fn window_arithmetic() {
+        let c = sample();
+        assert_eq!(c.ram.pa_of(0x4000_0000), Some(0x4200_0000));
+        assert_eq!(c.ram.pa_of(0x47ff_ffff), Some(0x49ff_ffff));
+        assert_eq!(c.ram.pa_of(0x4800_0000), None);
+        assert!(!c.ram.contains_ipa(0x47ff_fffe, 4));
+        assert!(!c.ram.contains_ipa(u64::MAX, 2));
+    }
+}

@@ -1,0 +1,52 @@
+//! # ipc: everything that crosses a component boundary in splitvisor
+//!
+//! splitvisor has one rule: only messages cross a component boundary. This
+//! crate owns every message type (the [`Trap`]s the monitor reports, the
+//! [`Reply`]s and [`Action`]s the servers answer with, the requests one server
+//! sends another), the VM configuration handed to the monitor at boot
+//! ([`VmConfig`]), trace records, the wire format ([`wire`]: postcard with a
+//! version, a size limit and COBS framing for byte streams) and the
+//! transports ([`transport`]).
+//!
+//! It holds no policy: nothing here decides what a trap means.
+//!
+//! `no_std`; the `std` feature adds crossbeam-channel and byte-stream
+//! transports for running servers as host threads or processes.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod action;
+pub mod config;
+pub mod ids;
+pub mod msg;
+pub mod trace;
+pub mod transport;
+pub mod trap;
+pub mod wire;
+
+pub use action::{Action, Reply, ShutdownReason, TrapConfig, MAX_ACTIONS};
+pub use config::{DeviceRegion, MemWindow, VmConfig};
+pub use ids::{IntId, ServerId, VcpuId, MAX_VCPUS};
+pub use msg::{
+    Envelope, Message, Server, ServerError, VcpuRequest, VgicRequest, VtimerRequest,
+};
+pub use trap::{AccessSize, Cp15Access, Cp15WideAccess, GuestReg, MmioAccess, Trap, TrapMsg};
+pub use wire::{WireError, MAX_MESSAGE_SIZE, WIRE_VERSION};
+
+pub mod exit {
+    //! Exit statuses: the monitor ends QEMU with one of these (semihosting
+    //! SYS_EXIT_EXTENDED), and `splitvisor` maps them to its own.
+
+    /// The guest powered off (PSCI SYSTEM_OFF).
+    pub const POWER_OFF: u8 = 0;
+    /// The guest asked for a reset (PSCI SYSTEM_RESET).
+    pub const RESET: u8 = 3;
+    /// The monitor met a condition it cannot go on from (a hypervisor bug or
+    /// a failed server under the `stop` policy), reported on its log.
+    pub const MONITOR_FAULT: u8 = 4;
+    /// The VM configuration handed to the monitor was missing or invalid.
+    pub const BAD_CONFIG: u8 = 5;
+    /// `splitvisor` stopped a guest that ran past `--timeout` (as timeout(1)).
+    pub const TIMEOUT: u8 = 124;
+}

@@ -1,0 +1,234 @@
+//! Requests to each server, the envelope that carries them, and the server
+//! interface.
+
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::action::{Reply, ReplyFull};
+use crate::ids::{IntId, ServerId, VcpuId};
+use crate::trap::{Cp15Access, Cp15WideAccess, MmioAccess, TrapMsg};
+
+/// The most console input bytes one message carries.
+pub const MAX_INPUT_BYTES: usize = 16;
+
+/// Requests the vCPU server handles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VcpuRequest {
+    /// `vcpu` is about to run for the first time since it was powered on:
+    /// the reply configures its traps (and may notify other servers).
+    Start {
+        /// The vCPU.
+        vcpu: VcpuId,
+    },
+    /// A trap the router gave to the vCPU server.
+    Trap(TrapMsg),
+    /// Bytes typed on the VM's console (the physical UART).
+    ConsoleInput {
+        /// The bytes, in order.
+        bytes: Vec<u8, MAX_INPUT_BYTES>,
+    },
+}
+
+/// List-register and maintenance status of one physical CPU interface,
+/// read by the monitor when it reports a maintenance interrupt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LrStatus {
+    /// GICH_MISR.
+    pub misr: u32,
+    /// GICH_EISR0.
+    pub eisr: u32,
+    /// GICH_ELRSR0.
+    pub elrsr: u32,
+    /// GICH_LR0..3 (the list registers the hardware implements, up to 4
+    /// reported here; GICH_VTR says how many exist).
+    pub lrs: [u32; 4],
+}
+
+/// Requests the vGIC server handles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VgicRequest {
+    /// `vcpu` is about to run for the first time since it was powered on.
+    Start {
+        /// The vCPU.
+        vcpu: VcpuId,
+    },
+    /// An access to the emulated distributor.
+    Mmio {
+        /// The accessing vCPU.
+        vcpu: VcpuId,
+        /// The access.
+        access: MmioAccess,
+    },
+    /// An interrupt line changed level (SPIs; for PPIs `target` names the
+    /// vCPU whose private line it is). Edge sources send `level: true`.
+    SetLine {
+        /// The interrupt.
+        intid: IntId,
+        /// The line level.
+        level: bool,
+        /// For a PPI: the vCPU it belongs to.
+        target: Option<VcpuId>,
+        /// For an interrupt backed by hardware: the physical INTID whose
+        /// deactivation the guest's EOI must reach.
+        hw: Option<IntId>,
+    },
+    /// A maintenance interrupt on the physical CPU that runs `vcpu`.
+    Maintenance {
+        /// The vCPU.
+        vcpu: VcpuId,
+        /// The hardware status.
+        status: LrStatus,
+    },
+    /// `vcpu` re-entered the hypervisor after a kick: refresh its list
+    /// registers.
+    Sync {
+        /// The vCPU.
+        vcpu: VcpuId,
+        /// The hardware status.
+        status: LrStatus,
+    },
+    /// `vcpu` executed WFI: answer whether it may idle.
+    Idle {
+        /// The vCPU.
+        vcpu: VcpuId,
+    },
+}
+
+/// Which of a vCPU's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TimerKind {
+    /// The virtual timer (CNTV_*), run by the hardware.
+    Virtual,
+    /// The physical timer (CNTP_*), emulated on the Hyp timer.
+    Physical,
+}
+
+/// Requests the virtual-timer server handles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VtimerRequest {
+    /// `vcpu` is about to run for the first time since it was powered on.
+    Start {
+        /// The vCPU.
+        vcpu: VcpuId,
+        /// The physical count now.
+        now: u64,
+    },
+    /// A trapped 32-bit timer register access (CNTP_CTL, CNTP_TVAL, ...).
+    Cp15 {
+        /// The vCPU.
+        vcpu: VcpuId,
+        /// The access.
+        access: Cp15Access,
+        /// The physical count at the trap.
+        now: u64,
+    },
+    /// A trapped 64-bit timer register access (CNTP_CVAL, CNTPCT).
+    Cp15Wide {
+        /// The vCPU.
+        vcpu: VcpuId,
+        /// The access.
+        access: Cp15WideAccess,
+        /// The physical count at the trap.
+        now: u64,
+    },
+    /// A timer's interrupt fired on the physical CPU that runs `vcpu`.
+    Fired {
+        /// The vCPU.
+        vcpu: VcpuId,
+        /// Which timer.
+        timer: TimerKind,
+        /// The physical count now.
+        now: u64,
+    },
+}
+
+/// A request to one server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// To the vCPU server.
+    Vcpu(VcpuRequest),
+    /// To the vGIC server.
+    Vgic(VgicRequest),
+    /// To the virtual-timer server.
+    Vtimer(VtimerRequest),
+}
+
+impl Message {
+    /// The server this message is for.
+    pub fn server(&self) -> ServerId {
+        match self {
+            Message::Vcpu(_) => ServerId::Vcpu,
+            Message::Vgic(_) => ServerId::Vgic,
+            Message::Vtimer(_) => ServerId::Vtimer,
+        }
+    }
+}
+
+/// A message on the wire: the wire version, a sequence number, and the
+/// generation of the server instance it is addressed to (bumped each time the
+/// server is restarted, so a reply from a dead instance can be recognised).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// [`crate::WIRE_VERSION`] of the sender.
+    pub version: u16,
+    /// Sequence number of the request this belongs to.
+    pub seq: u64,
+    /// Generation of the server instance.
+    pub generation: u32,
+    /// The message or reply.
+    pub body: T,
+}
+
+/// Why a server refused a request. The router answers the guest
+/// architecturally; a server error is never the guest's fault to crash on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServerError {
+    /// The request is addressed to another server.
+    WrongServer,
+    /// The request names a vCPU the VM does not have.
+    NoSuchVcpu(VcpuId),
+    /// The request is not one this server handles in its current state.
+    Unexpected,
+    /// The reply would need more than [`crate::MAX_ACTIONS`] actions.
+    ReplyFull,
+}
+
+impl From<ReplyFull> for ServerError {
+    fn from(_: ReplyFull) -> Self {
+        ServerError::ReplyFull
+    }
+}
+
+impl core::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ServerError::WrongServer => write!(f, "request addressed to another server"),
+            ServerError::NoSuchVcpu(v) => write!(f, "no vCPU {}", v.0),
+            ServerError::Unexpected => write!(f, "request not expected in this state"),
+            ServerError::ReplyFull => write!(f, "reply needs too many actions"),
+        }
+    }
+}
+
+/// A server: a state machine that answers one request at a time. Its whole
+/// state is the implementing value, which is serde-serializable so that it
+/// can be checkpointed, restored, compared and replayed.
+pub trait Server {
+    /// Which server this is.
+    const ID: ServerId;
+    /// The requests it takes.
+    type Request;
+
+    /// Handle one request.
+    fn handle(&mut self, request: Self::Request) -> Result<Reply, ServerError>;
+
+    /// Take the request out of a [`Message`], or refuse a message for
+    /// another server.
+    fn unwrap_message(message: Message) -> Result<Self::Request, ServerError>;
+
+    /// Handle a [`Message`] addressed to this server.
+    fn handle_message(&mut self, message: Message) -> Result<Reply, ServerError> {
+        let request = Self::unwrap_message(message)?;
+        self.handle(request)
+    }
+}

@@ -1,0 +1,320 @@
+//! Transports: how a message reaches a server and its reply comes back.
+//!
+//! - [`Direct`]: the in-image synchronous call the monitor uses on bare metal
+//!   (the server runs on the trapping CPU; the caller holds its lock).
+//! - [`EventQueue`]: a bounded queue (heapless) for messages that wait their
+//!   turn, e.g. the server-to-server messages of one reply.
+//! - `channel` (feature `std`): a server on its own thread, reached over
+//!   crossbeam channels, with a time-out so a stalled peer is reported
+//!   instead of waited on forever.
+//! - `stream` (feature `std`): a server behind any byte stream (a pipe, a
+//!   socket, another process), with COBS-framed postcard envelopes.
+
+use heapless::Deque;
+
+use crate::action::Reply;
+use crate::msg::{Message, Server, ServerError};
+use crate::wire::WireError;
+
+/// Why a call did not produce a reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportError {
+    /// The server refused the request.
+    Server(ServerError),
+    /// The reply (or request) could not be encoded or decoded.
+    Wire(WireError),
+    /// The peer is gone.
+    Disconnected,
+    /// The peer did not answer in time.
+    Timeout,
+    /// A reply arrived for another request (sequence number mismatch).
+    OutOfSequence {
+        /// The sequence number sent.
+        sent: u64,
+        /// The sequence number received.
+        got: u64,
+    },
+}
+
+impl core::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TransportError::Server(e) => write!(f, "server refused: {e}"),
+            TransportError::Wire(e) => write!(f, "wire: {e}"),
+            TransportError::Disconnected => write!(f, "peer disconnected"),
+            TransportError::Timeout => write!(f, "peer did not answer in time"),
+            TransportError::OutOfSequence { sent, got } => {
+                write!(f, "reply {got} for request {sent}")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for TransportError {}
+
+impl From<ServerError> for TransportError {
+    fn from(e: ServerError) -> Self {
+        TransportError::Server(e)
+    }
+}
+
+impl From<WireError> for TransportError {
+    fn from(e: WireError) -> Self {
+        TransportError::Wire(e)
+    }
+}
+
+/// Something a request can be sent to, answering with a reply.
+pub trait Endpoint {
+    /// Deliver `message` and wait for its reply.
+    fn call(&mut self, message: Message) -> Result<Reply, TransportError>;
+}
+
+/// The in-image synchronous call: the server is a value the caller owns (or
+/// has locked) and the call is a function call.
+#[derive(Debug, Default)]
+pub struct Direct<S>(pub S);
+
+impl<S: Server> Endpoint for Direct<S> {
+    fn call(&mut self, message: Message) -> Result<Reply, TransportError> {
+        Ok(self.0.handle_message(message)?)
+    }
+}
+
+/// A bounded FIFO of messages. Pushing into a full queue fails and hands the
+/// message back; nothing is dropped silently.
+#[derive(Debug)]
+pub struct EventQueue<const N: usize> {
+    queue: Deque<Message, N>,
+}
+
+impl<const N: usize> Default for EventQueue<N> {
+    fn default() -> Self {
+        Self { queue: Deque::new() }
+    }
+}
+
+impl<const N: usize> EventQueue<N> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Append a message; gives it back when the queue is full.
+    pub fn push(&mut self, message: Message) -> Result<(), Message> {
+        self.queue.push_back(message)
+    }
+    /// Take the oldest message.
+    pub fn pop(&mut self) -> Option<Message> {
+        self.queue.pop_front()
+    }
+    /// Number of queued messages.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+#[cfg(feature = "std")]
+pub mod channel {
+    //! A server on its own thread, reached over crossbeam channels.
+
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+    use super::{Endpoint, TransportError};
+    use crate::action::Reply;
+    use crate::msg::{Message, Server, ServerError};
+
+    type Request = (u64, Message);
+    type Answer = (u64, Result<Reply, ServerError>);
+
+    /// The client side: sends requests, waits (with a time-out) for replies.
+    #[derive(Debug)]
+    pub struct ChannelClient {
+        requests: Sender<Request>,
+        replies: Receiver<Answer>,
+        timeout: Duration,
+        seq: u64,
+    }
+
+    /// Start `server` on a new thread. The thread ends (and returns the
+    /// server, with its final state) when the client is dropped.
+    pub fn spawn<S>(server: S, timeout: Duration) -> (ChannelClient, JoinHandle<S>)
+    where
+        S: Server + Send + 'static,
+    {
+        let (req_tx, req_rx) = bounded::<Request>(1);
+        let (rep_tx, rep_rx) = bounded::<Answer>(1);
+        let handle = std::thread::spawn(move || serve(server, req_rx, rep_tx));
+        let client = ChannelClient { requests: req_tx, replies: rep_rx, timeout, seq: 0 };
+        (client, handle)
+    }
+
+    /// Answer requests from `requests` until the client goes away.
+    pub fn serve<S: Server>(mut server: S, requests: Receiver<Request>, replies: Sender<Answer>) -> S {
+        while let Ok((seq, message)) = requests.recv() {
+            let answer = server.handle_message(message);
+            if replies.send((seq, answer)).is_err() {
+                break;
+            }
+        }
+        server
+    }
+
+    impl Endpoint for ChannelClient {
+        fn call(&mut self, message: Message) -> Result<Reply, TransportError> {
+            self.seq += 1;
+            let sent = self.seq;
+            self.requests.send((sent, message)).map_err(|_| TransportError::Disconnected)?;
+            match self.replies.recv_timeout(self.timeout) {
+                Ok((got, _)) if got != sent => Err(TransportError::OutOfSequence { sent, got }),
+                Ok((_, answer)) => Ok(answer?),
+                Err(RecvTimeoutError::Timeout) => Err(TransportError::Timeout),
+                Err(RecvTimeoutError::Disconnected) => Err(TransportError::Disconnected),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+pub mod stream {
+    //! A server behind a byte stream: each request and reply is a postcard
+    //! [`crate::Envelope`] in one COBS frame.
+
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    use serde::{de::DeserializeOwned, Serialize};
+
+    use super::{Endpoint, TransportError};
+    use crate::action::Reply;
+    use crate::msg::{Envelope, Message, Server, ServerError};
+    use crate::wire::{self, WireError, MAX_MESSAGE_SIZE, WIRE_VERSION};
+
+    /// Reads and writes framed envelopes on a byte stream.
+    #[derive(Debug)]
+    pub struct FramedStream<R, W> {
+        reader: BufReader<R>,
+        writer: W,
+        frame: Vec<u8>,
+    }
+
+    impl<R: Read, W: Write> FramedStream<R, W> {
+        /// Wrap a reader and a writer (they may be two ends of one socket).
+        pub fn new(reader: R, writer: W) -> Self {
+            Self { reader: BufReader::new(reader), writer, frame: Vec::new() }
+        }
+
+        /// Send one envelope.
+        pub fn send<T: Serialize>(&mut self, seq: u64, generation: u32, body: &T) -> Result<(), TransportError> {
+            let mut plain = [0u8; MAX_MESSAGE_SIZE];
+            let used = wire::encode_envelope(seq, generation, body, &mut plain)?.len();
+            let mut framed = [0u8; MAX_MESSAGE_SIZE + MAX_MESSAGE_SIZE / 254 + 2];
+            let len = cobs_encode(&plain[..used], &mut framed);
+            self.writer.write_all(&framed[..len]).map_err(|_| TransportError::Disconnected)?;
+            self.writer.flush().map_err(|_| TransportError::Disconnected)
+        }
+
+        /// Receive one envelope; `Ok(None)` at a clean end of stream.
+        pub fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<Envelope<T>>, TransportError> {
+            self.frame.clear();
+            let n = (&mut self.reader)
+                .take((MAX_MESSAGE_SIZE * 2) as u64)
+                .read_until(0, &mut self.frame)
+                .map_err(|_| TransportError::Disconnected)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if self.frame.last() != Some(&0) {
+                return Err(if n >= MAX_MESSAGE_SIZE * 2 {
+                    WireError::TooLarge(n).into()
+                } else {
+                    WireError::Truncated.into()
+                });
+            }
+            let len = wire::cobs_decode_in_place(&mut self.frame)?;
+            Ok(Some(wire::decode_envelope(&self.frame[..len])?))
+        }
+    }
+
+    fn cobs_encode(input: &[u8], out: &mut [u8]) -> usize {
+        // postcard's own COBS writer works on a serializer, not on an
+        // already encoded envelope; this is the textbook encoder.
+        let mut code_at = 0;
+        let mut write = 1;
+        let mut code = 1u8;
+        for &byte in input {
+            if byte == 0 {
+                out[code_at] = code;
+                code_at = write;
+                write += 1;
+                code = 1;
+            } else {
+                out[write] = byte;
+                write += 1;
+                code += 1;
+                if code == 0xff {
+                    out[code_at] = code;
+                    code_at = write;
+                    write += 1;
+                    code = 1;
+                }
+            }
+        }
+        out[code_at] = code;
+        out[write] = 0;
+        write + 1
+    }
+
+    /// The client side of a server behind a stream.
+    #[derive(Debug)]
+    pub struct StreamClient<R, W> {
+        stream: FramedStream<R, W>,
+        generation: u32,
+        seq: u64,
+    }
+
+    impl<R: Read, W: Write> StreamClient<R, W> {
+        /// A client talking to the server instance of `generation`.
+        pub fn new(reader: R, writer: W, generation: u32) -> Self {
+            Self { stream: FramedStream::new(reader, writer), generation, seq: 0 }
+        }
+    }
+
+    impl<R: Read, W: Write> Endpoint for StreamClient<R, W> {
+        fn call(&mut self, message: Message) -> Result<Reply, TransportError> {
+            self.seq += 1;
+            let sent = self.seq;
+            self.stream.send(sent, self.generation, &message)?;
+            let answer: Envelope<Result<Reply, ServerError>> =
+                self.stream.recv()?.ok_or(TransportError::Disconnected)?;
+            if answer.seq != sent {
+                return Err(TransportError::OutOfSequence { sent, got: answer.seq });
+            }
+            Ok(answer.body?)
+        }
+    }
+
+    /// Serve requests from a stream until it ends. A request that does not
+    /// decode is answered with nothing and reported as the error it is; the
+    /// server's state is untouched by it.
+    pub fn serve<S: Server, R: Read, W: Write>(
+        server: &mut S,
+        reader: R,
+        writer: W,
+        generation: u32,
+    ) -> Result<(), TransportError> {
+        let mut stream = FramedStream::new(reader, writer);
+        while let Some(request) = stream.recv::<Message>()? {
+            debug_assert_eq!(request.version, WIRE_VERSION);
+            let answer = server.handle_message(request.body);
+            stream.send(request.seq, generation, &answer)?;
+        }
+        Ok(())
+    }
+}
