@@ -71,6 +71,9 @@ pub enum Action {
         /// The faulting virtual address reported in IFAR.
         far: u32,
     },
+    /// Clean and invalidate the whole data cache hierarchy of the vCPU's
+    /// physical CPU (what a trapped set/way operation is turned into).
+    CleanInvalidateDcache,
     /// Write bytes to the VM's console (the physical UART).
     ConsoleWrite {
         /// The bytes, in order.

@@ -45,12 +45,21 @@ pub struct LrStatus {
 }
 
 /// Requests the vGIC server handles.
+///
+/// List registers are written only in answer to a request that carries a
+/// fresh [`LrStatus`] of the vCPU's physical CPU interface (`Maintenance`,
+/// `Sync`, `Idle`). A request that changes a vCPU's interrupt state without
+/// one (`Mmio`, `SetLine`) answers with [`crate::Action::Kick`] for each vCPU
+/// concerned; the monitor then sends `Sync` for it (before re-entering it if
+/// it is the vCPU being handled, or after a physical SGI to its CPU).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VgicRequest {
     /// `vcpu` is about to run for the first time since it was powered on.
     Start {
         /// The vCPU.
         vcpu: VcpuId,
+        /// How many list registers its physical CPU interface has (GICH_VTR).
+        list_registers: u8,
     },
     /// An access to the emulated distributor.
     Mmio {
@@ -91,6 +100,8 @@ pub enum VgicRequest {
     Idle {
         /// The vCPU.
         vcpu: VcpuId,
+        /// The hardware status.
+        status: LrStatus,
     },
 }
 

@@ -59,6 +59,8 @@ pub enum GuestReg {
 pub struct MmioAccess {
     /// The intermediate physical address accessed.
     pub ipa: u64,
+    /// The guest virtual address accessed (HDFAR), for an injected abort.
+    pub far: u32,
     /// The access width.
     pub size: AccessSize,
     /// A store (true) or a load (false).
