@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::MAX_VCPUS;
+use crate::ids::{IntId, MAX_VCPUS};
 
 /// Guest RAM: the intermediate physical window the guest sees, and the
 /// physical window that backs it.
@@ -54,6 +54,51 @@ impl DeviceRegion {
     }
 }
 
+/// The generic timer's interrupts: the PPIs the guest's device tree lists in
+/// its `arm,armv7-timer` node (in the binding's order: secure physical,
+/// non-secure physical, virtual, hypervisor), and the host's virtual-timer PPI
+/// that the guest's virtual timer interrupt is linked to.
+///
+/// The loader writes the guest ones into the guest DTB and the same values
+/// here, so the guest and the vtimer server agree by construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TimerIntids {
+    /// The guest's secure physical timer (listed in the DTB; a guest has no
+    /// Secure state, so it is never raised).
+    pub guest_secure_phys: IntId,
+    /// The guest's non-secure physical timer (CNTP_*), emulated by the
+    /// vtimer server on the Hyp timer.
+    pub guest_phys: IntId,
+    /// The guest's virtual timer (CNTV_*), run by the hardware.
+    pub guest_virt: IntId,
+    /// The guest's hypervisor timer (listed in the DTB; a guest has no Hyp
+    /// mode, so it is never raised).
+    pub guest_hyp: IntId,
+    /// The host's virtual-timer PPI, as the platform DTB gives it: the
+    /// physical interrupt behind the guest's virtual timer interrupt (the
+    /// `hw` link of the list register).
+    pub host_virt: IntId,
+}
+
+impl TimerIntids {
+    /// The PPIs the Arm Server Base System Architecture recommends and that
+    /// QEMU `virt` uses: secure physical 29, non-secure physical 30, virtual
+    /// 27, hypervisor 26.
+    pub const ARCHITECTED: TimerIntids = TimerIntids {
+        guest_secure_phys: IntId(29),
+        guest_phys: IntId(30),
+        guest_virt: IntId(27),
+        guest_hyp: IntId(26),
+        host_virt: IntId(27),
+    };
+
+    /// The guest's four timer PPIs in the order of the `arm,armv7-timer`
+    /// binding's `interrupts` property.
+    pub fn guest_dt_order(&self) -> [IntId; 4] {
+        [self.guest_secure_phys, self.guest_phys, self.guest_virt, self.guest_hyp]
+    }
+}
+
 /// The whole description of a VM, as the loader built it from its command
 /// line and the guest device tree it wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +123,8 @@ pub struct VmConfig {
     pub spis: u16,
     /// Monitor log level: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace.
     pub log_level: u8,
+    /// The generic timer's interrupts (guest DTB and host).
+    pub timer: TimerIntids,
 }
 
 /// What is wrong with a [`VmConfig`].
@@ -95,6 +142,8 @@ pub enum ConfigError {
     SpiCount(u16),
     /// The UART's interrupt is not an SPI the distributor implements.
     UartIntid(u16),
+    /// A timer interrupt is not a PPI, or two guest timer PPIs coincide.
+    TimerIntid(u16),
 }
 
 impl core::fmt::Display for ConfigError {
@@ -106,6 +155,9 @@ impl core::fmt::Display for ConfigError {
             ConfigError::DeviceRegion => write!(f, "device region empty, unaligned or overlapping"),
             ConfigError::SpiCount(n) => write!(f, "{n} SPIs (multiple of 32, at most 988)"),
             ConfigError::UartIntid(i) => write!(f, "UART interrupt {i} is not an implemented SPI"),
+            ConfigError::TimerIntid(i) => {
+                write!(f, "timer interrupt {i} is not a PPI or is listed twice")
+            }
         }
     }
 }
@@ -150,6 +202,12 @@ impl VmConfig {
         if self.uart_intid < 32 || self.uart_intid >= 32 + self.spis {
             return Err(ConfigError::UartIntid(self.uart_intid));
         }
+        let guest = self.timer.guest_dt_order();
+        for (i, intid) in guest.iter().chain([&self.timer.host_virt]).enumerate() {
+            if !intid.is_ppi() || guest.get(i + 1..).is_some_and(|rest| rest.contains(intid)) {
+                return Err(ConfigError::TimerIntid(intid.0));
+            }
+        }
         Ok(())
     }
 }
@@ -170,6 +228,7 @@ mod tests {
             uart_intid: 33,
             spis: 64,
             log_level: 3,
+            timer: TimerIntids::ARCHITECTED,
         }
     }
 
@@ -212,6 +271,16 @@ mod tests {
         let mut c = sample();
         c.uart_intid = 96;
         assert_eq!(c.validate(), Err(ConfigError::UartIntid(96)));
+
+        let mut c = sample();
+        c.timer.guest_phys = IntId(33);
+        assert_eq!(c.validate(), Err(ConfigError::TimerIntid(33)));
+        let mut c = sample();
+        c.timer.host_virt = IntId(15);
+        assert_eq!(c.validate(), Err(ConfigError::TimerIntid(15)));
+        let mut c = sample();
+        c.timer.guest_hyp = IntId(27);
+        assert_eq!(c.validate(), Err(ConfigError::TimerIntid(27)));
     }
 
     #[test]

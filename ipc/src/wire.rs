@@ -182,9 +182,10 @@ pub fn decode_blob<T: DeserializeOwned>(mem: &[u8]) -> Result<T, WireError> {
     }
     let mut len_bytes = [0u8; 4];
     len_bytes.copy_from_slice(&mem[4..8]);
+    // On a 32-bit target `len + 8` can overflow usize: compare without adding.
     let len = u32::from_le_bytes(len_bytes) as usize;
-    if len + 8 > MAX_BLOB_SIZE {
-        return Err(WireError::TooLarge(len + 8));
+    if len > MAX_BLOB_SIZE - 8 {
+        return Err(WireError::TooLarge(len.saturating_add(8)));
     }
     let body = mem.get(8..8 + len).ok_or(WireError::Truncated)?;
     decode(body)
