@@ -133,6 +133,21 @@ pub enum Action {
     Shutdown(ShutdownReason),
     /// Deliver a message to another server; its reply is applied in turn.
     Send(Message),
+    /// Console flow control: the VM's emulated console can take `room` more
+    /// input bytes. The monitor forwards at most `room` bytes in
+    /// [`crate::VcpuRequest::ConsoleInput`] until the next `ConsoleReady`
+    /// and leaves the rest in the physical UART (whose own FIFO and the
+    /// host's flow control then hold the sender), so no typed byte is lost.
+    /// The vCPU server sends it in every reply that changes the room (console
+    /// input, the guest reading its receive FIFO, a FIFO mode change) and in
+    /// its reply to every `Start`; until the first one the monitor assumes 0.
+    /// When the room goes from 0 to more, the monitor reads the bytes that
+    /// waited in the physical UART (its receive interrupt may not fire again
+    /// for them).
+    ConsoleReady {
+        /// Bytes the console can take now.
+        room: u8,
+    },
 }
 
 /// A server's answer to one request: actions, applied in order.
