@@ -12,6 +12,9 @@ use crate::ids::ServerId;
 use crate::msg::{Message, ServerError};
 
 /// One record of a trace.
+// A reply (up to MAX_ACTIONS actions) is much larger than the other records;
+// boxing it would need an allocator, which this no_std crate does not have.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TraceRecord {
     /// The configuration the VM was started with; always the first record.
