@@ -1,1 +1,331 @@
-#![no_std]
+//! # vtimer-server: the guest's generic timers
+//!
+//! Owns, per VM, the virtual counter offset (CNTVOFF) and, per vCPU, the
+//! emulated physical timer (CNTP_CTL, CNTP_CVAL, CNTP_TVAL and reads of
+//! CNTPCT), its interrupt line and the Hyp timer deadline that stands in for
+//! it; and it turns timer events into interrupts for the vGIC server.
+//!
+//! - **Virtual timer.** The guest uses CNTV_* directly in hardware. The first
+//!   [`VtimerRequest::Start`] of the VM sets CNTVOFF to the physical count of
+//!   that moment, so the guest's virtual count starts near zero; every vCPU
+//!   (and every later start of a vCPU that went off and on) gets the same
+//!   offset, so virtual counts agree across vCPUs and never go back. When the
+//!   hardware virtual timer fires, the monitor reports
+//!   [`VtimerRequest::Fired`] and this server asks the vGIC server to raise
+//!   the guest's virtual-timer PPI linked to the host's (`hw`), so that the
+//!   guest's EOI deactivates the physical interrupt.
+//! - **Physical timer.** Trapped through CNTHCTL (the vCPU server's trap
+//!   policy must clear PL1PCEN, and PL1PCTEN for CNTPCT) and emulated here
+//!   exactly as the architecture defines it ([`phys`]), against the host's
+//!   physical count with no offset. The timer's output drives the guest's
+//!   physical-timer PPI as a level line: `SetLine` is sent once per change of
+//!   `ENABLE && !IMASK && count >= CVAL`. While the output is low but can rise
+//!   on its own, the Hyp timer of the vCPU's physical CPU is armed at CVAL, and
+//!   its firing is reported as `Fired { timer: Physical }`.
+//! - **Off and on.** Timer state survives a vCPU going off and on: a `Start`
+//!   re-programs CNTVOFF, re-arms the Hyp timer and re-asserts a raised line.
+//!
+//! The interrupt numbers come from [`ipc::VmConfig::timer`] (the PPIs the
+//! loader wrote into the guest's device tree).
+//!
+//! It never programs hardware (it asks the monitor with [`Action`]s), never
+//! touches GIC state (it sends [`VgicRequest`]s), and never decides traps.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod phys;
+pub mod regs;
+
+use heapless::Vec;
+use ipc::msg::TimerKind;
+use ipc::{
+    Action, Cp15Access, Cp15WideAccess, GuestReg, IntId, Message, Reply, Server, ServerError,
+    ServerId, TimerIntids, VcpuId, VgicRequest, VmConfig, VtimerRequest, MAX_VCPUS,
+};
+use log::debug;
+use serde::{Deserialize, Serialize};
+
+use crate::phys::PhysTimer;
+use crate::regs::{TimerReg32, TimerReg64};
+
+/// The highest general-purpose register an MRC/MRRC may name here: R15 (and
+/// for MRRC Rt == Rt2) is UNPREDICTABLE for these registers (DDI 0406C A8.8.108
+/// MRC, A8.8.109 MRRC), and we answer UNPREDICTABLE with UNDEFINED.
+const MAX_GPR: u8 = 14;
+
+/// What this server knows about one vCPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VcpuTimers {
+    /// The emulated physical timer.
+    pub phys: PhysTimer,
+    /// The level last sent for the guest's physical-timer PPI.
+    pub phys_line: bool,
+    /// The Hyp timer deadline last asked of the monitor for this vCPU's
+    /// physical CPU (`None`: disarmed).
+    pub hyp_deadline: Option<u64>,
+    /// The vCPU has been started at least once.
+    pub started: bool,
+}
+
+/// The whole state of the virtual-timer server of one VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtimerServer {
+    /// The timer interrupts, from the VM configuration.
+    intids: TimerIntids,
+    /// The VM's CNTVOFF, chosen at the first start of any vCPU.
+    cntvoff: Option<u64>,
+    /// Per-vCPU state, indexed by vCPU number.
+    vcpus: Vec<VcpuTimers, MAX_VCPUS>,
+}
+
+impl VtimerServer {
+    /// The state of a VM that has not started: no offset chosen yet, every
+    /// physical timer disabled with CVAL 0, every line low.
+    pub fn new(config: &VmConfig) -> Self {
+        let mut vcpus = Vec::new();
+        // A validated configuration has at most MAX_VCPUS; extra are ignored.
+        for _ in 0..usize::from(config.vcpus).min(MAX_VCPUS) {
+            let _ = vcpus.push(VcpuTimers::default());
+        }
+        Self {
+            intids: config.timer,
+            cntvoff: None,
+            vcpus,
+        }
+    }
+
+    /// The VM's CNTVOFF, once the first vCPU started.
+    pub fn cntvoff(&self) -> Option<u64> {
+        self.cntvoff
+    }
+
+    /// One vCPU's timer state.
+    pub fn vcpu(&self, vcpu: VcpuId) -> Option<&VcpuTimers> {
+        self.vcpus.get(vcpu.index())
+    }
+
+    fn start(&mut self, vcpu: VcpuId, now: u64) -> Result<Reply, ServerError> {
+        let offset = *self.cntvoff.get_or_insert(now);
+        let intids = self.intids;
+        let state = self.state(vcpu)?;
+        state.started = true;
+        let mut reply = Reply::none();
+        reply.push(Action::SetCntvoff { value: offset })?;
+        // The physical CPU's Hyp timer and the vGIC's view of the line may
+        // both have been reset while the vCPU was off: state both again.
+        let line = state.phys.output(now);
+        state.phys_line = line;
+        if line {
+            reply.push(set_line(intids.guest_phys, vcpu, true, None))?;
+        }
+        state.hyp_deadline = state.phys.deadline(now);
+        reply.push(Action::SetHypTimer {
+            deadline: state.hyp_deadline,
+        })?;
+        Ok(reply)
+    }
+
+    fn fired(&mut self, vcpu: VcpuId, timer: TimerKind, now: u64) -> Result<Reply, ServerError> {
+        let intids = self.intids;
+        let state = self.state(vcpu)?;
+        let mut reply = Reply::none();
+        match timer {
+            TimerKind::Virtual => {
+                // The hardware timer's output is a level that stays high until
+                // the guest handles its timer; the hw link makes the guest's
+                // EOI deactivate the physical interrupt, which may then fire
+                // again. The vGIC server owns what a repeated `true` means.
+                reply.push(set_line(
+                    intids.guest_virt,
+                    vcpu,
+                    true,
+                    Some(intids.host_virt),
+                ))?;
+            }
+            TimerKind::Physical => {
+                // The Hyp timer stays asserted until it is re-programmed, so
+                // always say what it should do now (a stale or early firing
+                // re-arms it).
+                sync_line(state, intids.guest_phys, vcpu, now, &mut reply)?;
+                state.hyp_deadline = state.phys.deadline(now);
+                reply.push(Action::SetHypTimer {
+                    deadline: state.hyp_deadline,
+                })?;
+            }
+        }
+        Ok(reply)
+    }
+
+    fn cp15(&mut self, vcpu: VcpuId, access: Cp15Access, now: u64) -> Result<Reply, ServerError> {
+        let intids = self.intids;
+        let state = self.state(vcpu)?;
+        let mut reply = Reply::none();
+        let reg = TimerReg32::decode(&access);
+        let Some(rt) = gpr(access.rt) else {
+            debug!(
+                "vtimer: vCPU {} MRC/MCR {reg:?} with r{}: undefined",
+                vcpu.0, access.rt
+            );
+            reply.push(Action::InjectUndef)?;
+            return Ok(reply);
+        };
+        match (reg, access.write) {
+            (TimerReg32::CntpCtl, false) => {
+                reply.push(Action::SetReg {
+                    reg: rt,
+                    value: state.phys.read_ctl(now),
+                })?;
+            }
+            (TimerReg32::CntpCtl, true) => state.phys.write_ctl(access.value),
+            (TimerReg32::CntpTval, false) => {
+                reply.push(Action::SetReg {
+                    reg: rt,
+                    value: state.phys.read_tval(now),
+                })?;
+            }
+            (TimerReg32::CntpTval, true) => state.phys.write_tval(now, access.value),
+            (TimerReg32::Unknown { .. }, _) => {
+                debug!("vtimer: vCPU {} accessed {reg:?}: undefined", vcpu.0);
+                reply.push(Action::InjectUndef)?;
+                return Ok(reply);
+            }
+        }
+        reply.push(Action::AdvancePc)?;
+        update(state, intids.guest_phys, vcpu, now, &mut reply)?;
+        Ok(reply)
+    }
+
+    fn cp15_wide(
+        &mut self,
+        vcpu: VcpuId,
+        access: Cp15WideAccess,
+        now: u64,
+    ) -> Result<Reply, ServerError> {
+        let intids = self.intids;
+        let state = self.state(vcpu)?;
+        let mut reply = Reply::none();
+        let reg = TimerReg64::decode(&access);
+        let regs = match (gpr(access.rt), gpr(access.rt2)) {
+            // MRRC with Rt == Rt2 is UNPREDICTABLE; MCRR with it is fine.
+            (Some(lo), Some(hi)) if access.write || access.rt != access.rt2 => Some((lo, hi)),
+            _ => None,
+        };
+        let read = |value: u64, reply: &mut Reply, (lo, hi): (GuestReg, GuestReg)| {
+            // The low and high words of the 64-bit value.
+            reply.push(Action::SetReg {
+                reg: lo,
+                value: value as u32,
+            })?;
+            reply.push(Action::SetReg {
+                reg: hi,
+                value: (value >> 32) as u32,
+            })
+        };
+        match (reg, access.write, regs) {
+            (TimerReg64::Cntpct, false, Some(pair)) => read(now, &mut reply, pair)?,
+            (TimerReg64::CntpCval, false, Some(pair)) => {
+                read(state.phys.read_cval(), &mut reply, pair)?;
+            }
+            (TimerReg64::CntpCval, true, Some(_)) => state.phys.write_cval(access.value),
+            // CNTPCT is read-only: MCRR to it is UNDEFINED.
+            (TimerReg64::Cntpct, true, _) | (TimerReg64::Unknown { .. }, _, _) | (_, _, None) => {
+                debug!(
+                    "vtimer: vCPU {} MRRC/MCRR {reg:?} (write {}) with r{}, r{}: undefined",
+                    vcpu.0, access.write, access.rt, access.rt2
+                );
+                reply.push(Action::InjectUndef)?;
+                return Ok(reply);
+            }
+        }
+        reply.push(Action::AdvancePc)?;
+        update(state, intids.guest_phys, vcpu, now, &mut reply)?;
+        Ok(reply)
+    }
+
+    fn state(&mut self, vcpu: VcpuId) -> Result<&mut VcpuTimers, ServerError> {
+        self.vcpus
+            .get_mut(vcpu.index())
+            .ok_or(ServerError::NoSuchVcpu(vcpu))
+    }
+}
+
+impl Server for VtimerServer {
+    const ID: ServerId = ServerId::Vtimer;
+    type Request = VtimerRequest;
+
+    fn handle(&mut self, request: VtimerRequest) -> Result<Reply, ServerError> {
+        // Work on a copy so that a request that fails leaves no half-done
+        // change behind (a reply that does not fit is an error, not a
+        // partial answer).
+        let mut next = self.clone();
+        let reply = match request {
+            VtimerRequest::Start { vcpu, now } => next.start(vcpu, now),
+            VtimerRequest::Fired { vcpu, timer, now } => next.fired(vcpu, timer, now),
+            VtimerRequest::Cp15 { vcpu, access, now } => next.cp15(vcpu, access, now),
+            VtimerRequest::Cp15Wide { vcpu, access, now } => next.cp15_wide(vcpu, access, now),
+        }?;
+        *self = next;
+        Ok(reply)
+    }
+
+    fn unwrap_message(message: Message) -> Result<VtimerRequest, ServerError> {
+        match message {
+            Message::Vtimer(request) => Ok(request),
+            Message::Vcpu(_) | Message::Vgic(_) => Err(ServerError::WrongServer),
+        }
+    }
+}
+
+/// The register an MRC/MRRC names, when it is one the guest may name here.
+fn gpr(n: u8) -> Option<GuestReg> {
+    (n <= MAX_GPR).then_some(GuestReg::Gpr(n))
+}
+
+/// A `SetLine` for the vGIC server on `vcpu`'s private line `intid`.
+fn set_line(intid: IntId, vcpu: VcpuId, level: bool, hw: Option<IntId>) -> Action {
+    Action::Send(Message::Vgic(VgicRequest::SetLine {
+        intid,
+        level,
+        target: Some(vcpu),
+        hw,
+    }))
+}
+
+/// Send the physical timer's output level if it changed since it was last
+/// sent.
+fn sync_line(
+    state: &mut VcpuTimers,
+    intid: IntId,
+    vcpu: VcpuId,
+    now: u64,
+    reply: &mut Reply,
+) -> Result<(), ServerError> {
+    let level = state.phys.output(now);
+    if level != state.phys_line {
+        reply.push(set_line(intid, vcpu, level, None))?;
+        state.phys_line = level;
+    }
+    Ok(())
+}
+
+/// After a register access: bring the line and the Hyp timer up to date,
+/// asking the monitor only for what changed.
+fn update(
+    state: &mut VcpuTimers,
+    intid: IntId,
+    vcpu: VcpuId,
+    now: u64,
+    reply: &mut Reply,
+) -> Result<(), ServerError> {
+    sync_line(state, intid, vcpu, now, reply)?;
+    let deadline = state.phys.deadline(now);
+    if deadline != state.hyp_deadline {
+        reply.push(Action::SetHypTimer { deadline })?;
+        state.hyp_deadline = deadline;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
