@@ -1,0 +1,175 @@
+//! Translation tables: the monitor's own Hyp stage-1 identity map, and the
+//! guest's stage-2 map. Both use the long-descriptor (LPAE) format
+//! (ARMv7-A ARM B3.6); stage 2 always does, whatever the guest uses.
+
+use ipc::VmConfig;
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
+
+use super::sysreg::{ops, HMAIR0, HSCTLR, HSCTLR_BITS, HTCR, HTTBR, VTCR, VTTBR};
+
+/// Descriptor type bits (B3.6.1).
+const DESC_BLOCK: u64 = 0b01;
+const DESC_TABLE: u64 = 0b11;
+const DESC_PAGE: u64 = 0b11;
+/// Access flag.
+const AF: u64 = 1 << 10;
+/// Inner shareable.
+const SH_INNER: u64 = 0b11 << 8;
+/// Execute never.
+const XN: u64 = 1 << 54;
+/// Stage 1: AttrIndx (index into HMAIR0).
+const fn attr_index(i: u64) -> u64 {
+    i << 2
+}
+/// Stage 1 (Hyp): AP[2:1] = 0b01, read/write (AP[1] is ignored at PL2).
+const S1_AP_RW: u64 = 0b01 << 6;
+/// Stage 2: S2AP = read/write.
+const S2AP_RW: u64 = 0b11 << 6;
+/// Stage 2 MemAttr: Normal, outer and inner write-back.
+const S2_NORMAL_WB: u64 = 0b1111 << 2;
+/// Stage 2 MemAttr: Device.
+const S2_DEVICE: u64 = 0b0001 << 2;
+
+/// HMAIR0 attribute 0: Normal memory, write-back read/write-allocate.
+const MAIR_NORMAL: u32 = 0xff;
+/// HMAIR0 attribute 1: Device memory.
+const MAIR_DEVICE: u32 = 0x04;
+const ATTR_NORMAL: u64 = 0;
+const ATTR_DEVICE: u64 = 1;
+
+/// HTCR/VTCR common fields: inner/outer write-back write-allocate walks,
+/// inner shareable (B4.1.76, B4.1.159).
+const TCR_WALK_WBWA_ISH: u32 = (0b01 << 8) | (0b01 << 10) | (0b11 << 12);
+/// HTCR/VTCR bit 31 is RES1.
+const TCR_RES1: u32 = 1 << 31;
+/// VTCR.SL0 = 1: the stage-2 walk starts at level 1 (with T0SZ = 0, a
+/// 4 GiB IPA space).
+const VTCR_SL0_LEVEL1: u32 = 0b01 << 6;
+/// The VMID of the (single) VM, in VTTBR[55:48].
+const VMID: u64 = 1;
+
+const GIB: u64 = 1 << 30;
+const TWO_MIB: u64 = 2 << 20;
+const PAGE: u64 = 4096;
+
+#[repr(C, align(4096))]
+struct Table([u64; 512]);
+
+/// Hyp stage-1 level-1 table: four 1 GiB blocks.
+static mut HYP_L1: Table = Table([0; 512]);
+/// Stage-2 level-1 table and one level-2 table per GiB.
+static mut S2_L1: Table = Table([0; 512]);
+static mut S2_L2: [Table; 4] = [const { Table([0; 512]) }; 4];
+/// Level-3 tables for device pages (the GIC virtual CPU interface).
+static mut S2_L3: [Table; 2] = [const { Table([0; 512]) }; 2];
+
+/// What stage 2 could not map.
+#[derive(Clone, Copy, Debug)]
+pub enum MapError {
+    /// Guest RAM beyond the 4 GiB IPA space.
+    RamOutOfRange,
+    /// The CPU interface window is not page aligned or too large.
+    DeviceWindow,
+}
+
+/// Turn on the Hyp MMU with an identity map: the first GiB (devices on
+/// QEMU virt and boards alike below the RAM) as device memory, the rest as
+/// normal memory. Called on every CPU; the table is built once by the boot
+/// CPU before the others start.
+pub fn enable_hyp_mmu(build: bool) {
+    let l1 = core::ptr::addr_of_mut!(HYP_L1);
+    if build {
+        for gib in 0..4u64 {
+            let attrs = if gib == 0 { attr_index(ATTR_DEVICE) | XN } else { attr_index(ATTR_NORMAL) | SH_INNER };
+            // SAFETY: only the boot CPU builds the table, before any other
+            // CPU runs and before the MMU uses it.
+            unsafe { (*l1).0[gib as usize] = (gib * GIB) | attrs | AF | S1_AP_RW | DESC_BLOCK };
+        }
+    }
+    HMAIR0.set(MAIR_NORMAL | MAIR_DEVICE << 8);
+    HTCR.set(TCR_RES1 | TCR_WALK_WBWA_ISH);
+    HTTBR.set(l1 as u64);
+    super::sysreg::barrier();
+    ops::tlbiallh(0);
+    ops::iciallu(0);
+    super::sysreg::barrier();
+    HSCTLR.modify(HSCTLR_BITS::M::SET + HSCTLR_BITS::C::SET + HSCTLR_BITS::I::SET);
+    super::sysreg::barrier();
+}
+
+/// Build the guest's stage-2 tables (boot CPU, once): its RAM window, and
+/// the GIC virtual CPU interface `gicv` at the guest's CPU interface window.
+pub fn build_stage2(config: &VmConfig, gicv: (u64, u64)) -> Result<(), MapError> {
+    let ram = config.ram;
+    if ram.ipa + ram.size > 4 * GIB {
+        return Err(MapError::RamOutOfRange);
+    }
+    let l1 = core::ptr::addr_of_mut!(S2_L1);
+    let l2 = core::ptr::addr_of_mut!(S2_L2);
+    let l3 = core::ptr::addr_of_mut!(S2_L3);
+    // SAFETY: the boot CPU builds these tables once, before any guest runs
+    // and before any other CPU starts; nothing else refers to them.
+    unsafe {
+        for i in 0..4 {
+            (*l1).0[i] = core::ptr::addr_of!((*l2)[i]) as u64 | DESC_TABLE;
+        }
+        let mut ipa = ram.ipa;
+        while ipa < ram.ipa + ram.size {
+            let pa = ipa - ram.ipa + ram.pa;
+            let (g, i) = ((ipa / GIB) as usize, ((ipa % GIB) / TWO_MIB) as usize);
+            (*l2)[g].0[i] = pa | AF | SH_INNER | S2AP_RW | S2_NORMAL_WB | DESC_BLOCK;
+            ipa += TWO_MIB;
+        }
+        let window = config.gicc;
+        let pages = window.size.min(gicv.1) / PAGE;
+        if !window.base.is_multiple_of(PAGE) || pages == 0 || window.base % TWO_MIB + pages * PAGE > TWO_MIB {
+            return Err(MapError::DeviceWindow);
+        }
+        let (g, i) = ((window.base / GIB) as usize, ((window.base % GIB) / TWO_MIB) as usize);
+        (*l2)[g].0[i] = core::ptr::addr_of!((*l3)[0]) as u64 | DESC_TABLE;
+        for p in 0..pages {
+            let ipa = window.base + p * PAGE;
+            let slot = ((ipa % TWO_MIB) / PAGE) as usize;
+            (*l3)[0].0[slot] = (gicv.0 + p * PAGE) | AF | S2AP_RW | S2_DEVICE | XN | DESC_PAGE;
+        }
+    }
+    Ok(())
+}
+
+/// Point this CPU's stage-2 translation at the guest's tables.
+pub fn enable_stage2() {
+    VTCR.set(TCR_RES1 | TCR_WALK_WBWA_ISH | VTCR_SL0_LEVEL1);
+    VTTBR.set(core::ptr::addr_of!(S2_L1) as u64 | VMID << 48);
+    super::sysreg::barrier();
+    ops::tlbiallnsnh(0);
+    super::sysreg::barrier();
+}
+
+/// Clean and invalidate the whole data cache hierarchy by set/way
+/// (ARMv7-A ARM B2.2.7, "Performing cache maintenance by set/way").
+pub fn clean_invalidate_dcache_all() {
+    use super::sysreg::{CCSIDR, CLIDR, CSSELR};
+    let clidr = CLIDR.get();
+    let loc = (clidr >> 24) & 0x7;
+    super::sysreg::barrier();
+    for level in 0..loc {
+        let ctype = (clidr >> (level * 3)) & 0x7;
+        if ctype < 2 {
+            continue; // no data cache at this level
+        }
+        CSSELR.set(level << 1);
+        super::sysreg::barrier();
+        let ccsidr = CCSIDR.get();
+        let line_shift = (ccsidr & 0x7) + 4;
+        let ways = ((ccsidr >> 3) & 0x3ff) + 1;
+        let sets = ((ccsidr >> 13) & 0x7fff) + 1;
+        let way_shift = (ways - 1).leading_zeros();
+        for way in 0..ways {
+            for set in 0..sets {
+                let w = if ways > 1 { way << way_shift } else { 0 };
+                ops::dccisw(w | set << line_shift | level << 1);
+            }
+        }
+    }
+    super::sysreg::barrier();
+}

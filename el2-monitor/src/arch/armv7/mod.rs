@@ -1,0 +1,459 @@
+//! ARMv7-A with the Virtualization Extensions (Cortex-A15/A7), Hyp mode.
+//!
+//! Boot, per-CPU Hyp set-up, the trap entry, and the glue between the
+//! hardware and the router. One vCPU runs on each physical CPU (1:1); the
+//! servers are shared by all CPUs, each under its own lock, and run on the
+//! trapping CPU (a synchronous call, like seL4's call with direct hand-off).
+
+pub mod sysreg;
+
+mod boot;
+mod devices;
+mod logger;
+mod mmu;
+mod platform;
+mod semihosting;
+mod vcpu;
+
+use el2_monitor::router::{self, Delivery, PhysIrqs, RouteTable, Routed, Servers, Stats};
+use el2_monitor::syndrome::{self, Decoded, ExceptionClass, Syndrome};
+use ipc::{
+    Message, Reply, Server, ServerError, ServerId, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest, VmConfig,
+    VtimerRequest,
+};
+use spin::{Mutex, Once};
+use tock_registers::interfaces::{Readable, Writeable};
+use vcpu_server::VcpuServer;
+use vgic_server::VgicServer;
+use vtimer_server::VtimerServer;
+
+use devices::{Gic, Uart};
+use platform::Platform;
+use sysreg::{HCPTR, HCR, HCR_BITS, HDCR, HDFAR, HIFAR, HPFAR, HSR, HSTR, HTPIDR, MIDR, PMCR, SCTLR, VMPIDR, VPIDR};
+use vcpu::{Frame, Hw, Next};
+
+/// The most physical CPUs (and so vCPUs) the monitor runs on.
+pub const MAX_CPUS: usize = ipc::MAX_VCPUS;
+/// Each CPU's Hyp stack. The servers run on it, so it is generous.
+pub const STACK_SIZE: usize = 0x2_0000;
+
+/// The SGI the monitor uses to kick another CPU (physical SGIs are the
+/// monitor's own; the guest's SGIs are virtual).
+const KICK_SGI: u16 = 0;
+
+/// The guest's SCTLR at power-on: MMU, caches and alignment checks off, with
+/// the Cortex-A15's reset value for the rest (RES1 bits).
+const GUEST_SCTLR_RESET: u32 = 0x00c5_0078;
+/// The guest's CPSR at power-on: SVC mode, A, I and F masked (Linux boot
+/// protocol, PSCI CPU_ON).
+const GUEST_CPSR_RESET: u32 = 0x1d3;
+/// VMPIDR: bit 31 is RES1 (multiprocessing extensions), U = 0.
+const MPIDR_MP: u32 = 1 << 31;
+
+#[repr(C, align(16))]
+struct Stacks([[u8; STACK_SIZE]; MAX_CPUS]);
+
+/// The Hyp stacks, one per CPU (the boot code points SP at them).
+#[no_mangle]
+static mut MONITOR_STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+
+extern "C" {
+    static __splitvisor_config: u8;
+    static __splitvisor_end: u8;
+}
+
+/// The three servers, each under its own lock.
+struct ServerSet {
+    vcpu: Mutex<VcpuServer>,
+    vgic: Mutex<VgicServer>,
+    vtimer: Mutex<VtimerServer>,
+}
+
+impl Servers for &ServerSet {
+    fn call(&mut self, message: &Message) -> Result<Reply, ServerError> {
+        match message.server() {
+            ServerId::Vcpu => self.vcpu.lock().handle_message(message.clone()),
+            ServerId::Vgic => self.vgic.lock().handle_message(message.clone()),
+            ServerId::Vtimer => self.vtimer.lock().handle_message(message.clone()),
+        }
+    }
+}
+
+/// Everything the CPUs share once the boot CPU has set it up.
+struct Vm {
+    config: VmConfig,
+    platform: Platform,
+    table: RouteTable,
+    gic: Gic,
+    uart: Uart,
+    servers: ServerSet,
+}
+
+static VM: Once<Vm> = Once::new();
+/// How many console bytes the vCPU server can take now (`ConsoleReady`).
+static CONSOLE_ROOM: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+static CONSOLE: Mutex<()> = Mutex::new(());
+/// PowerOn requests waiting for a parked CPU: (entry, context id).
+static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
+/// Per-CPU counters.
+static STATS: [Mutex<Stats>; MAX_CPUS] =
+    [const { Mutex::new(Stats { messages: [0; 3], refused: 0, dropped: 0 }) }; MAX_CPUS];
+
+fn vm() -> &'static Vm {
+    match VM.get() {
+        Some(vm) => vm,
+        None => fatal("trap before the VM was set up"),
+    }
+}
+
+fn gic() -> &'static Gic {
+    &vm().gic
+}
+
+fn uart() -> &'static Uart {
+    &vm().uart
+}
+
+fn console_write(bytes: &[u8]) {
+    let _guard = CONSOLE.lock();
+    uart().write(bytes);
+}
+
+/// Stop everything: a hypervisor bug, reported on the log.
+fn fatal(why: &str) -> ! {
+    log::error!("monitor fault: {why}");
+    semihosting::exit(ipc::exit::MONITOR_FAULT)
+}
+
+fn shutdown(status: u8) -> ! {
+    if let Some(vm) = VM.get() {
+        let mut total = Stats::default();
+        for s in STATS.iter().take(usize::from(vm.config.vcpus)) {
+            let s = s.lock();
+            for (t, m) in total.messages.iter_mut().zip(s.messages) {
+                *t += m;
+            }
+            total.refused += s.refused;
+            total.dropped += s.dropped;
+        }
+        log::info!(
+            "VM stopped (status {status}): messages vcpu {} vgic {} vtimer {}, refused {}, dropped {}",
+            total.messages[0],
+            total.messages[1],
+            total.messages[2],
+            total.refused,
+            total.dropped
+        );
+    }
+    semihosting::exit(status)
+}
+
+fn kick(vcpu: VcpuId) {
+    gic().send_sgi(KICK_SGI, vcpu.index());
+}
+
+fn power_on(vcpu: VcpuId, entry: u32, context_id: u32) {
+    if let Some(slot) = MAILBOX.get(vcpu.index()) {
+        *slot.lock() = Some((entry, context_id));
+        // SAFETY: DSB and SEV only order memory and wake CPUs in WFE.
+        unsafe { core::arch::asm!("dsb ish", "sev", options(nostack, preserves_flags)) };
+    }
+}
+
+fn wait_for_interrupt() {
+    // SAFETY: WFI only idles the CPU; IRQs are masked in Hyp mode, so a
+    // pending interrupt wakes it without being taken here, and is taken
+    // (routed to Hyp) as soon as the guest is re-entered.
+    unsafe { core::arch::asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
+}
+
+fn read_config() -> Result<VmConfig, ipc::WireError> {
+    // SAFETY: the linker script reserves MAX_BLOB_SIZE bytes at
+    // `__splitvisor_config`, outside every section, for the loader's blob;
+    // nothing writes there while the monitor runs.
+    let area =
+        unsafe { core::slice::from_raw_parts(core::ptr::addr_of!(__splitvisor_config), ipc::wire::MAX_BLOB_SIZE) };
+    ipc::wire::decode_blob(area)
+}
+
+/// The boot CPU's path from reset to the first guest instruction.
+#[no_mangle]
+extern "C" fn boot_primary(cpu: u32) -> ! {
+    HTPIDR.set(cpu);
+    logger::init(log::LevelFilter::Info);
+    let platform = match platform::discover() {
+        Ok(p) => p,
+        Err(e) => fatal_with(ipc::exit::MONITOR_FAULT, format_args!("platform device tree: {e}")),
+    };
+    let config = match read_config() {
+        Ok(c) => c,
+        Err(e) => fatal_with(ipc::exit::BAD_CONFIG, format_args!("VM configuration unreadable: {e}")),
+    };
+    if let Err(e) = config.validate() {
+        fatal_with(ipc::exit::BAD_CONFIG, format_args!("VM configuration invalid: {e}"));
+    }
+    logger::init(logger::level_from_config(config.log_level));
+    check_fits(&config, &platform);
+    log::info!(
+        "splitvisor: {} vCPU(s), guest RAM {:#x}+{:#x} at PA {:#x}, entry {:#x}",
+        config.vcpus,
+        config.ram.ipa,
+        config.ram.size,
+        config.ram.pa,
+        config.entry
+    );
+
+    mmu::enable_hyp_mmu(true);
+    if let Err(e) = mmu::build_stage2(&config, platform.gicv) {
+        fatal_with(ipc::exit::BAD_CONFIG, format_args!("stage 2: {e:?}"));
+    }
+    // SAFETY: the device tree names these frames; the Hyp identity map
+    // covers them as device memory and only the monitor uses them.
+    let (gic, uart) = unsafe {
+        (
+            Gic::new(platform.gicd as usize, platform.gicc as usize, platform.gich as usize),
+            Uart::new(platform.uart as usize),
+        )
+    };
+    let table = RouteTable {
+        gicd: config.gicd,
+        irqs: PhysIrqs {
+            maintenance: platform.maintenance_intid,
+            kick: KICK_SGI,
+            vtimer: platform.timer_intids[2],
+            hyp_timer: platform.timer_intids[3],
+            uart: platform.uart_intid,
+        },
+    };
+    let servers = ServerSet {
+        vcpu: Mutex::new(VcpuServer::new(&config)),
+        vgic: Mutex::new(VgicServer::new(&config)),
+        vtimer: Mutex::new(VtimerServer::new(&config)),
+    };
+    let vm = VM.call_once(|| Vm { config, platform, table, gic, uart, servers });
+    vm.gic.init_distributor();
+    vm.gic.enable(vm.platform.uart_intid, 0);
+
+    for cpu in 1..usize::from(vm.config.vcpus) {
+        start_cpu(&vm.platform, cpu);
+    }
+    init_cpu(0);
+    let [r0, r1, r2] = vm.config.boot_regs;
+    start_vcpu(0, vm.config.entry, [r0, r1, r2])
+}
+
+fn fatal_with(status: u8, why: core::fmt::Arguments<'_>) -> ! {
+    log::error!("{why}");
+    semihosting::exit(status)
+}
+
+/// Refuse a configuration the machine cannot hold.
+fn check_fits(config: &VmConfig, platform: &Platform) {
+    let monitor_end = core::ptr::addr_of!(__splitvisor_end) as u64;
+    let (ram_base, ram_size) = platform.ram;
+    if config.ram.pa < monitor_end || config.ram.pa + config.ram.size > ram_base + ram_size {
+        fatal_with(
+            ipc::exit::BAD_CONFIG,
+            format_args!(
+                "guest RAM {:#x}+{:#x} is not inside free RAM {monitor_end:#x}..{:#x}",
+                config.ram.pa,
+                config.ram.size,
+                ram_base + ram_size
+            ),
+        );
+    }
+    if usize::from(config.vcpus) > platform.cpus.min(MAX_CPUS) {
+        fatal_with(ipc::exit::BAD_CONFIG, format_args!("{} vCPUs but {} physical CPUs", config.vcpus, platform.cpus));
+    }
+}
+
+/// Start a secondary physical CPU through the platform's PSCI; it parks
+/// until its vCPU is powered on.
+fn start_cpu(platform: &Platform, cpu: usize) {
+    let Some(cpu_on) = platform.psci_cpu_on else {
+        fatal_with(ipc::exit::BAD_CONFIG, format_args!("no PSCI (method smc) to start CPU {cpu}"));
+    };
+    let mut result: u32 = cpu_on;
+    // SAFETY: a PSCI call to the firmware (QEMU) with the CPU_ON arguments:
+    // the target's MPIDR affinity, the physical address of the secondary
+    // entry (identity-mapped), and the CPU index as context id.
+    unsafe {
+        core::arch::asm!(
+            ".arch_extension sec", "smc #0",
+            inout("r0") result, in("r1") cpu as u32, in("r2") boot::secondary_entry as *const () as usize as u32, in("r3") cpu as u32,
+            options(nostack)
+        );
+    }
+    if result != 0 {
+        fatal_with(ipc::exit::MONITOR_FAULT, format_args!("PSCI CPU_ON of CPU {cpu} failed: {}", result as i32));
+    }
+}
+
+/// A secondary CPU arrives here from the boot code.
+#[no_mangle]
+extern "C" fn boot_secondary(cpu: u32) -> ! {
+    HTPIDR.set(cpu);
+    mmu::enable_hyp_mmu(false);
+    init_cpu(cpu as usize);
+    park(cpu as usize)
+}
+
+/// Per-CPU Hyp state that does not depend on the vCPU's life cycle.
+fn init_cpu(cpu: usize) {
+    let vm = vm();
+    vm.gic.init_cpu();
+    for intid in [vm.table.irqs.maintenance, KICK_SGI, vm.table.irqs.vtimer, vm.table.irqs.hyp_timer] {
+        vm.gic.enable(intid, cpu);
+    }
+    // Route physical interrupts and aborts to Hyp, enable stage 2, turn set/way
+    // invalidation into clean+invalidate; the rest of the trap controls come
+    // from the vCPU server when the vCPU starts.
+    HCR.write(HCR_BITS::VM::SET + HCR_BITS::SWIO::SET + HCR_BITS::FMO::SET + HCR_BITS::IMO::SET + HCR_BITS::AMO::SET);
+    // No traps of CP15 primary registers, of coprocessors (cp10/cp11 stay
+    // with the guest: it owns the VFP of its CPU), or of debug/PMU accesses;
+    // all PMU counters belong to the guest (HDCR.HPMN = PMCR.N).
+    HSTR.set(0);
+    HCPTR.set(0);
+    HDCR.set((PMCR.get() >> 11) & 0x1f);
+    VPIDR.set(MIDR.get());
+    VMPIDR.set(MPIDR_MP | cpu as u32);
+    mmu::enable_stage2();
+}
+
+/// Wait for this CPU's vCPU to be powered on, then run it.
+fn park(cpu: usize) -> ! {
+    loop {
+        let request = MAILBOX.get(cpu).and_then(|m| m.lock().take());
+        if let Some((entry, context_id)) = request {
+            start_vcpu(cpu, entry, [context_id, 0, 0]);
+        }
+        // SAFETY: WFE only idles until an event (SEV from power_on).
+        unsafe { core::arch::asm!("wfe", options(nostack, preserves_flags)) };
+    }
+}
+
+/// Tell every server the vCPU is starting, then enter it.
+fn start_vcpu(cpu: usize, entry: u32, regs: [u32; 3]) -> ! {
+    let vm = vm();
+    let vcpu = VcpuId(cpu as u8);
+    SCTLR.set(GUEST_SCTLR_RESET);
+    let mut frame = Frame { elr: entry, spsr: GUEST_CPSR_RESET, ..Frame::default() };
+    frame.r[..3].copy_from_slice(&regs);
+    {
+        let mut hw = Hw { frame: &mut frame, insn_len: 0, next: Next::Resume };
+        let now = el2_monitor::router::Hardware::now(&hw);
+        let starts = [
+            Message::Vcpu(VcpuRequest::Start { vcpu }),
+            Message::Vgic(VgicRequest::Start { vcpu, list_registers: vm.gic.list_registers() }),
+            Message::Vtimer(VtimerRequest::Start { vcpu, now }),
+        ];
+        for start in starts {
+            deliver(vcpu, &mut hw, start);
+        }
+        if hw.next == Next::Park {
+            park(cpu);
+        }
+    }
+    let top = stack_top(cpu);
+    // SAFETY: the boot code keeps the top `size_of::<Frame>()` bytes of each
+    // stack free for exactly this frame, and nothing on this call stack
+    // points there; `enter_guest` moves SP onto it, pops it and erets.
+    unsafe {
+        top.write(frame);
+        boot::enter_guest(top)
+    }
+}
+
+fn stack_top(cpu: usize) -> *mut Frame {
+    let stacks = core::ptr::addr_of_mut!(MONITOR_STACKS) as usize;
+    (stacks + (cpu + 1) * STACK_SIZE - core::mem::size_of::<Frame>()) as *mut Frame
+}
+
+fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
+    let vm = vm();
+    let mut servers = &vm.servers;
+    // Counted apart and added after: an action (a shutdown) may read all
+    // counters while this delivery runs.
+    let mut stats = Stats::default();
+    Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu }.run(message);
+    if let Some(total) = STATS.get(vcpu.index()) {
+        let mut total = total.lock();
+        for (t, m) in total.messages.iter_mut().zip(stats.messages) {
+            *t += m;
+        }
+        total.refused += stats.refused;
+        total.dropped += stats.dropped;
+    }
+}
+
+/// Trap and interrupt entry from the vectors: kind 0 = trap, 1 = IRQ, 2 = FIQ.
+#[no_mangle]
+extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
+    let cpu = HTPIDR.get() as usize;
+    let vcpu = VcpuId(cpu as u8);
+    let vm = vm();
+    let next = match kind {
+        0 => {
+            let s = Syndrome { hsr: HSR.get(), hdfar: HDFAR.get(), hifar: HIFAR.get(), hpfar: HPFAR.get() };
+            let insn_len = s.insn_len();
+            if s.class() == ExceptionClass::Hvc {
+                // ELR points past an HVC; every other trap resumes at the
+                // trapping instruction. Make HVC the same, so that a server
+                // answers every trap with AdvancePc alike.
+                frame.elr = frame.elr.wrapping_sub(insn_len);
+            }
+            let decoded = syndrome::decode(&s, frame.spsr, |n| frame.reg(n));
+            let mut hw = Hw { frame, insn_len, next: Next::Resume };
+            match decoded {
+                Decoded::Skip => el2_monitor::router::Hardware::apply(&mut hw, &ipc::Action::AdvancePc),
+                Decoded::Trap(trap) => dispatch(vm, vcpu, &mut hw, trap),
+            }
+            hw.next
+        }
+        1 => {
+            let mut hw = Hw { frame, insn_len: 0, next: Next::Resume };
+            if let Some(intid) = vm.gic.acknowledge() {
+                dispatch(vm, vcpu, &mut hw, Trap::Irq { intid });
+                if router::monitor_deactivates(&vm.table, intid) {
+                    vm.gic.deactivate(intid);
+                }
+            }
+            hw.next
+        }
+        _ => {
+            log::warn!("physical FIQ on cpu{cpu}: nothing uses FIQs; ignored");
+            Next::Resume
+        }
+    };
+    if next == Next::Park {
+        park(cpu);
+    }
+}
+
+fn dispatch(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, trap: Trap) {
+    let message = TrapMsg { vcpu, trap, pc: hw.frame.elr, cpsr: hw.frame.spsr };
+    if let Routed::Deliver(m) = router::route(&vm.table, &message, hw) {
+        deliver(vcpu, hw, m);
+    }
+}
+
+/// An exception taken in Hyp mode itself: a monitor bug.
+#[no_mangle]
+extern "C" fn monitor_fault(frame: &Frame, kind: u32) -> ! {
+    let what = ["reset", "undefined instruction", "SVC", "prefetch abort", "data abort"];
+    log::error!(
+        "monitor fault: {} in Hyp mode at {:#x} (HSR {:#x}, HDFAR {:#x}, HIFAR {:#x})",
+        what.get(kind as usize).copied().unwrap_or("exception"),
+        frame.elr,
+        HSR.get(),
+        HDFAR.get(),
+        HIFAR.get()
+    );
+    semihosting::exit(ipc::exit::MONITOR_FAULT)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    log::error!("monitor panic: {info}");
+    semihosting::exit(ipc::exit::MONITOR_FAULT)
+}

@@ -1,0 +1,455 @@
+//! The router: which server owns a trap, and the delivery loop.
+//!
+//! A trap becomes one [`Message`] for its owner: an access to the guest's
+//! distributor goes to the vGIC server, a timer register or a timer
+//! interrupt to the timer server, a maintenance interrupt or a kick to the
+//! vGIC server, everything else to the vCPU server. The reply's `Send`
+//! actions are delivered in turn (breadth first, bounded); a `Kick` of the
+//! vCPU being handled becomes a `Sync` with a fresh list-register status
+//! before the guest re-enters; every other action goes to the hardware.
+
+use ipc::msg::{LrStatus, MAX_INPUT_BYTES};
+use ipc::transport::EventQueue;
+use ipc::{
+    Action, DeviceRegion, Message, Reply, ServerError, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest, VtimerRequest,
+};
+
+/// The physical interrupts the monitor owns, as the platform's device tree
+/// and the monitor's own choices name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhysIrqs {
+    /// The GIC maintenance interrupt.
+    pub maintenance: u16,
+    /// The SGI the monitor sends to kick another CPU.
+    pub kick: u16,
+    /// The virtual timer's PPI (deactivated by the guest through a
+    /// hardware-linked list register, never by the monitor).
+    pub vtimer: u16,
+    /// The Hyp timer's PPI.
+    pub hyp_timer: u16,
+    /// The physical UART's SPI.
+    pub uart: u16,
+}
+
+/// What the router needs to know to pick a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteTable {
+    /// The guest's distributor window.
+    pub gicd: DeviceRegion,
+    /// The physical interrupts.
+    pub irqs: PhysIrqs,
+}
+
+/// CP15 CRn (MCR/MRC) and CRm (MCRR/MRRC) of the generic timer registers.
+const CP15_TIMER_CR: u8 = 14;
+
+/// The hardware side of delivery: what the router reads from, and where the
+/// actions that are not messages go. Implemented by the arch code on bare
+/// metal and by fakes in tests.
+pub trait Hardware {
+    /// The physical counter now.
+    fn now(&self) -> u64;
+    /// This CPU's list-register status.
+    fn lr_status(&self) -> LrStatus;
+    /// Read up to `buf.len()` bytes the physical UART has received.
+    fn console_input(&mut self, buf: &mut [u8]) -> usize;
+    /// Carry out an action for the vCPU being handled.
+    fn apply(&mut self, action: &Action);
+}
+
+/// The servers, reached by message.
+pub trait Servers {
+    /// Deliver one message and return the reply.
+    fn call(&mut self, message: &Message) -> Result<Reply, ServerError>;
+}
+
+/// How many messages one trap may cause before the router stops following
+/// `Send`s (a loop between servers is a bug, not a reason to hang).
+pub const MAX_MESSAGES_PER_TRAP: usize = 16;
+
+/// Counters for `--stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages delivered, per server ([`ipc::ServerId::index`]).
+    pub messages: [u64; 3],
+    /// Requests a server refused.
+    pub refused: u64,
+    /// Messages dropped because a trap caused too many.
+    pub dropped: u64,
+}
+
+/// The outcome of routing one trap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Deliver this message.
+    Deliver(Message),
+    /// Nothing to deliver (a physical interrupt with no owner, or console
+    /// input with no bytes).
+    Nothing,
+}
+
+/// Pick the server and build its message for a trap.
+pub fn route(table: &RouteTable, trap: &TrapMsg, hw: &mut impl Hardware) -> Routed {
+    let vcpu = trap.vcpu;
+    let message = match trap.trap {
+        Trap::Mmio(access) if table.gicd.contains(access.ipa) => Message::Vgic(VgicRequest::Mmio { vcpu, access }),
+        Trap::Cp15(access) if access.crn == CP15_TIMER_CR => {
+            Message::Vtimer(VtimerRequest::Cp15 { vcpu, access, now: hw.now() })
+        }
+        Trap::Cp15Wide(access) if access.crm == CP15_TIMER_CR => {
+            Message::Vtimer(VtimerRequest::Cp15Wide { vcpu, access, now: hw.now() })
+        }
+        Trap::HypTimer => {
+            Message::Vtimer(VtimerRequest::Fired { vcpu, timer: ipc::msg::TimerKind::Physical, now: hw.now() })
+        }
+        Trap::Irq { intid } => return route_irq(table, vcpu, intid, hw),
+        _ => Message::Vcpu(VcpuRequest::Trap(*trap)),
+    };
+    Routed::Deliver(message)
+}
+
+fn route_irq(table: &RouteTable, vcpu: VcpuId, intid: u16, hw: &mut impl Hardware) -> Routed {
+    let irqs = &table.irqs;
+    let message = if intid == irqs.maintenance {
+        Message::Vgic(VgicRequest::Maintenance { vcpu, status: hw.lr_status() })
+    } else if intid == irqs.kick {
+        Message::Vgic(VgicRequest::Sync { vcpu, status: hw.lr_status() })
+    } else if intid == irqs.vtimer {
+        Message::Vtimer(VtimerRequest::Fired { vcpu, timer: ipc::msg::TimerKind::Virtual, now: hw.now() })
+    } else if intid == irqs.hyp_timer {
+        Message::Vtimer(VtimerRequest::Fired { vcpu, timer: ipc::msg::TimerKind::Physical, now: hw.now() })
+    } else if intid == irqs.uart {
+        let mut buf = [0u8; MAX_INPUT_BYTES];
+        let n = hw.console_input(&mut buf);
+        if n == 0 {
+            return Routed::Nothing;
+        }
+        let mut bytes = heapless::Vec::new();
+        // Cannot fail: n is at most the capacity.
+        let _ = bytes.extend_from_slice(&buf[..n]);
+        Message::Vcpu(VcpuRequest::ConsoleInput { bytes })
+    } else {
+        log::warn!("physical interrupt {intid} has no owner");
+        return Routed::Nothing;
+    };
+    Routed::Deliver(message)
+}
+
+/// Whether the monitor deactivates a physical interrupt once it has been
+/// delivered (everything but the virtual timer, which the guest deactivates
+/// through its hardware-linked list register).
+pub fn monitor_deactivates(table: &RouteTable, intid: u16) -> bool {
+    intid != table.irqs.vtimer
+}
+
+/// The delivery loop for one trap (or one event) of vCPU `vcpu`.
+pub struct Delivery<'a, S: Servers, H: Hardware> {
+    /// The servers.
+    pub servers: &'a mut S,
+    /// The hardware.
+    pub hw: &'a mut H,
+    /// Counters.
+    pub stats: &'a mut Stats,
+    /// The vCPU being handled.
+    pub vcpu: VcpuId,
+}
+
+/// The architectural answer to a trap whose server refused it.
+fn refusal_answer(message: &Message) -> Option<Action> {
+    match message {
+        Message::Vcpu(VcpuRequest::Trap(t)) => Some(match t.trap {
+            Trap::Mmio(m) => Action::InjectDataAbort { far: m.far },
+            Trap::DataAbortNoSyndrome { far, .. } => Action::InjectDataAbort { far },
+            Trap::PrefetchAbort { far, .. } => Action::InjectPrefetchAbort { far },
+            Trap::Irq { .. } | Trap::HypTimer => return None,
+            _ => Action::InjectUndef,
+        }),
+        Message::Vgic(VgicRequest::Mmio { access, .. }) => Some(Action::InjectDataAbort { far: access.far }),
+        Message::Vtimer(VtimerRequest::Cp15 { .. } | VtimerRequest::Cp15Wide { .. }) => Some(Action::InjectUndef),
+        _ => None,
+    }
+}
+
+impl<S: Servers, H: Hardware> Delivery<'_, S, H> {
+    /// Deliver `first` and everything its replies send; apply the rest.
+    pub fn run(&mut self, first: Message) {
+        let mut queue: EventQueue<MAX_MESSAGES_PER_TRAP> = EventQueue::new();
+        let mut delivered = 0;
+        let mut next = Some(first);
+        while let Some(message) = next.take().or_else(|| queue.pop()) {
+            if delivered == MAX_MESSAGES_PER_TRAP {
+                log::error!(
+                    "vcpu{}: more than {MAX_MESSAGES_PER_TRAP} messages for one trap; dropping {message:?}",
+                    self.vcpu.0
+                );
+                self.stats.dropped += 1 + queue.len() as u64;
+                break;
+            }
+            delivered += 1;
+            let message = complete(message, self.hw);
+            let mut sync_self = false;
+            let server = message.server();
+            self.stats.messages[server.index()] += 1;
+            log::debug!("vcpu{} -> {}: {:?}", self.vcpu.0, server.name(), message);
+            match self.servers.call(&message) {
+                Ok(reply) => {
+                    log::debug!("vcpu{} <- {}: {:?}", self.vcpu.0, server.name(), reply.actions);
+                    for action in reply.actions {
+                        match action {
+                            Action::Send(m) => {
+                                if let Err(m) = queue.push(m) {
+                                    log::error!("router queue full; dropping {m:?}");
+                                    self.stats.dropped += 1;
+                                }
+                            }
+                            Action::Kick { vcpu } if vcpu == self.vcpu => sync_self = true,
+                            other => self.hw.apply(&other),
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.stats.refused += 1;
+                    if let Some(answer) = refusal_answer(&message) {
+                        log::warn!(
+                            "vcpu{}: {} refused {message:?}: {e}; answering {answer:?}",
+                            self.vcpu.0,
+                            server.name()
+                        );
+                        self.hw.apply(&answer);
+                    } else {
+                        log::error!("vcpu{}: {} refused {message:?}: {e}", self.vcpu.0, server.name());
+                    }
+                }
+            }
+            if sync_self {
+                let sync = Message::Vgic(VgicRequest::Sync { vcpu: self.vcpu, status: self.hw.lr_status() });
+                if let Err(m) = queue.push(sync) {
+                    log::error!("router queue full; dropping {m:?}");
+                    self.stats.dropped += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Fill in what only the monitor knows in a message another server sent:
+/// an `Idle` request gets the list-register status of the CPU it runs on.
+pub fn complete(message: Message, hw: &impl Hardware) -> Message {
+    match message {
+        Message::Vgic(VgicRequest::Idle { vcpu, .. }) => {
+            Message::Vgic(VgicRequest::Idle { vcpu, status: hw.lr_status() })
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc::{AccessSize, Cp15Access, MmioAccess, ServerId, VcpuId};
+
+    #[derive(Default)]
+    struct FakeHw {
+        applied: Vec<Action>,
+        console: Vec<u8>,
+        now: u64,
+    }
+
+    impl Hardware for FakeHw {
+        fn now(&self) -> u64 {
+            self.now
+        }
+        fn lr_status(&self) -> LrStatus {
+            LrStatus { elrsr: 0xf, ..LrStatus::default() }
+        }
+        fn console_input(&mut self, buf: &mut [u8]) -> usize {
+            let n = self.console.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.console[..n]);
+            self.console.drain(..n);
+            n
+        }
+        fn apply(&mut self, action: &Action) {
+            self.applied.push(action.clone());
+        }
+    }
+
+    /// Servers scripted by a function of the message.
+    struct Script<F: FnMut(&Message) -> Result<Reply, ServerError>> {
+        seen: Vec<Message>,
+        answer: F,
+    }
+
+    impl<F: FnMut(&Message) -> Result<Reply, ServerError>> Servers for Script<F> {
+        fn call(&mut self, message: &Message) -> Result<Reply, ServerError> {
+            self.seen.push(message.clone());
+            (self.answer)(message)
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable {
+            gicd: DeviceRegion { base: 0x0800_0000, size: 0x1000 },
+            irqs: PhysIrqs { maintenance: 25, kick: 0, vtimer: 27, hyp_timer: 26, uart: 33 },
+        }
+    }
+
+    fn trap(t: Trap) -> TrapMsg {
+        TrapMsg { vcpu: VcpuId(1), trap: t, pc: 0x4000_0000, cpsr: 0x13 }
+    }
+
+    fn mmio(ipa: u64) -> Trap {
+        Trap::Mmio(MmioAccess {
+            ipa,
+            far: ipa as u32,
+            size: AccessSize::Word,
+            write: false,
+            value: 0,
+            rt: 2,
+            sign_extend: false,
+        })
+    }
+
+    fn routed(t: Trap, hw: &mut FakeHw) -> Routed {
+        route(&table(), &trap(t), hw)
+    }
+
+    #[test]
+    fn routes_by_owner() {
+        let mut hw = FakeHw { now: 77, ..FakeHw::default() };
+        let server = |r: Routed| match r {
+            Routed::Deliver(m) => Some(m.server()),
+            Routed::Nothing => None,
+        };
+        assert_eq!(server(routed(mmio(0x0800_0ffc), &mut hw)), Some(ServerId::Vgic));
+        assert_eq!(server(routed(mmio(0x0800_1000), &mut hw)), Some(ServerId::Vcpu));
+        assert_eq!(server(routed(mmio(0x0900_0000), &mut hw)), Some(ServerId::Vcpu));
+        let cp15 = |crn| Trap::Cp15(Cp15Access { opc1: 0, crn, crm: 2, opc2: 1, write: false, rt: 0, value: 0 });
+        assert_eq!(server(routed(cp15(14), &mut hw)), Some(ServerId::Vtimer));
+        assert_eq!(server(routed(cp15(1), &mut hw)), Some(ServerId::Vcpu));
+        assert_eq!(server(routed(Trap::Hvc { imm: 0, args: [0; 4] }, &mut hw)), Some(ServerId::Vcpu));
+        assert_eq!(server(routed(Trap::Irq { intid: 25 }, &mut hw)), Some(ServerId::Vgic));
+        assert_eq!(server(routed(Trap::Irq { intid: 0 }, &mut hw)), Some(ServerId::Vgic));
+        assert_eq!(
+            routed(Trap::Irq { intid: 27 }, &mut hw),
+            Routed::Deliver(Message::Vtimer(VtimerRequest::Fired {
+                vcpu: VcpuId(1),
+                timer: ipc::msg::TimerKind::Virtual,
+                now: 77
+            }))
+        );
+        assert_eq!(server(routed(Trap::HypTimer, &mut hw)), Some(ServerId::Vtimer));
+        assert_eq!(routed(Trap::Irq { intid: 99 }, &mut hw), Routed::Nothing);
+    }
+
+    #[test]
+    fn console_interrupt_carries_the_bytes() {
+        let mut hw = FakeHw { console: b"hello, world, and more".to_vec(), ..FakeHw::default() };
+        match routed(Trap::Irq { intid: 33 }, &mut hw) {
+            Routed::Deliver(Message::Vcpu(VcpuRequest::ConsoleInput { bytes })) => {
+                assert_eq!(&bytes[..], b"hello, world, an")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(hw.console, b"d more");
+        hw.console.clear();
+        assert_eq!(routed(Trap::Irq { intid: 33 }, &mut hw), Routed::Nothing);
+    }
+
+    #[test]
+    fn sends_are_followed_and_kick_of_self_syncs() {
+        let mut hw = FakeHw::default();
+        let mut stats = Stats::default();
+        let mut servers = Script {
+            seen: Vec::new(),
+            answer: |m: &Message| {
+                Ok(match m {
+                    Message::Vcpu(_) => Reply::of(&[
+                        Action::AdvancePc,
+                        Action::Send(Message::Vgic(VgicRequest::SetLine {
+                            intid: ipc::IntId(33),
+                            level: true,
+                            target: None,
+                            hw: None,
+                        })),
+                    ])
+                    .unwrap(),
+                    Message::Vgic(VgicRequest::SetLine { .. }) => {
+                        Reply::of(&[Action::Kick { vcpu: VcpuId(1) }, Action::Kick { vcpu: VcpuId(0) }]).unwrap()
+                    }
+                    Message::Vgic(VgicRequest::Sync { .. }) => {
+                        Reply::of(&[Action::WriteListRegister { index: 0, value: 0x1000_0021 }]).unwrap()
+                    }
+                    _ => Reply::none(),
+                })
+            },
+        };
+        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(1) }
+            .run(Message::Vcpu(VcpuRequest::Trap(trap(mmio(0x0900_0000)))));
+        assert_eq!(servers.seen.len(), 3);
+        assert!(
+            matches!(servers.seen[2], Message::Vgic(VgicRequest::Sync { vcpu: VcpuId(1), status }) if status.elrsr == 0xf)
+        );
+        assert_eq!(
+            hw.applied,
+            vec![
+                Action::AdvancePc,
+                Action::Kick { vcpu: VcpuId(0) },
+                Action::WriteListRegister { index: 0, value: 0x1000_0021 }
+            ]
+        );
+        assert_eq!(stats.messages, [1, 2, 0]);
+    }
+
+    #[test]
+    fn refused_traps_get_an_architected_answer() {
+        let mut hw = FakeHw::default();
+        let mut stats = Stats::default();
+        let mut servers = Script { seen: Vec::new(), answer: |_: &Message| Err(ServerError::Unexpected) };
+        let mut run = |m: Message, hw: &mut FakeHw| {
+            Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu: VcpuId(1) }.run(m);
+        };
+        run(Message::Vcpu(VcpuRequest::Trap(trap(mmio(0x0a00_0000)))), &mut hw);
+        run(Message::Vcpu(VcpuRequest::Trap(trap(Trap::Wfi))), &mut hw);
+        run(
+            Message::Vgic(VgicRequest::Mmio {
+                vcpu: VcpuId(1),
+                access: MmioAccess {
+                    ipa: 0x0800_0000,
+                    far: 0xc000_0000,
+                    size: AccessSize::Word,
+                    write: true,
+                    value: 1,
+                    rt: 0,
+                    sign_extend: false,
+                },
+            }),
+            &mut hw,
+        );
+        run(Message::Vgic(VgicRequest::Start { vcpu: VcpuId(1), list_registers: 4 }), &mut hw);
+        assert_eq!(
+            hw.applied,
+            vec![
+                Action::InjectDataAbort { far: 0x0a00_0000 },
+                Action::InjectUndef,
+                Action::InjectDataAbort { far: 0xc000_0000 },
+            ]
+        );
+        assert_eq!(stats.refused, 4);
+    }
+
+    #[test]
+    fn a_message_loop_is_cut_off() {
+        let mut hw = FakeHw::default();
+        let mut stats = Stats::default();
+        let ping = Message::Vgic(VgicRequest::Idle { vcpu: VcpuId(0), status: LrStatus::default() });
+        let mut servers = Script {
+            seen: Vec::new(),
+            answer: |m: &Message| Ok(Reply::of(&[Action::Send(m.clone()), Action::Send(m.clone())]).unwrap()),
+        };
+        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(0) }.run(ping);
+        assert_eq!(servers.seen.len(), MAX_MESSAGES_PER_TRAP);
+        assert!(stats.dropped > 0);
+        // Idle requests get the real list-register status filled in.
+        assert!(matches!(servers.seen[1], Message::Vgic(VgicRequest::Idle { status, .. }) if status.elrsr == 0xf));
+    }
+}
