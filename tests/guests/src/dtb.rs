@@ -1,0 +1,430 @@
+//! Platform discovery from the flattened device tree (DTB) that the Linux
+//! boot protocol hands over in r2.
+//!
+//! The guests never assume a board: the console UART, the RAM and the PSCI
+//! conduit all come from here. Parsing is done by the `fdt` crate; this
+//! module adds what the guests need on top (status, `stdout-path`, 64-bit
+//! `reg` values on a 32-bit CPU) and is unit-tested on the host.
+//!
+//! `fdt` 0.1 panics on some malformed trees; in a guest that panic is caught
+//! by the panic handler, which reports a FAIL line and resets, so a broken
+//! tree still ends the test visibly.
+//!
+//! Sources: Devicetree Specification v0.4, 5.2 "Header" (magic, totalsize),
+//! 2.3.4 "status", 2.3.6 "reg", 3.4 "/memory", 3.6 "/chosen" (stdout-path),
+//! 3.3 "/aliases"; Linux `Documentation/devicetree/bindings/arm/psci.yaml`
+//! and `serial/pl011.yaml`.
+
+use core::fmt;
+
+use fdt::node::FdtNode;
+use fdt::{Fdt, FdtError};
+
+/// The first header word of every DTB (big-endian in memory).
+pub const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Size of the version-17 header, the smallest valid `totalsize`.
+pub const FDT_HEADER_SIZE: u32 = 40;
+/// The largest `totalsize` the guests accept. QEMU's trees are at most
+/// 1 MiB; anything larger is taken as garbage rather than read through.
+pub const MAX_DTB_SIZE: u32 = 2 << 20;
+/// A node's `reg` is read for at most this many (address, size) pairs, so
+/// that a hostile tree cannot make a walk endless.
+pub const MAX_REG_ENTRIES: usize = 64;
+/// The `compatible` string of a PL011 (`serial/pl011.yaml`).
+pub const PL011_COMPATIBLE: &str = "arm,pl011";
+/// The `compatible` strings of a PSCI node, newest first (`arm/psci.yaml`).
+pub const PSCI_COMPATIBLES: [&str; 3] = ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
+
+/// Why there is no usable device tree.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DtbError {
+    /// r2 is 0: no tree was passed (QEMU passes none to an ELF linked near
+    /// the base of RAM).
+    Null,
+    /// r2 is not 4-byte aligned, so it cannot be a DTB's address.
+    Misaligned(u32),
+    /// Reading the header at r2 raised a data abort.
+    Unreadable(u32),
+    /// The first word is not [`FDT_MAGIC`].
+    BadMagic(u32),
+    /// `totalsize` is below the header size or above [`MAX_DTB_SIZE`].
+    BadSize(u32),
+    /// The blob at this address overlaps the guest's own image: the loader
+    /// put it where the guest's code, data or stacks are.
+    OverlapsImage(u32),
+    /// The `fdt` crate rejected the blob.
+    Parse(FdtError),
+}
+
+impl DtbError {
+    /// Whether this means "no tree was passed" (reported as `NO-DTB`) rather
+    /// than "a tree was passed but it is broken" (a failure).
+    pub const fn is_absent(self) -> bool {
+        matches!(self, Self::Null | Self::Misaligned(_) | Self::Unreadable(_) | Self::BadMagic(_))
+    }
+}
+
+impl fmt::Display for DtbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Null => write!(f, "r2 is 0"),
+            Self::Misaligned(addr) => write!(f, "r2 {addr:#010x} is not 4-byte aligned"),
+            Self::Unreadable(addr) => write!(f, "reading r2 {addr:#010x} aborts"),
+            Self::BadMagic(magic) => {
+                write!(f, "first word {magic:#010x} is not the DTB magic {FDT_MAGIC:#010x}")
+            }
+            Self::BadSize(size) => write!(f, "totalsize {size:#x} is outside {FDT_HEADER_SIZE:#x}..={MAX_DTB_SIZE:#x}"),
+            Self::OverlapsImage(addr) => {
+                write!(f, "the blob at {addr:#010x} overlaps the guest image")
+            }
+            Self::Parse(err) => write!(f, "the fdt parser rejects it: {err}"),
+        }
+    }
+}
+
+/// Checks the first two header words, `magic` and `totalsize`, as read from
+/// memory (big-endian, already converted to host order), and returns the
+/// size of the blob to map.
+pub fn check_header(magic: u32, totalsize: u32) -> Result<usize, DtbError> {
+    if magic != FDT_MAGIC {
+        return Err(DtbError::BadMagic(magic));
+    }
+    if !(FDT_HEADER_SIZE..=MAX_DTB_SIZE).contains(&totalsize) {
+        return Err(DtbError::BadSize(totalsize));
+    }
+    usize::try_from(totalsize).map_err(|_| DtbError::BadSize(totalsize))
+}
+
+/// Parses a whole blob whose header [`check_header`] accepted.
+pub fn parse(blob: &[u8]) -> Result<Fdt<'_>, DtbError> {
+    Fdt::new(blob).map_err(DtbError::Parse)
+}
+
+/// A physical address range `[base, base + size)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// First byte.
+    pub base: u64,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+impl Region {
+    /// One past the last byte (saturating at the top of the address space).
+    pub const fn end(self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+
+    /// Whether `addr` lies inside.
+    pub const fn contains(self, addr: u64) -> bool {
+        addr >= self.base && addr < self.end()
+    }
+
+    /// Whether `[start, end)` lies wholly inside (an empty range never does).
+    pub const fn contains_range(self, start: u64, end: u64) -> bool {
+        start < end && start >= self.base && end <= self.end()
+    }
+
+    /// Whether `[start, end)` shares a byte with this region.
+    pub const fn overlaps(self, start: u64, end: u64) -> bool {
+        start < self.end() && self.base < end
+    }
+}
+
+impl fmt::Display for Region {
+    /// `0x40000000..0x48000000`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#010x}..{:#010x}", self.base, self.end())
+    }
+}
+
+/// Reads a big-endian value of one or two cells.
+fn cells(bytes: &[u8]) -> Option<u64> {
+    match bytes.len() {
+        4 => Some(u64::from(u32::from_be_bytes(bytes.try_into().ok()?))),
+        8 => Some(u64::from_be_bytes(bytes.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// The regions of a node's `reg` property, in the parent's address space.
+///
+/// Hand-written over `fdt`'s `raw_reg` because `fdt`'s own `reg()` returns
+/// `usize` addresses, which truncates 64-bit values on the 32-bit guest.
+/// Entries without a size (`#size-cells = <0>`, e.g. CPU ids) are skipped;
+/// walking stops at the first entry that is not one or two cells.
+pub fn regs<'a>(node: FdtNode<'_, 'a>) -> impl Iterator<Item = Region> + 'a {
+    node.raw_reg()
+        .into_iter()
+        .flatten()
+        .take(MAX_REG_ENTRIES)
+        .map_while(|raw| Some((cells(raw.address)?, cells(raw.size))))
+        .filter_map(|(base, size)| Some(Region { base, size: size? }))
+}
+
+/// The value of a string property, without its terminating NUL.
+fn string_property<'a>(node: FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
+    node.property(name).and_then(|prop| prop.as_str())
+}
+
+/// Whether a node is in use: `status` absent, `"okay"` or `"ok"`.
+pub fn is_enabled(node: FdtNode<'_, '_>) -> bool {
+    match string_property(node, "status") {
+        None => true,
+        Some(status) => status == "okay" || status == "ok",
+    }
+}
+
+/// Whether a node's `compatible` list contains `what`.
+pub fn is_compatible(node: FdtNode<'_, '_>, what: &str) -> bool {
+    node.compatible().is_some_and(|compatible| compatible.all().any(|c| c == what))
+}
+
+/// The RAM regions: the `reg` of every enabled node with
+/// `device_type = "memory"`.
+pub fn memory_regions<'b, 'a>(fdt: &'b Fdt<'a>) -> impl Iterator<Item = Region> + 'b {
+    fdt.all_nodes()
+        .filter(|node| string_property(*node, "device_type") == Some("memory") && is_enabled(*node))
+        .flat_map(regs)
+}
+
+/// A device found in the tree: its node name and its first register region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Device<'a> {
+    /// The node name, e.g. `pl011@9000000`.
+    pub name: &'a str,
+    /// The first `reg` region.
+    pub region: Region,
+}
+
+/// Turns a node into a [`Device`] if it is an enabled PL011 with a register
+/// region.
+fn as_pl011<'a>(node: FdtNode<'_, 'a>) -> Option<Device<'a>> {
+    if !is_compatible(node, PL011_COMPATIBLE) || !is_enabled(node) {
+        return None;
+    }
+    let region = regs(node).next()?;
+    Some(Device { name: node.name, region })
+}
+
+/// The node `/chosen/stdout-path` names, following one alias if it is not a
+/// full path (`"serial0:115200n8"`).
+fn stdout_node<'b, 'a>(fdt: &'b Fdt<'a>) -> Option<FdtNode<'b, 'a>> {
+    let chosen = fdt.find_node("/chosen")?;
+    let spec = string_property(chosen, "stdout-path")?;
+    // Options follow a ':' (Devicetree Specification 3.6).
+    let path = spec.split(':').next()?;
+    let path = if path.starts_with('/') { path } else { string_property(fdt.find_node("/aliases")?, path)? };
+    if !path.starts_with('/') {
+        return None;
+    }
+    fdt.find_node(path)
+}
+
+/// The console: the PL011 `/chosen/stdout-path` names if it names one,
+/// otherwise the first enabled PL011 in the tree.
+pub fn console_pl011<'a>(fdt: &Fdt<'a>) -> Option<Device<'a>> {
+    stdout_node(fdt).and_then(as_pl011).or_else(|| fdt.all_nodes().find_map(as_pl011))
+}
+
+/// The PSCI node's description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Psci<'a> {
+    /// The node name, e.g. `psci`.
+    pub name: &'a str,
+    /// The newest PSCI `compatible` string the node lists.
+    pub compatible: &'a str,
+    /// The conduit, `"hvc"` or `"smc"`, if the node has a `method`.
+    pub method: Option<&'a str>,
+}
+
+/// The PSCI node, found by its `compatible` strings.
+pub fn psci<'a>(fdt: &Fdt<'a>) -> Option<Psci<'a>> {
+    fdt.all_nodes().find_map(|node| {
+        let compatible = node.compatible()?.all().find(|c| PSCI_COMPATIBLES.contains(c))?;
+        Some(Psci { name: node.name, compatible, method: string_property(node, "method") })
+    })
+}
+
+/// `/chosen/bootargs`, the kernel command line.
+pub fn bootargs<'a>(fdt: &Fdt<'a>) -> Option<&'a str> {
+    string_property(fdt.find_node("/chosen")?, "bootargs")
+}
+
+/// The first node whose `reg` covers `addr`, if any: an address with no
+/// claimant is a gap in the platform's map.
+///
+/// Only `reg` is considered; `reg` values of nodes below a bus are compared
+/// untranslated, which can only claim too much, never too little, for the
+/// flat maps of QEMU `virt` and splitvisor.
+pub fn claimant<'a>(fdt: &Fdt<'a>, addr: u64) -> Option<&'a str> {
+    fdt.all_nodes().find(|node| regs(*node).any(|region| region.contains(addr))).map(|node| node.name)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use std::string::ToString;
+    use std::vec::Vec;
+    use vm_fdt::FdtWriter;
+
+    /// A tree shaped like QEMU virt's, with the details the discovery must
+    /// get right: a disabled PL011 listed first, a second UART that
+    /// `stdout-path` names through an alias, and 64-bit memory cells.
+    fn sample(stdout_path: Option<&str>) -> Vec<u8> {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        w.property_string("compatible", "linux,dummy-virt").unwrap();
+
+        let chosen = w.begin_node("chosen").unwrap();
+        w.property_string("bootargs", "console=ttyAMA0 test=1").unwrap();
+        if let Some(path) = stdout_path {
+            w.property_string("stdout-path", path).unwrap();
+        }
+        w.end_node(chosen).unwrap();
+
+        let aliases = w.begin_node("aliases").unwrap();
+        w.property_string("serial1", "/pl011@9001000").unwrap();
+        w.property_string("bogus", "not-a-path").unwrap();
+        w.end_node(aliases).unwrap();
+
+        let memory = w.begin_node("memory@40000000").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u64("reg", &[0x4000_0000, 0x0800_0000]).unwrap();
+        w.end_node(memory).unwrap();
+
+        let cpus = w.begin_node("cpus").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 0).unwrap();
+        let cpu = w.begin_node("cpu@0").unwrap();
+        w.property_u32("reg", 0).unwrap();
+        w.end_node(cpu).unwrap();
+        w.end_node(cpus).unwrap();
+
+        let psci = w.begin_node("psci").unwrap();
+        w.property_string_list(
+            "compatible",
+            ["arm,psci-1.0".into(), "arm,psci-0.2".into(), "arm,psci".into()].to_vec(),
+        )
+        .unwrap();
+        w.property_string("method", "hvc").unwrap();
+        w.end_node(psci).unwrap();
+
+        let secure = w.begin_node("pl011@9040000").unwrap();
+        w.property_string_list("compatible", ["arm,pl011".into(), "arm,primecell".into()].to_vec()).unwrap();
+        w.property_array_u64("reg", &[0x0904_0000, 0x1000]).unwrap();
+        w.property_string("status", "disabled").unwrap();
+        w.end_node(secure).unwrap();
+
+        let uart0 = w.begin_node("pl011@9000000").unwrap();
+        w.property_string_list("compatible", ["arm,pl011".into(), "arm,primecell".into()].to_vec()).unwrap();
+        w.property_array_u64("reg", &[0x0900_0000, 0x1000]).unwrap();
+        w.end_node(uart0).unwrap();
+
+        let uart1 = w.begin_node("pl011@9001000").unwrap();
+        w.property_string_list("compatible", ["arm,pl011".into(), "arm,primecell".into()].to_vec()).unwrap();
+        w.property_array_u64("reg", &[0x0900_1000, 0x1000]).unwrap();
+        w.property_string("status", "okay").unwrap();
+        w.end_node(uart1).unwrap();
+
+        let high = w.begin_node("pcie@10000000").unwrap();
+        w.property_array_u64("reg", &[0x40_1000_0000, 0x1000_0000]).unwrap();
+        w.end_node(high).unwrap();
+
+        w.end_node(root).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn header_checks() {
+        assert_eq!(check_header(FDT_MAGIC, 0x1000), Ok(0x1000));
+        assert_eq!(check_header(0xedfe_0dd0, 0x1000), Err(DtbError::BadMagic(0xedfe_0dd0)));
+        assert_eq!(check_header(FDT_MAGIC, 39), Err(DtbError::BadSize(39)));
+        assert_eq!(check_header(FDT_MAGIC, MAX_DTB_SIZE + 1), Err(DtbError::BadSize(MAX_DTB_SIZE + 1)));
+        assert!(DtbError::Null.is_absent());
+        assert!(DtbError::BadMagic(0).is_absent());
+        assert!(!DtbError::BadSize(0).is_absent());
+        assert!(!DtbError::Parse(FdtError::BufferTooSmall).is_absent());
+    }
+
+    #[test]
+    fn truncated_blob_is_a_parse_error() {
+        let blob = sample(None);
+        assert!(parse(&blob).is_ok());
+        assert_eq!(parse(&blob[..blob.len() / 2]).err(), Some(DtbError::Parse(FdtError::BufferTooSmall)));
+    }
+
+    #[test]
+    fn first_enabled_pl011_without_stdout_path() {
+        let blob = sample(None);
+        let fdt = parse(&blob).unwrap();
+        let uart = console_pl011(&fdt).unwrap();
+        assert_eq!(uart.name, "pl011@9000000");
+        assert_eq!(uart.region, Region { base: 0x0900_0000, size: 0x1000 });
+    }
+
+    #[test]
+    fn stdout_path_wins_directly_and_through_an_alias() {
+        for path in ["/pl011@9001000", "serial1:115200n8", "serial1"] {
+            let blob = sample(Some(path));
+            let fdt = parse(&blob).unwrap();
+            assert_eq!(console_pl011(&fdt).unwrap().name, "pl011@9001000", "stdout-path {path}");
+        }
+    }
+
+    #[test]
+    fn unusable_stdout_path_falls_back() {
+        // A disabled UART, an alias that is no path, and a missing node.
+        for path in ["/pl011@9040000", "bogus", "/nothing@0", "serial7"] {
+            let blob = sample(Some(path));
+            let fdt = parse(&blob).unwrap();
+            assert_eq!(console_pl011(&fdt).unwrap().name, "pl011@9000000", "stdout-path {path}");
+        }
+    }
+
+    #[test]
+    fn memory_psci_and_bootargs() {
+        let blob = sample(None);
+        let fdt = parse(&blob).unwrap();
+        let memory: Vec<Region> = memory_regions(&fdt).collect();
+        assert_eq!(memory, [Region { base: 0x4000_0000, size: 0x0800_0000 }]);
+        let psci = psci(&fdt).unwrap();
+        assert_eq!(psci.compatible, "arm,psci-1.0");
+        assert_eq!(psci.method, Some("hvc"));
+        assert_eq!(bootargs(&fdt), Some("console=ttyAMA0 test=1"));
+    }
+
+    #[test]
+    fn claimant_finds_devices_ram_and_gaps() {
+        let blob = sample(None);
+        let fdt = parse(&blob).unwrap();
+        assert_eq!(claimant(&fdt, 0x0900_0ffc), Some("pl011@9000000"));
+        assert_eq!(claimant(&fdt, 0x0904_0000), Some("pl011@9040000"));
+        assert_eq!(claimant(&fdt, 0x4000_8000), Some("memory@40000000"));
+        assert_eq!(claimant(&fdt, 0x0980_0000), None);
+        // 64-bit regions are compared as 64-bit values: the high PCIe window
+        // does not claim its truncated low alias, and CPU ids claim nothing.
+        assert_eq!(claimant(&fdt, 0x1000_0000), None);
+        assert_eq!(claimant(&fdt, 0x40_1000_0000), Some("pcie@10000000"));
+        assert_eq!(claimant(&fdt, 0), None);
+    }
+
+    #[test]
+    fn regions() {
+        let r = Region { base: 0x4000_0000, size: 0x1000 };
+        assert!(r.contains(0x4000_0fff));
+        assert!(!r.contains(0x4000_1000));
+        assert!(r.contains_range(0x4000_0000, 0x4000_1000));
+        assert!(!r.contains_range(0x4000_0000, 0x4000_1001));
+        assert!(!r.contains_range(0x4000_0010, 0x4000_0010));
+        assert!(r.overlaps(0x3fff_ffff, 0x4000_0001));
+        assert!(!r.overlaps(0x4000_1000, 0x4000_2000));
+        assert_eq!(r.to_string(), "0x40000000..0x40001000");
+        let top = Region { base: u64::MAX - 1, size: 16 };
+        assert_eq!(top.end(), u64::MAX);
+    }
+}

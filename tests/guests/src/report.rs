@@ -1,0 +1,104 @@
+//! Bookkeeping of a guest's checks and the verdict it ends with.
+//!
+//! Output format, one line each, which the integration tests match:
+//! - `PASS: <what held>` and `FAIL: <what did not, and why>`;
+//! - `<guest>: <information>`;
+//! - `NO-DTB: ...` when no device tree was passed (see `rt::init`);
+//! - finally `RESULT: PASS <guest>`, `RESULT: FAIL <guest> (<n> failed)` or
+//!   `RESULT: NO-DTB <guest>`.
+//!
+//! A passing guest powers off with PSCI SYSTEM_OFF; every other verdict ends
+//! with SYSTEM_RESET, so that an exit status alone already tells them apart
+//! (splitvisor gives a reset its own non-zero status).
+
+use core::fmt;
+
+use crate::{outln, rt};
+
+/// The checks of one guest run.
+pub struct Report {
+    guest: &'static str,
+    failures: u32,
+    no_dtb: bool,
+    psci_allowed: bool,
+}
+
+impl Report {
+    /// A report for `guest`; `no_dtb` when the guest got no device tree.
+    pub const fn new(guest: &'static str, no_dtb: bool) -> Self {
+        Self { guest, failures: 0, no_dtb, psci_allowed: true }
+    }
+
+    /// The guest's name.
+    pub const fn guest(&self) -> &'static str {
+        self.guest
+    }
+
+    /// How many checks failed so far.
+    pub const fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Whether the guest runs without a device tree.
+    pub const fn no_dtb(&self) -> bool {
+        self.no_dtb
+    }
+
+    /// Whether PSCI calls can be made (the guest runs in a PL1 mode).
+    pub const fn psci_allowed(&self) -> bool {
+        self.psci_allowed
+    }
+
+    /// Records that PSCI cannot be called: the run ends by halting.
+    pub fn forbid_psci(&mut self) {
+        self.psci_allowed = false;
+    }
+
+    /// Prints `PASS: ...`.
+    pub fn pass(&mut self, what: fmt::Arguments<'_>) {
+        outln!("PASS: {what}");
+    }
+
+    /// Prints `FAIL: ...` and counts it.
+    pub fn fail(&mut self, what: fmt::Arguments<'_>) {
+        self.failures = self.failures.saturating_add(1);
+        outln!("FAIL: {what}");
+    }
+
+    /// Passes or fails with the same description.
+    pub fn check(&mut self, ok: bool, what: fmt::Arguments<'_>) {
+        if ok {
+            self.pass(what);
+        } else {
+            self.fail(what);
+        }
+    }
+
+    /// Prints `<guest>: ...`.
+    pub fn info(&self, what: fmt::Arguments<'_>) {
+        outln!("{}: {what}", self.guest);
+    }
+
+    /// Prints the verdict and ends the run: SYSTEM_OFF if everything passed
+    /// with a device tree, SYSTEM_RESET otherwise, a halt when PSCI cannot
+    /// be reached.
+    pub fn finish(self) -> ! {
+        if self.failures > 0 {
+            outln!("RESULT: FAIL {} ({} failed)", self.guest, self.failures);
+        } else if self.no_dtb {
+            outln!("RESULT: NO-DTB {}", self.guest);
+        } else {
+            outln!("RESULT: PASS {}", self.guest);
+        }
+        if !self.psci_allowed {
+            self.info(format_args!("halting: PSCI is out of reach"));
+            rt::halt()
+        }
+        if self.failures == 0 && !self.no_dtb {
+            self.info(format_args!("SYSTEM_OFF"));
+            rt::system_off()
+        }
+        self.info(format_args!("SYSTEM_RESET"));
+        rt::system_reset()
+    }
+}
