@@ -123,9 +123,9 @@ pub mod channel {
     //! A server on its own thread, reached over crossbeam channels.
 
     use std::thread::JoinHandle;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
-    use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+    use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
     use super::{Endpoint, TransportError};
     use crate::action::Reply;
@@ -168,15 +168,38 @@ pub mod channel {
     }
 
     impl Endpoint for ChannelClient {
+        /// Send `message` and wait for its reply, both within the time-out.
+        ///
+        /// A request that timed out may still be carried out by the server
+        /// later; its late reply is recognised by its sequence number and
+        /// dropped by the next call, so one stall does not put every later
+        /// reply out of sequence.
         fn call(&mut self, message: Message) -> Result<Reply, TransportError> {
             self.seq += 1;
             let sent = self.seq;
-            self.requests.send((sent, message)).map_err(|_| TransportError::Disconnected)?;
-            match self.replies.recv_timeout(self.timeout) {
-                Ok((got, _)) if got != sent => Err(TransportError::OutOfSequence { sent, got }),
-                Ok((_, answer)) => Ok(answer?),
-                Err(RecvTimeoutError::Timeout) => Err(TransportError::Timeout),
-                Err(RecvTimeoutError::Disconnected) => Err(TransportError::Disconnected),
+            // A time-out too large to add to the clock means "wait forever".
+            let deadline = Instant::now().checked_add(self.timeout);
+            let delivered = match deadline {
+                Some(deadline) => self.requests.send_deadline((sent, message), deadline),
+                None => self.requests.send((sent, message)).map_err(|e| SendTimeoutError::Disconnected(e.0)),
+            };
+            delivered.map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => TransportError::Timeout,
+                SendTimeoutError::Disconnected(_) => TransportError::Disconnected,
+            })?;
+            loop {
+                let received = match deadline {
+                    Some(deadline) => self.replies.recv_deadline(deadline),
+                    None => self.replies.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match received {
+                    // The late reply of an earlier request that timed out.
+                    Ok((got, _)) if got < sent => continue,
+                    Ok((got, _)) if got != sent => return Err(TransportError::OutOfSequence { sent, got }),
+                    Ok((_, answer)) => return Ok(answer?),
+                    Err(RecvTimeoutError::Timeout) => return Err(TransportError::Timeout),
+                    Err(RecvTimeoutError::Disconnected) => return Err(TransportError::Disconnected),
+                }
             }
         }
     }
