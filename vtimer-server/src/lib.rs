@@ -40,8 +40,8 @@ pub mod regs;
 use heapless::Vec;
 use ipc::msg::TimerKind;
 use ipc::{
-    Action, Cp15Access, Cp15WideAccess, GuestReg, IntId, Message, Reply, Server, ServerError,
-    ServerId, TimerIntids, VcpuId, VgicRequest, VmConfig, VtimerRequest, MAX_VCPUS,
+    Action, Cp15Access, Cp15WideAccess, GuestReg, IntId, Message, Reply, Server, ServerError, ServerId, TimerIntids,
+    VcpuId, VgicRequest, VmConfig, VtimerRequest, MAX_VCPUS,
 };
 use log::debug;
 use serde::{Deserialize, Serialize};
@@ -88,11 +88,7 @@ impl VtimerServer {
         for _ in 0..usize::from(config.vcpus).min(MAX_VCPUS) {
             let _ = vcpus.push(VcpuTimers::default());
         }
-        Self {
-            intids: config.timer,
-            cntvoff: None,
-            vcpus,
-        }
+        Self { intids: config.timer, cntvoff: None, vcpus }
     }
 
     /// The VM's CNTVOFF, once the first vCPU started.
@@ -120,9 +116,7 @@ impl VtimerServer {
             reply.push(set_line(intids.guest_phys, vcpu, true, None))?;
         }
         state.hyp_deadline = state.phys.deadline(now);
-        reply.push(Action::SetHypTimer {
-            deadline: state.hyp_deadline,
-        })?;
+        reply.push(Action::SetHypTimer { deadline: state.hyp_deadline })?;
         Ok(reply)
     }
 
@@ -136,12 +130,7 @@ impl VtimerServer {
                 // the guest handles its timer; the hw link makes the guest's
                 // EOI deactivate the physical interrupt, which may then fire
                 // again. The vGIC server owns what a repeated `true` means.
-                reply.push(set_line(
-                    intids.guest_virt,
-                    vcpu,
-                    true,
-                    Some(intids.host_virt),
-                ))?;
+                reply.push(set_line(intids.guest_virt, vcpu, true, Some(intids.host_virt)))?;
             }
             TimerKind::Physical => {
                 // The Hyp timer stays asserted until it is re-programmed, so
@@ -149,9 +138,7 @@ impl VtimerServer {
                 // re-arms it).
                 sync_line(state, intids.guest_phys, vcpu, now, &mut reply)?;
                 state.hyp_deadline = state.phys.deadline(now);
-                reply.push(Action::SetHypTimer {
-                    deadline: state.hyp_deadline,
-                })?;
+                reply.push(Action::SetHypTimer { deadline: state.hyp_deadline })?;
             }
         }
         Ok(reply)
@@ -163,26 +150,17 @@ impl VtimerServer {
         let mut reply = Reply::none();
         let reg = TimerReg32::decode(&access);
         let Some(rt) = gpr(access.rt) else {
-            debug!(
-                "vtimer: vCPU {} MRC/MCR {reg:?} with r{}: undefined",
-                vcpu.0, access.rt
-            );
+            debug!("vtimer: vCPU {} MRC/MCR {reg:?} with r{}: undefined", vcpu.0, access.rt);
             reply.push(Action::InjectUndef)?;
             return Ok(reply);
         };
         match (reg, access.write) {
             (TimerReg32::CntpCtl, false) => {
-                reply.push(Action::SetReg {
-                    reg: rt,
-                    value: state.phys.read_ctl(now),
-                })?;
+                reply.push(Action::SetReg { reg: rt, value: state.phys.read_ctl(now) })?;
             }
             (TimerReg32::CntpCtl, true) => state.phys.write_ctl(access.value),
             (TimerReg32::CntpTval, false) => {
-                reply.push(Action::SetReg {
-                    reg: rt,
-                    value: state.phys.read_tval(now),
-                })?;
+                reply.push(Action::SetReg { reg: rt, value: state.phys.read_tval(now) })?;
             }
             (TimerReg32::CntpTval, true) => state.phys.write_tval(now, access.value),
             (TimerReg32::Unknown { .. }, _) => {
@@ -196,12 +174,7 @@ impl VtimerServer {
         Ok(reply)
     }
 
-    fn cp15_wide(
-        &mut self,
-        vcpu: VcpuId,
-        access: Cp15WideAccess,
-        now: u64,
-    ) -> Result<Reply, ServerError> {
+    fn cp15_wide(&mut self, vcpu: VcpuId, access: Cp15WideAccess, now: u64) -> Result<Reply, ServerError> {
         let intids = self.intids;
         let state = self.state(vcpu)?;
         let mut reply = Reply::none();
@@ -213,14 +186,8 @@ impl VtimerServer {
         };
         let read = |value: u64, reply: &mut Reply, (lo, hi): (GuestReg, GuestReg)| {
             // The low and high words of the 64-bit value.
-            reply.push(Action::SetReg {
-                reg: lo,
-                value: value as u32,
-            })?;
-            reply.push(Action::SetReg {
-                reg: hi,
-                value: (value >> 32) as u32,
-            })
+            reply.push(Action::SetReg { reg: lo, value: value as u32 })?;
+            reply.push(Action::SetReg { reg: hi, value: (value >> 32) as u32 })
         };
         match (reg, access.write, regs) {
             (TimerReg64::Cntpct, false, Some(pair)) => read(now, &mut reply, pair)?,
@@ -244,9 +211,7 @@ impl VtimerServer {
     }
 
     fn state(&mut self, vcpu: VcpuId) -> Result<&mut VcpuTimers, ServerError> {
-        self.vcpus
-            .get_mut(vcpu.index())
-            .ok_or(ServerError::NoSuchVcpu(vcpu))
+        self.vcpus.get_mut(vcpu.index()).ok_or(ServerError::NoSuchVcpu(vcpu))
     }
 }
 
@@ -284,12 +249,7 @@ fn gpr(n: u8) -> Option<GuestReg> {
 
 /// A `SetLine` for the vGIC server on `vcpu`'s private line `intid`.
 fn set_line(intid: IntId, vcpu: VcpuId, level: bool, hw: Option<IntId>) -> Action {
-    Action::Send(Message::Vgic(VgicRequest::SetLine {
-        intid,
-        level,
-        target: Some(vcpu),
-        hw,
-    }))
+    Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(vcpu), hw }))
 }
 
 /// Send the physical timer's output level if it changed since it was last
@@ -311,13 +271,7 @@ fn sync_line(
 
 /// After a register access: bring the line and the Hyp timer up to date,
 /// asking the monitor only for what changed.
-fn update(
-    state: &mut VcpuTimers,
-    intid: IntId,
-    vcpu: VcpuId,
-    now: u64,
-    reply: &mut Reply,
-) -> Result<(), ServerError> {
+fn update(state: &mut VcpuTimers, intid: IntId, vcpu: VcpuId, now: u64, reply: &mut Reply) -> Result<(), ServerError> {
     sync_line(state, intid, vcpu, now, reply)?;
     let deadline = state.phys.deadline(now);
     if deadline != state.hyp_deadline {

@@ -115,11 +115,7 @@ mod tests {
         t.write_cval(10);
         assert_eq!(t.read_ctl(9), ctl::ENABLE | ctl::IMASK);
         t.write_ctl(ctl::ISTATUS);
-        assert_eq!(
-            t.read_ctl(100),
-            0,
-            "ISTATUS is read-only and 0 when disabled"
-        );
+        assert_eq!(t.read_ctl(100), 0, "ISTATUS is read-only and 0 when disabled");
     }
 
     #[test]
@@ -142,10 +138,7 @@ mod tests {
         assert_eq!(timer(ctl::ENABLE, 1000).deadline(1000), None, "already met");
         assert_eq!(timer(ctl::ENABLE | ctl::IMASK, 1000).deadline(10), None);
         assert_eq!(timer(0, 1000).deadline(10), None);
-        assert_eq!(
-            timer(ctl::ENABLE, u64::MAX).deadline(u64::MAX - 1),
-            Some(u64::MAX)
-        );
+        assert_eq!(timer(ctl::ENABLE, u64::MAX).deadline(u64::MAX - 1), Some(u64::MAX));
     }
 
     #[test]
@@ -154,11 +147,7 @@ mod tests {
         t.write_tval(1_000_000, 500);
         assert_eq!(t.read_cval(), 1_000_500);
         assert_eq!(t.read_tval(1_000_000), 500);
-        assert_eq!(
-            t.read_tval(1_000_600) as i32,
-            -100,
-            "negative after the deadline"
-        );
+        assert_eq!(t.read_tval(1_000_600) as i32, -100, "negative after the deadline");
         // A negative TVAL puts the deadline in the past: met at once.
         t.write_tval(1_000_000, (-5i32) as u32);
         assert_eq!(t.read_cval(), 999_995);

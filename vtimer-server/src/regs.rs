@@ -69,12 +69,7 @@ impl TimerReg32 {
         match (access.opc1, access.crn, access.crm, access.opc2) {
             CNTP_TVAL => TimerReg32::CntpTval,
             CNTP_CTL => TimerReg32::CntpCtl,
-            (opc1, crn, crm, opc2) => TimerReg32::Unknown {
-                opc1,
-                crn,
-                crm,
-                opc2,
-            },
+            (opc1, crn, crm, opc2) => TimerReg32::Unknown { opc1, crn, crm, opc2 },
         }
     }
 }
@@ -111,26 +106,11 @@ mod tests {
     use super::*;
 
     fn mrc(opc1: u8, crn: u8, crm: u8, opc2: u8) -> Cp15Access {
-        Cp15Access {
-            opc1,
-            crn,
-            crm,
-            opc2,
-            write: false,
-            rt: 0,
-            value: 0,
-        }
+        Cp15Access { opc1, crn, crm, opc2, write: false, rt: 0, value: 0 }
     }
 
     fn mrrc(opc1: u8, crm: u8) -> Cp15WideAccess {
-        Cp15WideAccess {
-            opc1,
-            crm,
-            write: false,
-            rt: 0,
-            rt2: 1,
-            value: 0,
-        }
+        Cp15WideAccess { opc1, crm, write: false, rt: 0, rt2: 1, value: 0 }
     }
 
     #[test]
@@ -144,37 +124,14 @@ mod tests {
     #[test]
     fn everything_else_is_unknown() {
         // CNTV_CTL, CNTFRQ, CNTHP_CTL: never ours.
-        assert_eq!(
-            TimerReg32::decode(&mrc(0, 14, 3, 1)),
-            TimerReg32::Unknown {
-                opc1: 0,
-                crn: 14,
-                crm: 3,
-                opc2: 1
-            }
-        );
-        assert!(matches!(
-            TimerReg32::decode(&mrc(0, 14, 0, 0)),
-            TimerReg32::Unknown { .. }
-        ));
-        assert!(matches!(
-            TimerReg32::decode(&mrc(4, 14, 2, 1)),
-            TimerReg32::Unknown { .. }
-        ));
-        assert!(matches!(
-            TimerReg32::decode(&mrc(0, 1, 2, 1)),
-            TimerReg32::Unknown { .. }
-        ));
+        assert_eq!(TimerReg32::decode(&mrc(0, 14, 3, 1)), TimerReg32::Unknown { opc1: 0, crn: 14, crm: 3, opc2: 1 });
+        assert!(matches!(TimerReg32::decode(&mrc(0, 14, 0, 0)), TimerReg32::Unknown { .. }));
+        assert!(matches!(TimerReg32::decode(&mrc(4, 14, 2, 1)), TimerReg32::Unknown { .. }));
+        assert!(matches!(TimerReg32::decode(&mrc(0, 1, 2, 1)), TimerReg32::Unknown { .. }));
         // CNTVCT, CNTV_CVAL, CNTVOFF, CNTHP_CVAL, a 64-bit TTBR.
         for opc1 in [1, 3, 4, 6] {
-            assert_eq!(
-                TimerReg64::decode(&mrrc(opc1, 14)),
-                TimerReg64::Unknown { opc1, crm: 14 }
-            );
+            assert_eq!(TimerReg64::decode(&mrrc(opc1, 14)), TimerReg64::Unknown { opc1, crm: 14 });
         }
-        assert_eq!(
-            TimerReg64::decode(&mrrc(0, 2)),
-            TimerReg64::Unknown { opc1: 0, crm: 2 }
-        );
+        assert_eq!(TimerReg64::decode(&mrrc(0, 2)), TimerReg64::Unknown { opc1: 0, crm: 2 });
     }
 }
