@@ -50,8 +50,8 @@ use crate::phys::PhysTimer;
 use crate::regs::{TimerReg32, TimerReg64};
 
 /// The highest general-purpose register an MRC/MRRC may name here: R15 (and
-/// for MRRC Rt == Rt2) is UNPREDICTABLE for these registers (DDI 0406C A8.8.108
-/// MRC, A8.8.109 MRRC), and we answer UNPREDICTABLE with UNDEFINED.
+/// for MRRC Rt == Rt2) is UNPREDICTABLE for these registers (DDI 0406C, the MRC and
+/// MRRC instruction descriptions), and we answer UNPREDICTABLE with UNDEFINED.
 const MAX_GPR: u8 = 14;
 
 /// What this server knows about one vCPU.
