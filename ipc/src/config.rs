@@ -23,9 +23,7 @@ pub struct MemWindow {
 impl MemWindow {
     /// True when `[ipa, ipa + len)` lies inside the window.
     pub fn contains_ipa(&self, ipa: u64, len: u64) -> bool {
-        ipa >= self.ipa
-            && len <= self.size
-            && ipa.checked_add(len).is_some_and(|end| end <= self.ipa + self.size)
+        ipa >= self.ipa && len <= self.size && ipa.checked_add(len).is_some_and(|end| end <= self.ipa + self.size)
     }
 
     /// The host physical address of `ipa`, if it is inside the window.

@@ -28,9 +28,7 @@ pub mod wire;
 pub use action::{Action, Reply, ShutdownReason, TrapConfig, MAX_ACTIONS};
 pub use config::{DeviceRegion, MemWindow, TimerIntids, VmConfig};
 pub use ids::{IntId, ServerId, VcpuId, MAX_VCPUS};
-pub use msg::{
-    Envelope, Message, Server, ServerError, VcpuRequest, VgicRequest, VtimerRequest,
-};
+pub use msg::{Envelope, Message, Server, ServerError, VcpuRequest, VgicRequest, VtimerRequest};
 pub use trap::{AccessSize, Cp15Access, Cp15WideAccess, GuestReg, MmioAccess, Trap, TrapMsg};
 pub use wire::{WireError, MAX_MESSAGE_SIZE, WIRE_VERSION};
 
