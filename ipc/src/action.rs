@@ -120,7 +120,9 @@ pub enum Action {
     PowerOn {
         /// The vCPU to start.
         vcpu: VcpuId,
-        /// The entry address (IPA).
+        /// The entry address (IPA). As PSCI CPU_ON has it for AArch32, bit 0
+        /// set means a Thumb entry point: start in Thumb state at
+        /// `entry & !1`.
         entry: u32,
         /// The value for r0.
         context_id: u32,
