@@ -1,1 +1,33 @@
-fn main() {}
+//! `splitvisor`: see the `loader` library for what each command does.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use loader::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level.filter())
+        .format(|out, record| {
+            writeln!(out, "splitvisor: {}: {}", record.level().as_str().to_lowercase(), record.args())
+        })
+        .init();
+    let result = match &cli.command {
+        Command::Run(args) => loader::run(args, cli.log_level).map(|outcome| {
+            if let Some(line) = outcome.describe() {
+                eprintln!("splitvisor: {line}");
+            }
+            outcome.exit_code()
+        }),
+        Command::Dtb(args) => loader::dtb(args).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("splitvisor: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

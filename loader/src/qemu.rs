@@ -1,0 +1,453 @@
+//! QEMU: the command line that boots the monitor with the guest images
+//! beside it, and the process that runs it (time-out, signals, and the exit
+//! status the monitor reports through semihosting).
+//!
+//! The monitor's log reaches QEMU's standard error: QEMU 7.2 writes
+//! semihosting console output (SYS_WRITE0 and friends) there when no
+//! `chardev` is given to `-semihosting-config`, and we let QEMU inherit ours.
+//! The guest's console (the PL011, through `-serial stdio`) uses standard
+//! input and output, so the two never mix.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ipc::exit;
+
+/// The machine every splitvisor VM runs on.
+pub const MACHINE: &str = "virt,virtualization=on,gic-version=2";
+/// The CPU model.
+pub const CPU: &str = "cortex-a15";
+/// How often the run loop looks at QEMU, the clock and the signal flags.
+const POLL: Duration = Duration::from_millis(20);
+/// How long QEMU gets to end after SIGTERM before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// Why QEMU could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// The QEMU binary is not there.
+    #[error("{0} not found: install it with `apt-get install qemu-system-arm` (or pass --qemu PATH)")]
+    NotFound(String),
+    /// Spawning or waiting failed.
+    #[error("cannot run {program}: {source}")]
+    Io {
+        /// The program.
+        program: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A helper run of QEMU took too long.
+    #[error("{program} did not finish within {secs} s")]
+    Hung {
+        /// The program.
+        program: String,
+        /// The limit.
+        secs: u64,
+    },
+}
+
+fn spawn_error(program: &OsStr, source: std::io::Error) -> QemuError {
+    let program = program.to_string_lossy().into_owned();
+    if source.kind() == std::io::ErrorKind::NotFound {
+        QemuError::NotFound(program)
+    } else {
+        QemuError::Io { program, source }
+    }
+}
+
+/// What a short helper run of QEMU produced.
+#[derive(Debug)]
+pub struct Captured {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+}
+
+/// Run `cmd` with `input` on its standard input, capture its output, and
+/// kill it if it has not finished within `limit`.
+pub fn run_captured(cmd: &mut Command, input: &[u8], limit: Duration) -> Result<Captured, QemuError> {
+    let program = cmd.get_program().to_owned();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(&program, e))?;
+    let io_error = |source| QemuError::Io { program: program.to_string_lossy().into_owned(), source };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A few bytes of monitor commands: they fit in the pipe. QEMU may
+        // have exited already (EPIPE); its status tells what happened.
+        let _ = stdin.write_all(input);
+    }
+    let readers = [child.stdout.take().map(drain), child.stderr.take().map(drain)];
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(io_error)? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(QemuError::Hung { program: program.to_string_lossy().into_owned(), secs: limit.as_secs() });
+        }
+        thread::sleep(POLL);
+    };
+    let [stdout, stderr] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
+    Ok(Captured { status, stdout, stderr })
+}
+
+fn drain(mut from: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = from.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// One file for QEMU's generic loader to copy to a physical address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Load {
+    /// The file.
+    pub file: PathBuf,
+    /// The physical address of its first byte.
+    pub addr: u64,
+}
+
+/// Everything that makes the QEMU command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invocation {
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// Number of CPUs.
+    pub smp: u8,
+    /// RAM for QEMU in MiB: the monitor's part and guest RAM.
+    pub ram_mib: u64,
+    /// The monitor ELF (QEMU's `-kernel`).
+    pub monitor: PathBuf,
+    /// The guest images and the VM configuration.
+    pub loads: Vec<Load>,
+}
+
+/// Escape a value for QEMU's option syntax (`key=value,...`): a comma is
+/// written twice.
+fn escape_option_value(value: &OsStr) -> OsString {
+    let mut out = Vec::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
+}
+
+impl Invocation {
+    /// The arguments after the program name.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "-M".into(),
+            MACHINE.into(),
+            "-cpu".into(),
+            CPU.into(),
+            "-smp".into(),
+            self.smp.to_string().into(),
+            "-m".into(),
+            format!("{}M", self.ram_mib).into(),
+            "-kernel".into(),
+            self.monitor.clone().into(),
+        ];
+        for load in &self.loads {
+            let mut device = OsString::from("loader,file=");
+            device.push(escape_option_value(load.file.as_os_str()));
+            device.push(format!(",addr={:#x},force-raw=on", load.addr));
+            args.push("-device".into());
+            args.push(device);
+        }
+        for arg in
+            ["-semihosting-config", "enable=on,target=native", "-nographic", "-monitor", "none", "-serial", "stdio"]
+        {
+            args.push(arg.into());
+        }
+        args
+    }
+
+    /// The whole command line, for logs.
+    pub fn display(&self) -> String {
+        let mut line = self.qemu.display().to_string();
+        for arg in self.args() {
+            line.push(' ');
+            line.push_str(&arg.to_string_lossy());
+        }
+        line
+    }
+}
+
+/// How a run of the VM ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest powered off.
+    PowerOff,
+    /// The guest asked for a reset.
+    Reset,
+    /// The monitor stopped on a fault.
+    MonitorFault,
+    /// The monitor refused the VM configuration.
+    BadConfig,
+    /// `--timeout` elapsed; QEMU was stopped.
+    TimedOut,
+    /// splitvisor got this signal (SIGINT, SIGTERM) and stopped QEMU.
+    Interrupted(i32),
+    /// QEMU exited with a status the monitor does not use (QEMU itself
+    /// failed: a bad option, an image it could not load, ...).
+    QemuStatus(i32),
+    /// QEMU was killed by this signal.
+    QemuSignal(i32),
+}
+
+impl Outcome {
+    /// Read QEMU's exit status: the monitor's semihosting exit code.
+    pub fn from_status(status: ExitStatus) -> Outcome {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => match u8::try_from(code) {
+                Ok(exit::POWER_OFF) => Outcome::PowerOff,
+                Ok(exit::RESET) => Outcome::Reset,
+                Ok(exit::MONITOR_FAULT) => Outcome::MonitorFault,
+                Ok(exit::BAD_CONFIG) => Outcome::BadConfig,
+                _ => Outcome::QemuStatus(code),
+            },
+            (None, Some(signal)) => Outcome::QemuSignal(signal),
+            (None, None) => Outcome::QemuStatus(-1),
+        }
+    }
+
+    /// splitvisor's own exit status for this outcome.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::PowerOff => exit::POWER_OFF,
+            Outcome::Reset => exit::RESET,
+            Outcome::MonitorFault => exit::MONITOR_FAULT,
+            Outcome::BadConfig => exit::BAD_CONFIG,
+            Outcome::TimedOut => exit::TIMEOUT,
+            // As a shell reports a death by signal.
+            Outcome::Interrupted(signal) => 128u8.saturating_add(u8::try_from(signal).unwrap_or(0)),
+            Outcome::QemuStatus(_) | Outcome::QemuSignal(_) => 1,
+        }
+    }
+
+    /// A line for the user, if the outcome needs explaining.
+    pub fn describe(self) -> Option<String> {
+        match self {
+            Outcome::PowerOff => None,
+            Outcome::Reset => Some("the guest asked for a reset (exit status 3)".into()),
+            Outcome::MonitorFault => Some("the monitor stopped on a fault; see its log above (exit status 4)".into()),
+            Outcome::BadConfig => {
+                Some("the monitor refused the VM configuration; see its log above (exit status 5)".into())
+            }
+            Outcome::TimedOut => Some("time-out: the VM was stopped (exit status 124)".into()),
+            Outcome::Interrupted(signal) => Some(format!("stopped by signal {signal}")),
+            Outcome::QemuStatus(code) => Some(format!("QEMU failed with exit status {code}; see its message above")),
+            Outcome::QemuSignal(signal) => Some(format!("QEMU was killed by signal {signal}")),
+        }
+    }
+}
+
+/// Signals that stop the VM: set by handlers while QEMU runs.
+pub struct StopSignals {
+    flags: Vec<(i32, Arc<AtomicBool>)>,
+}
+
+impl StopSignals {
+    /// Catch SIGINT and SIGTERM. QEMU, in the same process group, gets a
+    /// terminal's Ctrl-C too; splitvisor waits for it to end rather than
+    /// dying first and leaving the terminal to it.
+    pub fn install() -> Result<StopSignals, std::io::Error> {
+        let mut flags = Vec::new();
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let flag = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal, Arc::clone(&flag))?;
+            flags.push((signal, flag));
+        }
+        Ok(StopSignals { flags })
+    }
+
+    fn raised(&self) -> Option<i32> {
+        self.flags.iter().find(|(_, f)| f.load(Ordering::Relaxed)).map(|(s, _)| *s)
+    }
+}
+
+/// Run QEMU once, with the terminal's standard streams, until it ends, the
+/// deadline passes or a stop signal arrives.
+pub fn run(inv: &Invocation, deadline: Option<Instant>, signals: &StopSignals) -> Result<Outcome, QemuError> {
+    log::debug!("starting {}", inv.display());
+    let mut child =
+        Command::new(&inv.qemu).args(inv.args()).spawn().map_err(|e| spawn_error(inv.qemu.as_os_str(), e))?;
+    let io_error = |source| QemuError::Io { program: inv.qemu.display().to_string(), source };
+    loop {
+        if let Some(status) = child.try_wait().map_err(io_error)? {
+            if let Some(signal) = signals.raised() {
+                return Ok(Outcome::Interrupted(signal));
+            }
+            return Ok(Outcome::from_status(status));
+        }
+        if let Some(signal) = signals.raised() {
+            stop(&mut child, &inv.qemu);
+            return Ok(Outcome::Interrupted(signal));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            stop(&mut child, &inv.qemu);
+            return Ok(Outcome::TimedOut);
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// End QEMU: SIGTERM first (it restores the terminal), SIGKILL if it lingers.
+fn stop(child: &mut Child, qemu: &Path) {
+    let pid = rustix::process::Pid::from_child(child);
+    if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+        log::debug!("SIGTERM to {}: {e}", qemu.display());
+    }
+    let until = Instant::now() + TERM_GRACE;
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(POLL);
+    }
+    log::warn!("{} ignored SIGTERM; killing it", qemu.display());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv() -> Invocation {
+        Invocation {
+            qemu: "qemu-system-arm".into(),
+            smp: 2,
+            ram_mib: 260,
+            monitor: "/m/el2-monitor".into(),
+            loads: vec![
+                Load { file: "/t/kernel-0.bin".into(), addr: 0x4041_0000 },
+                Load { file: "/t/a,b.cfg".into(), addr: 0x4021_3000 },
+            ],
+        }
+    }
+
+    #[test]
+    fn argv() {
+        let args: Vec<String> = inv().args().into_iter().map(|a| a.into_string().unwrap()).collect();
+        let expected = [
+            "-M",
+            "virt,virtualization=on,gic-version=2",
+            "-cpu",
+            "cortex-a15",
+            "-smp",
+            "2",
+            "-m",
+            "260M",
+            "-kernel",
+            "/m/el2-monitor",
+            "-device",
+            "loader,file=/t/kernel-0.bin,addr=0x40410000,force-raw=on",
+            "-device",
+            "loader,file=/t/a,,b.cfg,addr=0x40213000,force-raw=on",
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ];
+        assert_eq!(args, expected);
+        assert!(inv().display().starts_with("qemu-system-arm -M virt,"));
+    }
+
+    #[test]
+    fn exit_statuses() {
+        let st = |code: i32| ExitStatus::from_raw(code << 8);
+        assert_eq!(Outcome::from_status(st(0)), Outcome::PowerOff);
+        assert_eq!(Outcome::from_status(st(3)), Outcome::Reset);
+        assert_eq!(Outcome::from_status(st(4)), Outcome::MonitorFault);
+        assert_eq!(Outcome::from_status(st(5)), Outcome::BadConfig);
+        assert_eq!(Outcome::from_status(st(1)), Outcome::QemuStatus(1));
+        assert_eq!(Outcome::from_status(st(300 & 0xff)), Outcome::QemuStatus(44));
+        assert_eq!(Outcome::from_status(ExitStatus::from_raw(9)), Outcome::QemuSignal(9));
+        assert_eq!(Outcome::PowerOff.exit_code(), 0);
+        assert_eq!(Outcome::Reset.exit_code(), 3);
+        assert_eq!(Outcome::MonitorFault.exit_code(), 4);
+        assert_eq!(Outcome::BadConfig.exit_code(), 5);
+        assert_eq!(Outcome::TimedOut.exit_code(), 124);
+        assert_eq!(Outcome::Interrupted(2).exit_code(), 130);
+        assert_eq!(Outcome::QemuStatus(1).exit_code(), 1);
+        assert_eq!(Outcome::QemuSignal(9).exit_code(), 1);
+        assert!(Outcome::PowerOff.describe().is_none());
+    }
+
+    #[test]
+    fn captured_run_and_missing_program() {
+        let out = run_captured(Command::new("cat").arg("-"), b"abc", Duration::from_secs(10)).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"abc");
+        let err = run_captured(&mut Command::new("/nonexistent/qemu"), b"", Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, QemuError::NotFound(_)));
+        assert!(err.to_string().contains("apt-get install qemu-system-arm"));
+        let err = run_captured(Command::new("sleep").arg("5"), b"", Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, QemuError::Hung { .. }));
+    }
+
+    /// An executable script standing in for QEMU (it ignores the argv).
+    fn fake_qemu(script: &str) -> (tempfile::TempDir, Invocation) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake-qemu");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).unwrap();
+        (dir, Invocation { qemu: path, ..inv() })
+    }
+
+    #[test]
+    fn run_maps_status_and_timeout() {
+        let signals = StopSignals { flags: Vec::new() };
+        for (script, outcome) in [
+            ("exit 0", Outcome::PowerOff),
+            ("exit 3", Outcome::Reset),
+            ("exit 5", Outcome::BadConfig),
+            ("exit 1", Outcome::QemuStatus(1)),
+            ("kill -9 $$", Outcome::QemuSignal(9)),
+        ] {
+            let (_dir, fake) = fake_qemu(script);
+            assert_eq!(run(&fake, None, &signals).unwrap(), outcome, "{script}");
+        }
+        let (_dir, fake) = fake_qemu("exec sleep 10");
+        let start = Instant::now();
+        let outcome = run(&fake, Some(start + Duration::from_millis(200)), &signals).unwrap();
+        assert_eq!(outcome, Outcome::TimedOut);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_stop_signal_ends_the_run() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let signals = StopSignals { flags: vec![(signal_hook::consts::SIGINT, flag)] };
+        let (_dir, fake) = fake_qemu("exec sleep 10");
+        let start = Instant::now();
+        assert_eq!(run(&fake, None, &signals).unwrap(), Outcome::Interrupted(2));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}
