@@ -1024,6 +1024,26 @@ mod tests {
     }
 
     #[test]
+    fn storage_registers_keep_their_implemented_bits() {
+        let mut u = uart();
+        for (off, width) in [
+            (offset::ILPR, 0xFF),
+            (offset::IBRD, 0xFFFF),
+            (offset::FBRD, 0x3F),
+            (offset::LCR_H, 0xFF),
+            (offset::CR, 0xFF87),
+            (offset::IFLS, 0x3F),
+            (offset::IMSC, 0x7FF),
+            (offset::DMACR, 0x7),
+        ] {
+            wr(&mut u, off, 0xFFFF_FFFF);
+            assert_eq!(rd(&mut u, off).0, width, "offset {off:#x}");
+            wr(&mut u, off, 0);
+            assert_eq!(rd(&mut u, off).0, 0, "offset {off:#x}");
+        }
+    }
+
+    #[test]
     fn register_decode() {
         assert_eq!(Pl011Reg::decode(0x000), Pl011Reg::Dr);
         assert_eq!(Pl011Reg::decode(0x02C), Pl011Reg::LcrH);
