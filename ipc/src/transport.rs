@@ -27,6 +27,14 @@ pub enum TransportError {
     Disconnected,
     /// The peer did not answer in time.
     Timeout,
+    /// A reply came from another instance of the server than the one
+    /// addressed (it was restarted in between).
+    StaleGeneration {
+        /// The generation addressed.
+        expected: u32,
+        /// The generation that answered.
+        got: u32,
+    },
     /// A reply arrived for another request (sequence number mismatch).
     OutOfSequence {
         /// The sequence number sent.
@@ -43,6 +51,9 @@ impl core::fmt::Display for TransportError {
             TransportError::Wire(e) => write!(f, "wire: {e}"),
             TransportError::Disconnected => write!(f, "peer disconnected"),
             TransportError::Timeout => write!(f, "peer did not answer in time"),
+            TransportError::StaleGeneration { expected, got } => {
+                write!(f, "reply from server generation {got}, expected {expected}")
+            }
             TransportError::OutOfSequence { sent, got } => {
                 write!(f, "reply {got} for request {sent}")
             }
@@ -318,6 +329,9 @@ pub mod stream {
                 self.stream.recv()?.ok_or(TransportError::Disconnected)?;
             if answer.seq != sent {
                 return Err(TransportError::OutOfSequence { sent, got: answer.seq });
+            }
+            if answer.generation != self.generation {
+                return Err(TransportError::StaleGeneration { expected: self.generation, got: answer.generation });
             }
             Ok(answer.body?)
         }

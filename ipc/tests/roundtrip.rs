@@ -994,4 +994,18 @@ mod stream {
         // And the stream then ends: the peer is gone.
         assert_eq!(client.call(Message::Vtimer(fired(2))), Err(TransportError::Disconnected));
     }
+
+    #[test]
+    fn a_reply_from_a_restarted_server_is_stale() {
+        let mut replies = Vec::new();
+        let mut writer = FramedStream::new(std::io::empty(), &mut replies);
+        let answer: Result<Reply, ServerError> = Ok(Reply::none());
+        writer.send(1, 2, &answer).unwrap();
+        drop(writer);
+        let mut client = StreamClient::new(Cursor::new(replies), std::io::sink(), 1);
+        assert_eq!(
+            client.call(Message::Vtimer(fired(1))),
+            Err(TransportError::StaleGeneration { expected: 1, got: 2 })
+        );
+    }
 }
