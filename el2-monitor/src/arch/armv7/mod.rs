@@ -337,7 +337,9 @@ fn start_vcpu(cpu: usize, entry: u32, regs: [u32; 3]) -> ! {
     let vm = vm();
     let vcpu = VcpuId(cpu as u8);
     SCTLR.set(GUEST_SCTLR_RESET);
-    let mut frame = Frame { elr: entry, spsr: GUEST_CPSR_RESET, ..Frame::default() };
+    // Bit 0 of an entry point selects Thumb state (PSCI CPU_ON, ELF entry).
+    let thumb = if entry & 1 != 0 { el2_monitor::guest::cpsr::T } else { 0 };
+    let mut frame = Frame { elr: entry & !1, spsr: GUEST_CPSR_RESET | thumb, ..Frame::default() };
     frame.r[..3].copy_from_slice(&regs);
     {
         let mut hw = Hw { frame: &mut frame, insn_len: 0, next: Next::Resume };
