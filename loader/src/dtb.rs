@@ -444,6 +444,9 @@ pub fn generate(spec: &GuestDtbSpec) -> Result<Vec<u8>, DtbError> {
     let gic = w.begin_node(&format!("intc@{:x}", spec.gicd.start))?;
     w.property_string("compatible", "arm,cortex-a15-gic")?;
     w.property_u32("#interrupt-cells", 3)?;
+    // No child nodes, and no interrupt-map may address through it (dtc
+    // warns about an interrupt provider without it).
+    w.property_u32("#address-cells", 0)?;
     w.property_null("interrupt-controller")?;
     w.property_array_u64("reg", &reg_cells(&[spec.gicd, spec.gicc]))?;
     w.property_phandle(PHANDLE_GIC)?;
