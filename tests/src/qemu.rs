@@ -1,0 +1,61 @@
+//! Plain QEMU: finding `qemu-system-arm`, running a guest on it without
+//! splitvisor, and dumping the device tree it generates.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{process, HarnessError};
+
+/// The QEMU binary the tests use (as splitvisor does by default).
+pub const QEMU: &str = "qemu-system-arm";
+/// The CPU every test runs: the first target of splitvisor.
+pub const CPU: &str = "cortex-a15";
+/// How long `-machine dumpdtb=` may take.
+const DUMP_LIMIT: Duration = Duration::from_secs(30);
+
+/// `qemu-system-arm` from PATH, or [`HarnessError::QemuMissing`] (which says
+/// how to install it).
+pub fn qemu_system_arm() -> Result<PathBuf, HarnessError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(QEMU))
+        .find(|candidate| is_executable(candidate))
+        .ok_or(HarnessError::QemuMissing)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// `qemu-system-arm -M <machine> -cpu cortex-a15 -nographic -no-reboot
+/// [-semihosting] -kernel <kernel>`: the guest's console on standard
+/// output, semihosting output on standard error, and a reset ends QEMU
+/// (exit status 0) instead of rebooting the guest.
+pub fn plain(qemu: &Path, machine: &str, kernel: &Path, semihosting: bool) -> Command {
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-M", machine, "-cpu", CPU, "-nographic", "-no-reboot"]);
+    if semihosting {
+        cmd.arg("-semihosting");
+    }
+    cmd.arg("-kernel").arg(kernel);
+    cmd
+}
+
+/// The device tree QEMU generates for `machine` (e.g.
+/// `virt,virtualization=on,gic-version=2`), written to `out` and read back.
+pub fn dump_dtb(qemu: &Path, machine: &str, out: &Path) -> Result<Vec<u8>, HarnessError> {
+    let mut option = std::ffi::OsString::from(format!("{machine},dumpdtb="));
+    option.push(out);
+    let mut cmd = Command::new(qemu);
+    cmd.arg("-M").arg(option).args(["-cpu", CPU, "-nographic"]);
+    let run = process::run(&mut cmd, DUMP_LIMIT, None)?;
+    if run.code() != Some(0) {
+        return Err(HarnessError::Spawn {
+            program: run.command.clone(),
+            source: std::io::Error::other(format!("dumping the device tree failed\n{}", run.describe())),
+        });
+    }
+    std::fs::read(out).map_err(|source| HarnessError::Io { path: out.into(), source })
+}
