@@ -69,8 +69,8 @@ pub(crate) const EI_CLASS: usize = 4;
 /// See [`EI_CLASS`].
 pub(crate) const EI_DATA: usize = 5;
 
-/// A range of guest addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A range of addresses.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Span {
     /// First address.
     pub start: u64,
@@ -103,6 +103,12 @@ impl Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}..{:#x}", self.start, self.end())
+    }
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
     }
 }
 

@@ -127,7 +127,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
         user_dtb: args.dtb.as_ref().map(|p| Ok::<_, Error>((p.clone(), read("device tree", p)?))).transpose()?,
     };
     let platform = platform::probe(&guest.qemu, guest.smp, guest.mem)?;
-    log::debug!("platform: {platform:?}");
+    log::debug!("platform (from QEMU): {platform}");
     let plan = plan_guest(&platform, guest, files)?;
     let kernel = plan.kernel.as_ref().ok_or(Error::NoKernel)?;
 

@@ -114,6 +114,18 @@ pub struct Platform {
     pub qemu_dtb_size: u64,
 }
 
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [s, p, v, h] = self.timer_ppis.map(|t| t.number);
+        write!(
+            f,
+            "RAM at {:#x}; GICD {}, GICC {}, GICH {}, GICV {}, {} interrupts; PL011 {} on SPI {}; \
+             timer PPIs {s}/{p}/{v}/{h}",
+            self.ram_base, self.gicd, self.gicc, self.gich, self.gicv, self.num_irq, self.uart, self.uart_irq.number
+        )
+    }
+}
+
 impl Platform {
     /// The number of SPIs the GIC implements.
     pub fn spis(&self) -> u32 {
