@@ -86,7 +86,8 @@ pub struct RunArgs {
     /// bootargs and initrd bounds are set as QEMU's -dtb sets them).
     #[arg(long, value_name = "PATH")]
     pub dtb: Option<PathBuf>,
-    /// Stop the VM after this many seconds (exit status 124).
+    /// Stop the VM after this many seconds, counted across restarts (exit
+    /// status 124).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
     /// Exit with status 3 when the guest resets instead of restarting it.
