@@ -12,7 +12,7 @@
 //! address: QEMU's own device tree and device list say where things are.
 //!
 //! Modules: [`cli`] (arguments), [`platform`] (what QEMU says), [`images`]
-//! (formats and placement), [`dtb`] (device trees), [`monitor`] (the
+//! (formats and placement), [`mod@dtb`] (device trees), [`monitor`] (the
 //! monitor ELF and its build), [`config`] (the `ipc::VmConfig` blob),
 //! [`plan`] (putting it together) and [`qemu`] (command line and process).
 #![forbid(unsafe_code)]
