@@ -63,6 +63,7 @@ pub struct Harness {
 static GUEST_ELFS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static GUEST_RAWS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static SPLITVISOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static MONITOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 impl Harness {
     /// `target_tmpdir` is `env!("CARGO_TARGET_TMPDIR")` of the integration
@@ -124,24 +125,33 @@ impl Harness {
 
     /// The `splitvisor` binary: `$SPLITVISOR_BIN` if set, otherwise package
     /// `loader` built in release mode into
-    /// [`splitvisor_target_dir`](Self::splitvisor_target_dir). The monitor
-    /// is built there too, so that a failure to build it is reported as
-    /// such rather than as a failed run.
+    /// [`splitvisor_target_dir`](Self::splitvisor_target_dir).
     pub fn splitvisor(&self) -> Result<PathBuf, HarnessError> {
         once(&SPLITVISOR, || {
             if let Some(bin) = std::env::var_os(SPLITVISOR_BIN_ENV).filter(|v| !v.is_empty()) {
                 return Ok(PathBuf::from(bin));
             }
             let target_dir = self.splitvisor_target_dir();
-            let mut loader = self.cargo();
-            loader.args(["build", "--release", "-p", "loader", "--bin", "splitvisor", "--target-dir"]).arg(&target_dir);
-            run_build("building splitvisor (package loader)", loader)?;
-            let mut monitor = self.cargo();
-            monitor
-                .args(["build", "--release", "-p", "el2-monitor", "--target", GUEST_TARGET, "--target-dir"])
-                .arg(&target_dir);
-            run_build("building the monitor (package el2-monitor)", monitor)?;
+            let mut cmd = self.cargo();
+            cmd.args(["build", "--release", "-p", "loader", "--bin", "splitvisor", "--target-dir"]).arg(&target_dir);
+            run_build("building splitvisor (package loader)", cmd)?;
             Ok(target_dir.join("release").join("splitvisor"))
+        })
+    }
+
+    /// The monitor, `cargo build --release -p el2-monitor --target
+    /// armv7a-none-eabi`, built where the `splitvisor` processes of
+    /// [`splitvisor_command`](Self::splitvisor_command) look for it: they
+    /// rebuild it themselves if needed, but a failure here is reported as
+    /// what it is rather than as a failed run.
+    pub fn monitor(&self) -> Result<PathBuf, HarnessError> {
+        once(&MONITOR, || {
+            let target_dir = self.splitvisor_target_dir();
+            let mut cmd = self.cargo();
+            cmd.args(["build", "--release", "-p", "el2-monitor", "--target", GUEST_TARGET, "--target-dir"])
+                .arg(&target_dir);
+            run_build("building the monitor (package el2-monitor)", cmd)?;
+            Ok(target_dir.join(GUEST_TARGET).join("release").join("el2-monitor"))
         })
     }
 

@@ -12,6 +12,8 @@
 //! `<target>/splitvisor-tests/`, found from `CARGO_TARGET_TMPDIR`, which
 //! cargo gives integration tests (see [`Harness::new`]).
 
+#![deny(missing_docs)]
+
 pub mod artifacts;
 pub mod output;
 pub mod process;

@@ -8,7 +8,8 @@
 //!
 //! `fdt` 0.1 panics on some malformed trees; in a guest that panic is caught
 //! by the panic handler, which reports a FAIL line and resets, so a broken
-//! tree still ends the test visibly.
+//! tree still ends the test visibly. Its `find_node` is not used: see
+//! [`node_at`].
 //!
 //! Sources: Devicetree Specification v0.4, 5.2 "Header" (magic, totalsize),
 //! 2.3.4 "status", 2.3.6 "reg", 3.4 "/memory", 3.6 "/chosen" (stdout-path),
@@ -207,18 +208,33 @@ fn as_pl011<'a>(node: FdtNode<'_, 'a>) -> Option<Device<'a>> {
     Some(Device { name: node.name, region })
 }
 
+/// The node at an absolute `path` such as `/chosen` or `/pl011@9000000`; a
+/// component without a unit address also matches a node that has one (as
+/// Linux's `of_find_node_by_path` does).
+///
+/// Hand-written over `fdt`'s `children()` because `Fdt::find_node` (0.1.5)
+/// stops looking at the first FDT_NOP tag between two sibling nodes, and
+/// libfdt leaves such tags where it deletes a node: QEMU's `-dtb` handling
+/// does, and so may any boot loader.
+pub fn node_at<'b, 'a>(fdt: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
+    let mut node = fdt.find_node("/")?;
+    for component in path.strip_prefix('/')?.split('/').filter(|c| !c.is_empty()) {
+        node = node.children().find(|child| {
+            child.name == component || (!component.contains('@') && child.name.split('@').next() == Some(component))
+        })?;
+    }
+    Some(node)
+}
+
 /// The node `/chosen/stdout-path` names, following one alias if it is not a
 /// full path (`"serial0:115200n8"`).
 fn stdout_node<'b, 'a>(fdt: &'b Fdt<'a>) -> Option<FdtNode<'b, 'a>> {
-    let chosen = fdt.find_node("/chosen")?;
+    let chosen = node_at(fdt, "/chosen")?;
     let spec = string_property(chosen, "stdout-path")?;
     // Options follow a ':' (Devicetree Specification 3.6).
     let path = spec.split(':').next()?;
-    let path = if path.starts_with('/') { path } else { string_property(fdt.find_node("/aliases")?, path)? };
-    if !path.starts_with('/') {
-        return None;
-    }
-    fdt.find_node(path)
+    let path = if path.starts_with('/') { path } else { string_property(node_at(fdt, "/aliases")?, path)? };
+    node_at(fdt, path)
 }
 
 /// The console: the PL011 `/chosen/stdout-path` names if it names one,
@@ -248,7 +264,7 @@ pub fn psci<'a>(fdt: &Fdt<'a>) -> Option<Psci<'a>> {
 
 /// `/chosen/bootargs`, the kernel command line.
 pub fn bootargs<'a>(fdt: &Fdt<'a>) -> Option<&'a str> {
-    string_property(fdt.find_node("/chosen")?, "bootargs")
+    string_property(node_at(fdt, "/chosen")?, "bootargs")
 }
 
 /// The first node whose `reg` covers `addr`, if any: an address with no
@@ -279,6 +295,12 @@ mod tests {
         w.property_u32("#address-cells", 2).unwrap();
         w.property_u32("#size-cells", 2).unwrap();
         w.property_string("compatible", "linux,dummy-virt").unwrap();
+
+        // A node that `with_nop_node` turns into FDT_NOP tags, as libfdt's
+        // fdt_nop_node() does (QEMU's -dtb handling leaves such runs), in
+        // front of the nodes looked up by path.
+        let doomed = w.begin_node("nopme").unwrap();
+        w.end_node(doomed).unwrap();
 
         let chosen = w.begin_node("chosen").unwrap();
         w.property_string("bootargs", "console=ttyAMA0 test=1").unwrap();
@@ -337,6 +359,46 @@ mod tests {
 
         w.end_node(root).unwrap();
         w.finish().unwrap()
+    }
+
+    /// `blob` with the empty node `nopme` overwritten by FDT_NOP tags.
+    fn with_nop_node(mut blob: Vec<u8>) -> Vec<u8> {
+        let mut node = Vec::new();
+        node.extend_from_slice(&1u32.to_be_bytes()); // FDT_BEGIN_NODE
+        node.extend_from_slice(b"nopme\0\0\0");
+        node.extend_from_slice(&2u32.to_be_bytes()); // FDT_END_NODE
+        let at = blob.windows(node.len()).position(|w| w == node).unwrap();
+        for word in blob[at..at + node.len()].chunks_mut(4) {
+            word.copy_from_slice(&4u32.to_be_bytes()); // FDT_NOP
+        }
+        blob
+    }
+
+    #[test]
+    fn nop_tags_between_nodes_hide_nothing() {
+        let blob = with_nop_node(sample(Some("serial1")));
+        let fdt = parse(&blob).unwrap();
+        assert!(fdt.all_nodes().all(|node| node.name != "nopme"));
+        // Everything after the NOP run must still be found.
+        assert_eq!(console_pl011(&fdt).unwrap().name, "pl011@9001000");
+        assert_eq!(bootargs(&fdt), Some("console=ttyAMA0 test=1"));
+        assert_eq!(psci(&fdt).unwrap().method, Some("hvc"));
+        assert_eq!(memory_regions(&fdt).count(), 1);
+        assert_eq!(claimant(&fdt, 0x40_1000_0000), Some("pcie@10000000"));
+    }
+
+    #[test]
+    fn paths() {
+        let blob = sample(None);
+        let fdt = parse(&blob).unwrap();
+        let root = node_at(&fdt, "/").unwrap();
+        assert!(is_compatible(root, "linux,dummy-virt"));
+        assert_eq!(node_at(&fdt, "/cpus/cpu@0").unwrap().name, "cpu@0");
+        assert_eq!(node_at(&fdt, "/cpus/cpu").unwrap().name, "cpu@0");
+        assert_eq!(node_at(&fdt, "/memory").unwrap().name, "memory@40000000");
+        assert!(node_at(&fdt, "/memory@50000000").is_none());
+        assert!(node_at(&fdt, "/cpus/cpu@0/nothing").is_none());
+        assert!(node_at(&fdt, "chosen").is_none(), "relative paths are not paths");
     }
 
     #[test]
