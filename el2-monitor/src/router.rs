@@ -67,15 +67,68 @@ pub trait Servers {
 /// `Send`s (a loop between servers is a bug, not a reason to hang).
 pub const MAX_MESSAGES_PER_TRAP: usize = 16;
 
+/// The kinds of trap counted for `--stats`, by name.
+pub const TRAP_KINDS: [&str; 13] =
+    ["hvc", "smc", "mmio", "dabt", "pabt", "cp15", "cp15w", "wfi", "wfe", "irq", "hyptimer", "unknown", "skipped"];
+
+/// The index in [`TRAP_KINDS`] of a trap (`None` counts a trap the
+/// monitor skipped without a server).
+pub fn trap_kind(trap: Option<&Trap>) -> usize {
+    match trap {
+        Some(Trap::Hvc { .. }) => 0,
+        Some(Trap::Smc { .. }) => 1,
+        Some(Trap::Mmio(_)) => 2,
+        Some(Trap::DataAbortNoSyndrome { .. }) => 3,
+        Some(Trap::PrefetchAbort { .. }) => 4,
+        Some(Trap::Cp15(_)) => 5,
+        Some(Trap::Cp15Wide(_)) => 6,
+        Some(Trap::Wfi) => 7,
+        Some(Trap::Wfe) => 8,
+        Some(Trap::Irq { .. }) => 9,
+        Some(Trap::HypTimer) => 10,
+        Some(Trap::Unknown { .. }) => 11,
+        None => 12,
+    }
+}
+
 /// Counters for `--stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Traps, per kind ([`TRAP_KINDS`]).
+    pub traps: [u64; TRAP_KINDS.len()],
     /// Messages delivered, per server ([`ipc::ServerId::index`]).
     pub messages: [u64; 3],
     /// Requests a server refused.
     pub refused: u64,
     /// Messages dropped because a trap caused too many.
     pub dropped: u64,
+}
+
+impl Stats {
+    /// Add another set of counters to these.
+    pub fn add(&mut self, other: &Stats) {
+        for (t, o) in self.traps.iter_mut().zip(other.traps) {
+            *t += o;
+        }
+        for (t, o) in self.messages.iter_mut().zip(other.messages) {
+            *t += o;
+        }
+        self.refused += other.refused;
+        self.dropped += other.dropped;
+    }
+}
+
+impl core::fmt::Display for Stats {
+    /// `key=value` pairs, the form `splitvisor --stats` parses.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (server, n) in ipc::ServerId::ALL.iter().zip(self.messages) {
+            write!(f, "msg.{}={n} ", server.name())?;
+        }
+        for (kind, n) in TRAP_KINDS.iter().zip(self.traps) {
+            write!(f, "trap.{kind}={n} ")?;
+        }
+        write!(f, "refused={} dropped={}", self.refused, self.dropped)
+    }
 }
 
 /// The outcome of routing one trap.
@@ -398,6 +451,21 @@ mod tests {
             ]
         );
         assert_eq!(stats.messages, [1, 2, 0]);
+    }
+
+    #[test]
+    fn stats_add_up_and_print_as_pairs() {
+        let mut a = Stats::default();
+        a.traps[trap_kind(Some(&Trap::Wfi))] += 2;
+        a.messages[1] = 3;
+        let mut b = Stats { refused: 1, ..Stats::default() };
+        b.traps[trap_kind(None)] = 5;
+        b.add(&a);
+        let text = b.to_string();
+        assert!(text.starts_with("msg.vcpu=0 msg.vgic=3 msg.vtimer=0 trap.hvc=0 "), "{text}");
+        assert!(text.contains(" trap.wfi=2 "), "{text}");
+        assert!(text.contains(" trap.skipped=5 "), "{text}");
+        assert!(text.ends_with("refused=1 dropped=0"), "{text}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ static LOGGER: Logger = Logger;
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Longest line written; longer ones are cut and marked.
-const LINE: usize = 320;
+const LINE: usize = 512;
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {

@@ -97,7 +97,8 @@ static CONSOLE: Mutex<()> = Mutex::new(());
 static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 /// Per-CPU counters.
 static STATS: [Mutex<Stats>; MAX_CPUS] =
-    [const { Mutex::new(Stats { messages: [0; 3], refused: 0, dropped: 0 }) }; MAX_CPUS];
+    [const { Mutex::new(Stats { traps: [0; router::TRAP_KINDS.len()], messages: [0; 3], refused: 0, dropped: 0 }) };
+        MAX_CPUS];
 
 fn vm() -> &'static Vm {
     match VM.get() {
@@ -129,23 +130,19 @@ fn shutdown(status: u8) -> ! {
     if let Some(vm) = VM.get() {
         let mut total = Stats::default();
         for s in STATS.iter().take(usize::from(vm.config.vcpus)) {
-            let s = s.lock();
-            for (t, m) in total.messages.iter_mut().zip(s.messages) {
-                *t += m;
-            }
-            total.refused += s.refused;
-            total.dropped += s.dropped;
+            total.add(&s.lock());
         }
-        log::info!(
-            "VM stopped (status {status}): messages vcpu {} vgic {} vtimer {}, refused {}, dropped {}",
-            total.messages[0],
-            total.messages[1],
-            total.messages[2],
-            total.refused,
-            total.dropped
-        );
+        log::info!("VM stopped with status {status}");
+        log::info!("stats: {total}");
     }
     semihosting::exit(status)
+}
+
+/// Count a trap on this CPU.
+fn count_trap(vcpu: VcpuId, trap: Option<&Trap>) {
+    if let Some(stats) = STATS.get(vcpu.index()) {
+        stats.lock().traps[router::trap_kind(trap)] += 1;
+    }
 }
 
 fn kick(vcpu: VcpuId) {
@@ -379,12 +376,7 @@ fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
     let mut stats = Stats::default();
     Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu }.run(message);
     if let Some(total) = STATS.get(vcpu.index()) {
-        let mut total = total.lock();
-        for (t, m) in total.messages.iter_mut().zip(stats.messages) {
-            *t += m;
-        }
-        total.refused += stats.refused;
-        total.dropped += stats.dropped;
+        total.lock().add(&stats);
     }
 }
 
@@ -407,7 +399,10 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
             let decoded = syndrome::decode(&s, frame.spsr, |n| frame.reg(n));
             let mut hw = Hw { frame, insn_len, next: Next::Resume };
             match decoded {
-                Decoded::Skip => el2_monitor::router::Hardware::apply(&mut hw, &ipc::Action::AdvancePc),
+                Decoded::Skip => {
+                    count_trap(vcpu, None);
+                    el2_monitor::router::Hardware::apply(&mut hw, &ipc::Action::AdvancePc)
+                }
                 Decoded::Trap(trap) => dispatch(vm, vcpu, &mut hw, trap),
             }
             hw.next
@@ -433,6 +428,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
 }
 
 fn dispatch(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, trap: Trap) {
+    count_trap(vcpu, Some(&trap));
     let message = TrapMsg { vcpu, trap, pc: hw.frame.elr, cpsr: hw.frame.spsr };
     if let Routed::Deliver(m) = router::route(&vm.table, &message, hw) {
         deliver(vcpu, hw, m);
