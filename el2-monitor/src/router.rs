@@ -195,8 +195,27 @@ pub fn monitor_deactivates(table: &RouteTable, intid: u16) -> bool {
     intid != table.irqs.vtimer
 }
 
+/// Where the delivery loop records what crosses the router (a trace for
+/// replay), if anywhere.
+pub trait Tracer {
+    /// A request is about to be delivered; returns its sequence number.
+    fn request(&mut self, message: &Message) -> u64;
+    /// The answer to request `seq`.
+    fn reply(&mut self, seq: u64, server: ipc::ServerId, result: &Result<Reply, ServerError>);
+}
+
+/// Record nothing.
+pub struct NoTrace;
+
+impl Tracer for NoTrace {
+    fn request(&mut self, _: &Message) -> u64 {
+        0
+    }
+    fn reply(&mut self, _: u64, _: ipc::ServerId, _: &Result<Reply, ServerError>) {}
+}
+
 /// The delivery loop for one trap (or one event) of vCPU `vcpu`.
-pub struct Delivery<'a, S: Servers, H: Hardware> {
+pub struct Delivery<'a, S: Servers, H: Hardware, T: Tracer = NoTrace> {
     /// The servers.
     pub servers: &'a mut S,
     /// The hardware.
@@ -205,6 +224,8 @@ pub struct Delivery<'a, S: Servers, H: Hardware> {
     pub stats: &'a mut Stats,
     /// The vCPU being handled.
     pub vcpu: VcpuId,
+    /// Where requests and replies are recorded.
+    pub tracer: &'a mut T,
 }
 
 /// The architectural answer to a trap whose server refused it.
@@ -223,7 +244,7 @@ fn refusal_answer(message: &Message) -> Option<Action> {
     }
 }
 
-impl<S: Servers, H: Hardware> Delivery<'_, S, H> {
+impl<S: Servers, H: Hardware, T: Tracer> Delivery<'_, S, H, T> {
     /// Deliver `first` and everything its replies send; apply the rest.
     pub fn run(&mut self, first: Message) {
         let mut queue: EventQueue<MAX_MESSAGES_PER_TRAP> = EventQueue::new();
@@ -244,7 +265,10 @@ impl<S: Servers, H: Hardware> Delivery<'_, S, H> {
             let server = message.server();
             self.stats.messages[server.index()] += 1;
             log::debug!("vcpu{} -> {}: {:?}", self.vcpu.0, server.name(), message);
-            match self.servers.call(&message) {
+            let seq = self.tracer.request(&message);
+            let result = self.servers.call(&message);
+            self.tracer.reply(seq, server, &result);
+            match result {
                 Ok(reply) => {
                     log::debug!("vcpu{} <- {}: {:?}", self.vcpu.0, server.name(), reply.actions);
                     for action in reply.actions {
@@ -436,7 +460,7 @@ mod tests {
                 })
             },
         };
-        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(1) }
+        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(1), tracer: &mut NoTrace }
             .run(Message::Vcpu(VcpuRequest::Trap(trap(mmio(0x0900_0000)))));
         assert_eq!(servers.seen.len(), 3);
         assert!(
@@ -451,6 +475,49 @@ mod tests {
             ]
         );
         assert_eq!(stats.messages, [1, 2, 0]);
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        log: Vec<(u64, Option<Message>, Option<Result<Reply, ServerError>>)>,
+        next: u64,
+    }
+
+    impl Tracer for Recorder {
+        fn request(&mut self, message: &Message) -> u64 {
+            self.next += 1;
+            self.log.push((self.next, Some(message.clone()), None));
+            self.next
+        }
+        fn reply(&mut self, seq: u64, _: ipc::ServerId, result: &Result<Reply, ServerError>) {
+            self.log.push((seq, None, Some(result.clone())));
+        }
+    }
+
+    #[test]
+    fn the_tracer_sees_completed_requests_and_their_replies() {
+        let mut hw = FakeHw::default();
+        let mut stats = Stats::default();
+        let mut tracer = Recorder::default();
+        let mut servers = Script {
+            seen: Vec::new(),
+            answer: |m: &Message| match m {
+                Message::Vcpu(_) => Ok(Reply::of(&[Action::Send(Message::Vgic(VgicRequest::Idle {
+                    vcpu: VcpuId(1),
+                    status: LrStatus::default(),
+                }))])
+                .unwrap()),
+                _ => Err(ServerError::Unexpected),
+            },
+        };
+        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(1), tracer: &mut tracer }
+            .run(Message::Vcpu(VcpuRequest::Trap(trap(Trap::Wfi))));
+        let seqs: Vec<u64> = tracer.log.iter().map(|e| e.0).collect();
+        assert_eq!(seqs, [1, 1, 2, 2]);
+        assert!(
+            matches!(tracer.log[2].1, Some(Message::Vgic(VgicRequest::Idle { status, .. })) if status.elrsr == 0xf)
+        );
+        assert_eq!(tracer.log[3].2, Some(Err(ServerError::Unexpected)));
     }
 
     #[test]
@@ -474,7 +541,7 @@ mod tests {
         let mut stats = Stats::default();
         let mut servers = Script { seen: Vec::new(), answer: |_: &Message| Err(ServerError::Unexpected) };
         let mut run = |m: Message, hw: &mut FakeHw| {
-            Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu: VcpuId(1) }.run(m);
+            Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu: VcpuId(1), tracer: &mut NoTrace }.run(m);
         };
         run(Message::Vcpu(VcpuRequest::Trap(trap(mmio(0x0a00_0000)))), &mut hw);
         run(Message::Vcpu(VcpuRequest::Trap(trap(Trap::Wfi))), &mut hw);
@@ -514,7 +581,8 @@ mod tests {
             seen: Vec::new(),
             answer: |m: &Message| Ok(Reply::of(&[Action::Send(m.clone()), Action::Send(m.clone())]).unwrap()),
         };
-        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(0) }.run(ping);
+        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(0), tracer: &mut NoTrace }
+            .run(ping);
         assert_eq!(servers.seen.len(), MAX_MESSAGES_PER_TRAP);
         assert!(stats.dropped > 0);
         // Idle requests get the real list-register status filled in.

@@ -374,7 +374,7 @@ fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
     // Counted apart and added after: an action (a shutdown) may read all
     // counters while this delivery runs.
     let mut stats = Stats::default();
-    Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu }.run(message);
+    Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu, tracer: &mut router::NoTrace }.run(message);
     if let Some(total) = STATS.get(vcpu.index()) {
         total.lock().add(&stats);
     }
