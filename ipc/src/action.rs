@@ -15,6 +15,7 @@ pub const MAX_CONSOLE_BYTES: usize = 32;
 
 /// Why the VM stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ShutdownReason {
     /// The guest asked to power off (PSCI SYSTEM_OFF).
     PowerOff,
@@ -28,6 +29,7 @@ pub enum ShutdownReason {
 /// What the guest's accesses trap: decided by the vCPU server, carried out by
 /// the monitor (in HCR and related registers).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TrapConfig {
     /// Trap WFI.
     pub wfi: bool,
@@ -49,6 +51,7 @@ pub struct TrapConfig {
 /// One thing a server asks for. Unless it names a vCPU, an action applies to
 /// the vCPU whose trap is being answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Action {
     /// Write a guest register.
     SetReg {
@@ -77,6 +80,7 @@ pub enum Action {
     /// Write bytes to the VM's console (the physical UART).
     ConsoleWrite {
         /// The bytes, in order.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::heapless_vec))]
         bytes: Vec<u8, MAX_CONSOLE_BYTES>,
     },
     /// Program the trap configuration of the vCPU.
@@ -154,8 +158,10 @@ pub enum Action {
 
 /// A server's answer to one request: actions, applied in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Reply {
     /// The actions.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::heapless_vec))]
     pub actions: Vec<Action, MAX_ACTIONS>,
 }
 

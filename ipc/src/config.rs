@@ -11,6 +11,7 @@ use crate::ids::{IntId, MAX_VCPUS};
 /// Guest RAM: the intermediate physical window the guest sees, and the
 /// physical window that backs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MemWindow {
     /// Guest (intermediate physical) base address.
     pub ipa: u64,
@@ -34,6 +35,7 @@ impl MemWindow {
 
 /// A guest-visible device region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DeviceRegion {
     /// Guest (intermediate physical) base address.
     pub base: u64,
@@ -60,6 +62,7 @@ impl DeviceRegion {
 /// The loader writes the guest ones into the guest DTB and the same values
 /// here, so the guest and the vtimer server agree by construction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TimerIntids {
     /// The guest's secure physical timer (listed in the DTB; a guest has no
     /// Secure state, so it is never raised).
@@ -100,6 +103,7 @@ impl TimerIntids {
 /// The whole description of a VM, as the loader built it from its command
 /// line and the guest device tree it wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VmConfig {
     /// Number of vCPUs (1 to [`MAX_VCPUS`]).
     pub vcpus: u8,
@@ -127,6 +131,7 @@ pub struct VmConfig {
 
 /// What is wrong with a [`VmConfig`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ConfigError {
     /// `vcpus` is 0 or above [`MAX_VCPUS`].
     VcpuCount(u8),

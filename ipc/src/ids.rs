@@ -7,6 +7,7 @@ pub const MAX_VCPUS: usize = 8;
 
 /// A virtual CPU, numbered from 0. Its MPIDR affinity 0 is the same number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VcpuId(pub u8);
 
 impl VcpuId {
@@ -18,6 +19,7 @@ impl VcpuId {
 
 /// A GIC interrupt identifier (INTID): 0-15 SGIs, 16-31 PPIs, 32-1019 SPIs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct IntId(pub u16);
 
 impl IntId {
@@ -42,6 +44,7 @@ impl IntId {
 
 /// The servers a message can be addressed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ServerId {
     /// vCPU power state, PSCI, MMIO bus and devices, trapped CP15, WFI policy.
     Vcpu,

@@ -11,13 +11,17 @@
 //! It holds no policy: nothing here decides what a trap means.
 //!
 //! `no_std`; the `std` feature adds crossbeam-channel and byte-stream
-//! transports for running servers as host threads or processes.
+//! transports for running servers as host threads or processes. The
+//! `arbitrary` feature (host fuzzing only; implies `std`) derives
+//! `arbitrary::Arbitrary` for every message type ([`fuzzing`]).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod action;
 pub mod config;
+#[cfg(feature = "arbitrary")]
+pub mod fuzzing;
 pub mod ids;
 pub mod msg;
 pub mod trace;

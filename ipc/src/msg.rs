@@ -13,6 +13,7 @@ pub const MAX_INPUT_BYTES: usize = 16;
 
 /// Requests the vCPU server handles.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VcpuRequest {
     /// `vcpu` is about to run for the first time since it was powered on:
     /// the reply configures its traps (and may notify other servers).
@@ -25,6 +26,7 @@ pub enum VcpuRequest {
     /// Bytes typed on the VM's console (the physical UART).
     ConsoleInput {
         /// The bytes, in order.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::heapless_vec))]
         bytes: Vec<u8, MAX_INPUT_BYTES>,
     },
 }
@@ -32,6 +34,7 @@ pub enum VcpuRequest {
 /// List-register and maintenance status of one physical CPU interface,
 /// read by the monitor when it reports a maintenance interrupt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LrStatus {
     /// GICH_MISR.
     pub misr: u32,
@@ -53,6 +56,7 @@ pub struct LrStatus {
 /// concerned; the monitor then sends `Sync` for it (before re-entering it if
 /// it is the vCPU being handled, or after a physical SGI to its CPU).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VgicRequest {
     /// `vcpu` is about to run for the first time since it was powered on.
     Start {
@@ -107,6 +111,7 @@ pub enum VgicRequest {
 
 /// Which of a vCPU's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum TimerKind {
     /// The virtual timer (CNTV_*), run by the hardware.
     Virtual,
@@ -116,6 +121,7 @@ pub enum TimerKind {
 
 /// Requests the virtual-timer server handles.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VtimerRequest {
     /// `vcpu` is about to run for the first time since it was powered on.
     Start {
@@ -155,6 +161,7 @@ pub enum VtimerRequest {
 
 /// A request to one server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Message {
     /// To the vCPU server.
     Vcpu(VcpuRequest),
@@ -179,6 +186,7 @@ impl Message {
 /// generation of the server instance it is addressed to (bumped each time the
 /// server is restarted, so a reply from a dead instance can be recognised).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Envelope<T> {
     /// [`crate::WIRE_VERSION`] of the sender.
     pub version: u16,
@@ -193,6 +201,7 @@ pub struct Envelope<T> {
 /// Why a server refused a request. The router answers the guest
 /// architecturally; a server error is never the guest's fault to crash on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ServerError {
     /// The request is addressed to another server.
     WrongServer,

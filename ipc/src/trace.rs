@@ -16,6 +16,7 @@ use crate::msg::{Message, ServerError};
 // boxing it would need an allocator, which this no_std crate does not have.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum TraceRecord {
     /// The configuration the VM was started with; always the first record.
     Config(VmConfig),

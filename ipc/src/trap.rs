@@ -6,6 +6,7 @@ use crate::ids::VcpuId;
 
 /// The width of a memory access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum AccessSize {
     /// 8 bits.
     Byte,
@@ -44,6 +45,7 @@ impl AccessSize {
 /// `Gpr(n)` is register `n` of the mode the guest was in (so `Gpr(13)` in SVC
 /// mode is SP_svc). The monitor resolves the banking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum GuestReg {
     /// R0-R14 of the guest's current mode.
     Gpr(u8),
@@ -56,6 +58,7 @@ pub enum GuestReg {
 /// A data abort on an address the guest does not own, with a valid
 /// instruction syndrome: it can be emulated as an MMIO access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MmioAccess {
     /// The intermediate physical address accessed.
     pub ipa: u64,
@@ -75,6 +78,7 @@ pub struct MmioAccess {
 
 /// A trapped 32-bit coprocessor 15 access (MCR/MRC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Cp15Access {
     /// opc1 field.
     pub opc1: u8,
@@ -94,6 +98,7 @@ pub struct Cp15Access {
 
 /// A trapped 64-bit coprocessor 15 access (MCRR/MRRC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Cp15WideAccess {
     /// opc1 field.
     pub opc1: u8,
@@ -111,6 +116,7 @@ pub struct Cp15WideAccess {
 
 /// What made a guest leave to the hypervisor, decoded but not interpreted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Trap {
     /// HVC #imm, with the guest's r0-r3 (the SMC calling convention's arguments).
     Hvc {
@@ -168,6 +174,7 @@ pub enum Trap {
 /// A trap as the router delivers it: which vCPU, what happened, and the
 /// facts about the trapping instruction a server may need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TrapMsg {
     /// The vCPU that trapped.
     pub vcpu: VcpuId,
