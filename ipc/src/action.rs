@@ -7,8 +7,12 @@ use crate::ids::{IntId, VcpuId};
 use crate::msg::Message;
 use crate::trap::GuestReg;
 
-/// The most actions one reply can hold.
-pub const MAX_ACTIONS: usize = 8;
+/// The most actions one reply can hold: enough for a guest register write
+/// that concerns every vCPU (`AdvancePc` and a `Kick` for each of
+/// [`crate::MAX_VCPUS`], e.g. a GICD_SGIR naming all eight), with one to
+/// spare. Ten of the largest action still fit in one
+/// [`crate::MAX_MESSAGE_SIZE`] envelope (the round-trip tests check it).
+pub const MAX_ACTIONS: usize = 10;
 
 /// The most bytes one console write carries.
 pub const MAX_CONSOLE_BYTES: usize = 32;
