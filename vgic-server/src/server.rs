@@ -1,0 +1,669 @@
+//! The ipc glue: [`VgicServer`] answers [`VgicRequest`]s with [`Action`]s.
+//!
+//! # The Kick/Sync protocol
+//!
+//! List registers are written only in the reply to a request that carries a
+//! fresh [`LrStatus`] of the vCPU's physical CPU interface (`Maintenance`,
+//! `Sync`, `Idle`): while the monitor handles such a request the vCPU is not
+//! running, so its list registers hold still. Such a reply first folds the
+//! hardware state into the distributor (what the guest acknowledged and
+//! deactivated since the registers were written, see
+//! [`crate::lr::guest_events`]), then chooses what the list registers hold
+//! now ([`crate::lr::Selection`]), writes those that differ and GICH_HCR if
+//! it changed.
+//!
+//! A request that changes interrupt state without a status (`Mmio`,
+//! `SetLine`, `Start`) answers with `Kick { vcpu }` for each vCPU whose list
+//! registers may have to change: the monitor turns a kick of the vCPU it is
+//! handling into a `Sync` before re-entering it, and a kick of another into a
+//! physical SGI to that vCPU's CPU, whose handler sends `Sync`. An idle vCPU
+//! (one that was answered `WaitForInterrupt`) is woken the same way, so a
+//! wake-up is never lost.
+
+use heapless::Vec;
+use ipc::msg::LrStatus;
+use ipc::{
+    AccessSize, Action, DeviceRegion, GuestReg, IntId, Message, MmioAccess, Reply, Server, ServerError, ServerId,
+    VcpuId, VgicRequest, VmConfig, MAX_VCPUS,
+};
+use log::{debug, trace, warn};
+use serde::{Deserialize, Serialize};
+
+use crate::dist::{Distributor, Instance, Irq, Touch, Touched, PRIVATE, SGIS};
+use crate::lr::{self, GuestEvent, ListRegister, LrLink, LrState, Misr, Rank, Selection, MAX_LRS};
+use crate::regs::{self, GicdReg};
+
+/// The highest register a load may target: R15 would make an MMIO read a
+/// branch, which this server does not emulate (the guest gets a data abort).
+const MAX_GPR: u8 = 14;
+
+/// What one list register holds, as this server last wrote or saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Slot {
+    /// The interrupt.
+    pub irq: Irq,
+    /// The register's value.
+    pub lr: ListRegister,
+    /// The priority the guest acknowledged it at, until it deactivates it:
+    /// what the virtual CPU interface's active priorities (GICH_APR, not
+    /// reported) hold for it.
+    pub acked_priority: Option<u8>,
+}
+
+/// One vCPU's physical CPU interface, as far as this server knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CpuInterface {
+    /// List registers in use (GICH_VTR, capped at [`MAX_LRS`]); 0 before
+    /// the vCPU's first `Start`.
+    pub list_registers: u8,
+    /// What each list register holds.
+    pub slots: [Option<Slot>; MAX_LRS],
+    /// The GICH_HCR value last written, if any since `Start`.
+    pub hcr: Option<u32>,
+}
+
+impl CpuInterface {
+    fn slots(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.slots
+            .iter()
+            .take(usize::from(self.list_registers))
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+
+    fn holds(&self, irq: Irq) -> bool {
+        self.slots().any(|(_, s)| s.irq == irq)
+    }
+}
+
+/// A candidate for a list register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Candidate {
+    irq: Irq,
+    inst: Instance,
+    /// Whether the LR shows it pending (forwarded, and not a hardware-linked
+    /// interrupt that is active: its pending state lives at the physical
+    /// distributor).
+    pending: bool,
+    /// An SGI with other requesters waiting for this INTID's list register.
+    more_sources: bool,
+}
+
+/// The vGIC server: its whole state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VgicServer {
+    gicd: DeviceRegion,
+    dist: Distributor,
+    cpus: Vec<CpuInterface, MAX_VCPUS>,
+    /// Kicks that did not fit in a reply, sent with the next one.
+    owed_kicks: u8,
+}
+
+fn bit(vcpu: VcpuId) -> u8 {
+    1u8.checked_shl(u32::from(vcpu.0)).unwrap_or(0)
+}
+
+/// The value a load puts in its register: the access's bytes, sign-extended
+/// if the load says so.
+fn load_value(value: u32, size: AccessSize, sign_extend: bool) -> u32 {
+    match (size, sign_extend) {
+        (AccessSize::Byte, true) => value as u8 as i8 as i32 as u32,
+        (AccessSize::Byte, false) => value & 0xff,
+        (AccessSize::Half, true) => value as u16 as i16 as i32 as u32,
+        (AccessSize::Half, false) => value & 0xffff,
+        _ => value,
+    }
+}
+
+impl VgicServer {
+    /// The vGIC of a VM in its reset state: vCPU count, SPI count and the
+    /// distributor's guest address from the configuration.
+    pub fn new(config: &VmConfig) -> Self {
+        let dist = Distributor::new(config.vcpus, config.spis);
+        let mut cpus = Vec::new();
+        for _ in 0..dist.vcpus() {
+            // Cannot fail: the distributor has at most MAX_VCPUS.
+            let _ = cpus.push(CpuInterface::default());
+        }
+        VgicServer { gicd: config.gicd, dist, cpus, owed_kicks: 0 }
+    }
+
+    /// The distributor's state.
+    pub fn distributor(&self) -> &Distributor {
+        &self.dist
+    }
+
+    /// What this server believes `vcpu`'s CPU interface holds.
+    pub fn cpu_interface(&self, vcpu: VcpuId) -> Option<&CpuInterface> {
+        self.cpus.get(vcpu.index())
+    }
+
+    fn check(&self, vcpu: VcpuId) -> Result<(), ServerError> {
+        if self.dist.has_vcpu(vcpu) && self.cpus.get(vcpu.index()).is_some() {
+            Ok(())
+        } else {
+            Err(ServerError::NoSuchVcpu(vcpu))
+        }
+    }
+
+    /// The vCPU whose list registers hold `irq`.
+    fn holder(&self, irq: Irq) -> Option<VcpuId> {
+        self.cpus.iter().position(|c| c.holds(irq)).map(|i| VcpuId(i as u8))
+    }
+
+    /// Append kicks for the vCPUs in `mask` (and any owed); those that do not
+    /// fit are owed to the next reply.
+    fn push_kicks(&mut self, reply: &mut Reply, mask: u8) {
+        let mask = (mask | self.owed_kicks) & self.dist.vcpu_mask();
+        self.owed_kicks = 0;
+        for v in 0..self.dist.vcpus() {
+            let vcpu = VcpuId(v);
+            if mask & bit(vcpu) != 0 && reply.push(Action::Kick { vcpu }).is_err() {
+                warn!("reply full: kick of vcpu{v} deferred");
+                self.owed_kicks |= bit(vcpu);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- Start
+
+    fn start(&mut self, vcpu: VcpuId, list_registers: u8) -> Result<Reply, ServerError> {
+        self.check(vcpu)?;
+        if list_registers == 0 {
+            // GICH_VTR.ListRegs + 1 is at least 1: a monitor bug.
+            return Err(ServerError::Unexpected);
+        }
+        let Some(cpu) = self.cpus.get_mut(vcpu.index()) else {
+            return Err(ServerError::NoSuchVcpu(vcpu));
+        };
+        // The CPU interface comes up empty: what the list registers held
+        // before the vCPU went off is gone (its state stays in the
+        // distributor, and goes back into list registers from there).
+        let released: Vec<Slot, MAX_LRS> = cpu.slots().map(|(_, s)| *s).collect();
+        *cpu = CpuInterface { list_registers: list_registers.min(MAX_LRS as u8), ..CpuInterface::default() };
+        let mut kicks = bit(vcpu);
+        for slot in released {
+            if let Irq::Spi { intid } = slot.irq {
+                kicks |= self.touch_kicks(Touch::Spi(intid));
+            }
+        }
+        let mut reply = Reply::none();
+        self.push_kicks(&mut reply, kicks);
+        Ok(reply)
+    }
+
+    // ------------------------------------------------------------------ MMIO
+
+    fn mmio(&mut self, vcpu: VcpuId, access: MmioAccess) -> Result<Reply, ServerError> {
+        self.check(vcpu)?;
+        let reg = match access.ipa.checked_sub(self.gicd.base) {
+            Some(offset) if offset < self.gicd.size => regs::decode(offset, access.size),
+            _ => {
+                warn!("vcpu{}: access at {:#x} is outside the distributor", vcpu.0, access.ipa);
+                GicdReg::Reserved(u32::MAX)
+            }
+        };
+        if matches!(reg, GicdReg::BadAccess { .. } | GicdReg::Reserved(_) | GicdReg::ImplementationDefined(_)) {
+            debug!("vcpu{}: {} {reg:?}: RAZ/WI", vcpu.0, if access.write { "write" } else { "read" });
+        }
+        let mut reply = Reply::none();
+        if access.write {
+            let touched = self.dist.write(vcpu, reg, access.value as u32);
+            trace!("vcpu{}: write {reg:?} = {:#x}: {touched:?}", vcpu.0, access.value);
+            reply.push(Action::AdvancePc)?;
+            let kicks = self.kicks_for(&touched);
+            self.push_kicks(&mut reply, kicks);
+        } else if access.rt > MAX_GPR {
+            debug!("vcpu{}: load of {reg:?} into r{}: data abort", vcpu.0, access.rt);
+            reply.push(Action::InjectDataAbort { far: access.far })?;
+        } else {
+            let value = self.dist.read(vcpu, reg);
+            trace!("vcpu{}: read {reg:?} = {value:#x}", vcpu.0);
+            reply.push(Action::SetReg {
+                reg: GuestReg::Gpr(access.rt),
+                value: load_value(value, access.size, access.sign_extend),
+            })?;
+            reply.push(Action::AdvancePc)?;
+            self.push_kicks(&mut reply, 0);
+        }
+        Ok(reply)
+    }
+
+    // ------------------------------------------------------------- Set line
+
+    fn set_line(
+        &mut self,
+        intid: IntId,
+        level: bool,
+        target: Option<VcpuId>,
+        hw: Option<IntId>,
+    ) -> Result<Reply, ServerError> {
+        let irq = if intid.is_ppi() {
+            let vcpu = target.ok_or(ServerError::Unexpected)?;
+            self.check(vcpu)?;
+            Irq::Ppi { vcpu, intid: intid.0 }
+        } else if intid.is_spi() && self.dist.spi(intid.0).is_some() {
+            if target.is_some() {
+                debug!("SetLine: target ignored for SPI {}", intid.0);
+            }
+            Irq::Spi { intid: intid.0 }
+        } else {
+            return Err(ServerError::Unexpected);
+        };
+        if hw.is_some_and(|p| !(p.is_ppi() || p.is_spi())) {
+            return Err(ServerError::Unexpected);
+        }
+        self.dist.set_line(irq, level, hw);
+        let touch = match irq {
+            Irq::Ppi { vcpu, intid } => Touch::Private(vcpu, intid),
+            _ => Touch::Spi(intid.0),
+        };
+        let kicks = self.touch_kicks(touch);
+        let mut reply = Reply::none();
+        self.push_kicks(&mut reply, kicks);
+        Ok(reply)
+    }
+
+    // ----------------------------------------------------------------- Kicks
+
+    fn kicks_for(&self, touched: &Touched) -> u8 {
+        if touched.all {
+            return self.dist.vcpu_mask();
+        }
+        touched.list.iter().fold(0, |m, t| m | self.touch_kicks(*t))
+    }
+
+    /// The vCPUs whose list registers may have to change after `touch`
+    /// changed: the one holding the interrupt, and the one it is (or stays)
+    /// deliverable to if it is forwardable, active, or owes a physical
+    /// deactivation.
+    fn touch_kicks(&self, touch: Touch) -> u8 {
+        match touch {
+            Touch::Private(vcpu, intid) => {
+                let Some(cpu) = self.cpus.get(vcpu.index()) else {
+                    return 0;
+                };
+                let held = cpu.slots().any(|(_, s)| s.irq.intid() == intid);
+                let live = if intid < SGIS {
+                    self.dist
+                        .sgi(vcpu, intid as u8)
+                        .is_some_and(|s| s.active.is_some() || (s.pending != 0 && self.dist.group_enabled(s.group1)))
+                } else {
+                    self.dist
+                        .instance(Irq::Ppi { vcpu, intid })
+                        .is_some_and(|i| i.active || i.hw_owed || self.dist.forwardable(&i))
+                };
+                if held || live {
+                    bit(vcpu)
+                } else {
+                    0
+                }
+            }
+            Touch::Spi(intid) => {
+                let irq = Irq::Spi { intid };
+                let mut mask = self.holder(irq).map_or(0, bit);
+                if let (Some(inst), Some(state)) = (self.dist.instance(irq), self.dist.spi(intid)) {
+                    if inst.active || inst.hw_owed || self.dist.forwardable(&inst) {
+                        mask |= match self.dist.spi_target(state) {
+                            Some(t) => bit(t),
+                            // An owed deactivation needs some CPU.
+                            None if inst.hw_owed => 1,
+                            None => 0,
+                        };
+                    }
+                }
+                mask
+            }
+        }
+    }
+
+    // ------------------------------------------------- Fold, choose, write
+
+    fn refresh(&mut self, vcpu: VcpuId, status: &LrStatus, idle: bool) -> Result<Reply, ServerError> {
+        self.check(vcpu)?;
+        trace!("vcpu{}: {:?} {status:x?}", vcpu.0, Misr::decode(status.misr));
+        self.fold(vcpu, status);
+        let wait = idle && !self.could_signal(vcpu);
+        let mut reply = Reply::none();
+        let mut kicks = self.flush(vcpu, status, &mut reply)?;
+        self.deactivate_owed(vcpu, &mut reply);
+        kicks &= !bit(vcpu);
+        self.push_kicks(&mut reply, kicks);
+        if wait {
+            reply.push(Action::WaitForInterrupt)?;
+        }
+        Ok(reply)
+    }
+
+    /// Apply what the guest did to `vcpu`'s list registers since they were
+    /// written.
+    fn fold(&mut self, vcpu: VcpuId, status: &LrStatus) {
+        let Some(cpu) = self.cpus.get_mut(vcpu.index()) else {
+            return;
+        };
+        let count = usize::from(cpu.list_registers);
+        for (i, (slot, raw)) in cpu.slots.iter_mut().zip(status.lrs).enumerate().take(count) {
+            let observed = ListRegister::decode(raw);
+            let Some(held) = *slot else {
+                if observed.state != LrState::Invalid {
+                    debug!("vcpu{}: LR{i} holds {raw:#x}, not written by us", vcpu.0);
+                }
+                continue;
+            };
+            if !observed.same_interrupt(&held.lr) {
+                warn!("vcpu{}: LR{i} holds {raw:#x}, expected {:#x}", vcpu.0, held.lr.encode());
+                *slot = None;
+                continue;
+            }
+            let Some(events) = lr::guest_events(held.lr.state, observed.state) else {
+                warn!(
+                    "vcpu{}: LR{i} went from {:?} to {:?}, which the guest cannot do",
+                    vcpu.0, held.lr.state, observed.state
+                );
+                *slot = None;
+                continue;
+            };
+            let mut acked_priority = held.acked_priority;
+            for event in events {
+                match event {
+                    GuestEvent::Ack => {
+                        self.dist.ack(held.irq);
+                        acked_priority = Some(held.lr.priority);
+                    }
+                    GuestEvent::Deactivate => {
+                        self.dist.deactivate(held.irq, held.lr.is_hw());
+                        acked_priority = None;
+                    }
+                }
+            }
+            *slot = (observed.state != LrState::Invalid).then_some(Slot {
+                irq: held.irq,
+                lr: ListRegister { state: observed.state, ..held.lr },
+                acked_priority,
+            });
+        }
+    }
+
+    /// Whether `vcpu` has an interrupt the virtual CPU interface could
+    /// signal now, as far as this server knows: forwarded, not active itself,
+    /// and of higher priority than the running priority. The running
+    /// priority is the highest the guest acknowledged and has not
+    /// deactivated, from the list registers (the hardware's GICH_APR is not
+    /// reported). The guest's priority mask and binary point are not
+    /// reported either; ignoring them errs towards not idling, never towards
+    /// a lost wake-up. (A guest using EOImode 1 that drops priority and then
+    /// waits before deactivating is judged by the priority before the drop.)
+    fn could_signal(&self, vcpu: VcpuId) -> bool {
+        let Some(cpu) = self.cpus.get(vcpu.index()) else {
+            return false;
+        };
+        let running = cpu.slots().filter_map(|(_, s)| s.acked_priority).min();
+        let beats = |priority: u8| running.is_none_or(|r| priority < r);
+        let mask = self.dist.vcpu_mask();
+        let sgis = (0..SGIS as u8).filter_map(|sgi| self.dist.sgi(vcpu, sgi));
+        for s in sgis {
+            // One requester of an SGI being active holds back the others.
+            if s.active.is_none() && s.pending & mask != 0 && self.dist.group_enabled(s.group1) && beats(s.priority) {
+                return true;
+            }
+        }
+        let signals = |inst: &Instance| !inst.active && self.dist.forwardable(inst) && beats(inst.priority);
+        for intid in SGIS..PRIVATE {
+            if self.dist.instance(Irq::Ppi { vcpu, intid }).is_some_and(|i| signals(&i)) {
+                return true;
+            }
+        }
+        for (intid, state) in self.dist.spis() {
+            if state.active || !state.pending() || !state.enabled {
+                continue;
+            }
+            let irq = Irq::Spi { intid };
+            let mine = match self.holder(irq) {
+                Some(h) => h == vcpu,
+                None => self.dist.spi_target(state) == Some(vcpu),
+            };
+            if mine && self.dist.instance(irq).is_some_and(|i| signals(&i)) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The candidates for `vcpu`'s list registers, best first.
+    fn candidates(&self, vcpu: VcpuId, cpu: &CpuInterface) -> Selection<Candidate> {
+        let mut selection = Selection::new(usize::from(cpu.list_registers));
+        let mut offer = |irq: Irq, inst: Instance, forwarded: bool, more_sources: bool| {
+            if !inst.active && !forwarded {
+                return;
+            }
+            let pending = forwarded && !(inst.hw.is_some() && inst.active);
+            let rank = Rank::new(inst.active, inst.priority, irq.intid(), irq.source());
+            selection.offer(rank, Candidate { irq, inst, pending, more_sources });
+        };
+
+        // SGIs: one list register per INTID (the virtual CPU interface finds
+        // entries by VirtualID), so one requester at a time: the active one,
+        // else the one already in a list register, else the lowest.
+        let mask = self.dist.vcpu_mask();
+        for sgi in 0..SGIS as u8 {
+            let Some(state) = self.dist.sgi(vcpu, sgi) else {
+                continue;
+            };
+            let forwarded = if self.dist.group_enabled(state.group1) { state.pending & mask } else { 0 };
+            let held = cpu.slots().find_map(|(_, s)| match s.irq {
+                Irq::Sgi { sgi: id, source, .. } if id == sgi => Some(source.0),
+                _ => None,
+            });
+            let source = match (state.active, held) {
+                (Some(a), _) => a,
+                (None, Some(h)) if forwarded >> h & 1 != 0 => h,
+                (None, _) if forwarded != 0 => forwarded.trailing_zeros() as u8,
+                _ => continue,
+            };
+            let irq = Irq::Sgi { target: vcpu, sgi, source: VcpuId(source) };
+            let Some(inst) = self.dist.instance(irq) else {
+                continue;
+            };
+            let others = forwarded & !(1u8.checked_shl(u32::from(source)).unwrap_or(0));
+            offer(irq, inst, forwarded >> source & 1 != 0, others != 0);
+        }
+
+        for intid in SGIS..PRIVATE {
+            let irq = Irq::Ppi { vcpu, intid };
+            if let Some(inst) = self.dist.instance(irq) {
+                offer(irq, inst, self.dist.forwardable(&inst), false);
+            }
+        }
+
+        for (intid, state) in self.dist.spis() {
+            // Cheap filter first: most SPIs are idle.
+            if !(state.active || state.pending() && state.enabled) {
+                continue;
+            }
+            let irq = Irq::Spi { intid };
+            let Some(inst) = self.dist.instance(irq) else {
+                continue;
+            };
+            let targeted = self.dist.spi_target(state) == Some(vcpu);
+            match self.holder(irq) {
+                // Held here: it stays while active; pending alone, only while
+                // it is still delivered here.
+                Some(h) if h == vcpu => {
+                    let forwarded = self.dist.forwardable(&inst) && (targeted || inst.active);
+                    offer(irq, inst, forwarded, false);
+                }
+                // In another vCPU's list registers: theirs until released.
+                Some(_) => {}
+                None if targeted => offer(irq, inst, self.dist.forwardable(&inst), false),
+                None => {}
+            }
+        }
+        selection
+    }
+
+    /// Choose and write `vcpu`'s list registers and GICH_HCR. Returns the
+    /// vCPUs to kick (those an SPI released here is delivered to).
+    fn flush(&mut self, vcpu: VcpuId, status: &LrStatus, reply: &mut Reply) -> Result<u8, ServerError> {
+        let Some(cpu) = self.cpus.get(vcpu.index()).copied() else {
+            return Err(ServerError::NoSuchVcpu(vcpu));
+        };
+        let count = usize::from(cpu.list_registers);
+        let selection = self.candidates(vcpu, &cpu);
+        let chosen: Vec<Candidate, MAX_LRS> = selection.chosen().map(|(_, c)| *c).collect();
+
+        // Keep each chosen interrupt in the register it is in; put new ones
+        // in registers that are free or hold what was not chosen.
+        let mut placed: [Option<Candidate>; MAX_LRS] = [None; MAX_LRS];
+        let mut unplaced: Vec<Candidate, MAX_LRS> = Vec::new();
+        for c in &chosen {
+            match cpu.slots().find(|(_, s)| s.irq == c.irq) {
+                Some((i, _)) => {
+                    if let Some(p) = placed.get_mut(i) {
+                        *p = Some(*c);
+                    }
+                }
+                // Cannot fail: at most MAX_LRS chosen.
+                None => {
+                    let _ = unplaced.push(*c);
+                }
+            }
+        }
+        for c in unplaced {
+            if let Some(p) = placed.iter_mut().take(count).find(|p| p.is_none()) {
+                *p = Some(c);
+            }
+        }
+
+        let any_pending = chosen.iter().any(|c| c.pending);
+        let (hcr, eoi_on_active) = lr::maintenance(selection.left_out() > 0, any_pending, count);
+
+        let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
+        for (i, (p, raw)) in placed.iter().zip(status.lrs).enumerate().take(count) {
+            let desired = p.map(|c| Slot {
+                irq: c.irq,
+                acked_priority: cpu.slots().find(|(_, s)| s.irq == c.irq).and_then(|(_, s)| s.acked_priority),
+                lr: ListRegister {
+                    virtual_id: c.irq.intid(),
+                    link: match c.inst.hw {
+                        Some(physical) => LrLink::Hardware { physical_id: physical.0 },
+                        None => LrLink::Software {
+                            cpuid: c.irq.source(),
+                            eoi: c.inst.wants_eoi || c.more_sources || (eoi_on_active && c.inst.active),
+                        },
+                    },
+                    priority: c.inst.priority,
+                    state: LrState::of(c.pending, c.inst.active),
+                    group1: c.inst.group1,
+                },
+            });
+            let value = desired.map_or(0, |s| s.lr.encode());
+            // An invalid entry that asks for nothing is as empty as 0
+            // (GICH_ELRSR counts it free): leave it.
+            let empty = ListRegister::decode(raw);
+            let already_empty =
+                empty.state == LrState::Invalid && !matches!(empty.link, LrLink::Software { eoi: true, .. });
+            if value != raw && !(desired.is_none() && already_empty) {
+                reply.push(Action::WriteListRegister { index: i as u8, value })?;
+            }
+            if let (Some(slot), Some(new)) = (desired, new_slots.get_mut(i)) {
+                *new = Some(slot);
+            }
+        }
+
+        // Released SPIs go to the vCPU they are delivered to now.
+        let mut kicks = 0;
+        let released: Vec<Irq, MAX_LRS> =
+            cpu.slots().map(|(_, s)| s.irq).filter(|irq| !new_slots.iter().flatten().any(|s| s.irq == *irq)).collect();
+
+        let hcr_value = hcr.encode();
+        if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
+            cpu.slots = new_slots;
+            if cpu.hcr != Some(hcr_value) {
+                reply.push(Action::WriteGichHcr { value: hcr_value })?;
+                cpu.hcr = Some(hcr_value);
+            }
+        }
+        for slot in new_slots.iter().flatten() {
+            self.dist.written(slot.irq, slot.lr.state.pending(), slot.lr.is_hw());
+        }
+        for irq in released {
+            if let Irq::Spi { intid } = irq {
+                kicks |= self.touch_kicks(Touch::Spi(intid));
+            }
+        }
+        Ok(kicks)
+    }
+
+    /// Deactivate the physical interrupts linked to `vcpu`'s interrupts (its
+    /// PPIs, and SPIs delivered to it) whose virtual interrupt went away
+    /// without the guest deactivating it through a hardware-linked list
+    /// register. A deactivation that does not fit in the reply stays owed.
+    fn deactivate_owed(&mut self, vcpu: VcpuId, reply: &mut Reply) {
+        let Some(cpu) = self.cpus.get(vcpu.index()).copied() else {
+            return;
+        };
+        let mut owed: Vec<(Irq, IntId), 8> = Vec::new();
+        let mut note = |irq: Irq, hw: Option<IntId>| {
+            if let Some(physical) = hw {
+                if owed.push((irq, physical)).is_err() {
+                    debug!("vcpu{}: deactivation of {physical:?} deferred", vcpu.0);
+                }
+            }
+        };
+        for intid in SGIS..PRIVATE {
+            let irq = Irq::Ppi { vcpu, intid };
+            if let Some(s) = self.dist.ppi(vcpu, intid) {
+                if s.hw_owed() && !cpu.holds(irq) {
+                    note(irq, s.hw);
+                }
+            }
+        }
+        for (intid, s) in self.dist.spis() {
+            if !s.hw_owed() {
+                continue;
+            }
+            let irq = Irq::Spi { intid };
+            let here = match self.dist.spi_target(s) {
+                Some(t) => t == vcpu,
+                None => true,
+            };
+            if here && self.holder(irq).is_none() {
+                note(irq, s.hw);
+            }
+        }
+        for (irq, physical) in owed {
+            if reply.push(Action::DeactivatePhysical { intid: physical }).is_err() {
+                debug!("vcpu{}: reply full, deactivation of {physical:?} deferred", vcpu.0);
+                break;
+            }
+            self.dist.hw_deactivated(irq);
+        }
+    }
+}
+
+impl Server for VgicServer {
+    const ID: ServerId = ServerId::Vgic;
+    type Request = VgicRequest;
+
+    fn handle(&mut self, request: VgicRequest) -> Result<Reply, ServerError> {
+        match request {
+            VgicRequest::Start { vcpu, list_registers } => self.start(vcpu, list_registers),
+            VgicRequest::Mmio { vcpu, access } => self.mmio(vcpu, access),
+            VgicRequest::SetLine { intid, level, target, hw } => self.set_line(intid, level, target, hw),
+            VgicRequest::Maintenance { vcpu, status } | VgicRequest::Sync { vcpu, status } => {
+                self.refresh(vcpu, &status, false)
+            }
+            VgicRequest::Idle { vcpu, status } => self.refresh(vcpu, &status, true),
+        }
+    }
+
+    fn unwrap_message(message: Message) -> Result<VgicRequest, ServerError> {
+        match message {
+            Message::Vgic(request) => Ok(request),
+            _ => Err(ServerError::WrongServer),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
