@@ -22,6 +22,7 @@ pub mod action;
 pub mod config;
 #[cfg(feature = "arbitrary")]
 pub mod fuzzing;
+pub mod hostlink;
 pub mod ids;
 pub mod msg;
 pub mod trace;
