@@ -322,11 +322,24 @@ impl VgicServer {
     fn refresh(&mut self, vcpu: VcpuId, status: &LrStatus, idle: bool) -> Result<Reply, ServerError> {
         self.check(vcpu)?;
         trace!("vcpu{}: {:?} {status:x?}", vcpu.0, Misr::decode(status.misr));
+        let held_before: Vec<Irq, MAX_LRS> =
+            self.cpus.get(vcpu.index()).map(|c| c.slots().map(|(_, s)| s.irq).collect()).unwrap_or_default();
         self.fold(vcpu, status);
         let wait = idle && !self.could_signal(vcpu);
         let mut reply = Reply::none();
-        let mut kicks = self.flush(vcpu, status, &mut reply)?;
+        self.flush(vcpu, status, &mut reply)?;
         self.deactivate_owed(vcpu, &mut reply);
+        // SPIs this vCPU let go of (the guest finished them, or they are
+        // delivered elsewhere now) may be waiting for another vCPU, which
+        // could not take them while they were held here.
+        let mut kicks = 0;
+        for irq in held_before {
+            if let Irq::Spi { intid } = irq {
+                if self.holder(irq).is_none() {
+                    kicks |= self.touch_kicks(Touch::Spi(intid));
+                }
+            }
+        }
         kicks &= !bit(vcpu);
         self.push_kicks(&mut reply, kicks);
         if wait {
@@ -501,9 +514,8 @@ impl VgicServer {
         selection
     }
 
-    /// Choose and write `vcpu`'s list registers and GICH_HCR. Returns the
-    /// vCPUs to kick (those an SPI released here is delivered to).
-    fn flush(&mut self, vcpu: VcpuId, status: &LrStatus, reply: &mut Reply) -> Result<u8, ServerError> {
+    /// Choose and write `vcpu`'s list registers and GICH_HCR.
+    fn flush(&mut self, vcpu: VcpuId, status: &LrStatus, reply: &mut Reply) -> Result<(), ServerError> {
         let Some(cpu) = self.cpus.get(vcpu.index()).copied() else {
             return Err(ServerError::NoSuchVcpu(vcpu));
         };
@@ -570,11 +582,6 @@ impl VgicServer {
             }
         }
 
-        // Released SPIs go to the vCPU they are delivered to now.
-        let mut kicks = 0;
-        let released: Vec<Irq, MAX_LRS> =
-            cpu.slots().map(|(_, s)| s.irq).filter(|irq| !new_slots.iter().flatten().any(|s| s.irq == *irq)).collect();
-
         let hcr_value = hcr.encode();
         if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
             cpu.slots = new_slots;
@@ -586,12 +593,7 @@ impl VgicServer {
         for slot in new_slots.iter().flatten() {
             self.dist.written(slot.irq, slot.lr.state.pending(), slot.lr.is_hw());
         }
-        for irq in released {
-            if let Irq::Spi { intid } = irq {
-                kicks |= self.touch_kicks(Touch::Spi(intid));
-            }
-        }
-        Ok(kicks)
+        Ok(())
     }
 
     /// Deactivate the physical interrupts linked to `vcpu`'s interrupts (its
