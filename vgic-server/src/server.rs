@@ -19,6 +19,27 @@
 //! physical SGI to that vCPU's CPU, whose handler sends `Sync`. An idle vCPU
 //! (one that was answered `WaitForInterrupt`) is woken the same way, so a
 //! wake-up is never lost.
+//!
+//! # Known limits
+//!
+//! - The guest's priority mask, binary point, group enables and EOI mode
+//!   live in GICV and are not reported, so `Idle` judges "could be
+//!   signalled" by the forwarding state and the acknowledged priorities
+//!   alone: a guest that masked everything and waits gets its WFI answered
+//!   at once (a busy wait, never a lost wake-up); a guest using EOImode 1
+//!   that drops priority and then waits before deactivating is judged by its
+//!   priority before the drop.
+//! - Active entries are never evicted to make room; with more active
+//!   interrupts than list registers (only possible through GICD_ISACTIVERn
+//!   or a vCPU restarted while interrupts were active) the excess waits, and
+//!   a deactivation of one that is in no list register (GICH_HCR.EOICount)
+//!   is not tracked.
+//! - A hardware-linked interrupt that is active is written active only (its
+//!   pending state belongs to the physical distributor); a pending state set
+//!   by GICD_ISPENDRn meanwhile is delivered at the vCPU's next refresh
+//!   after the guest deactivates it.
+//! - An SPI pending in the list registers of a vCPU that then goes off stays
+//!   there until that vCPU's next `Start`.
 
 use heapless::Vec;
 use ipc::msg::LrStatus;
