@@ -63,8 +63,10 @@ fn missing_kernel_file_is_one_clear_error() {
 }
 
 #[test]
-fn missing_kernel_option_is_a_usage_error() {
-    let result = splitvisor(&[os("run"), os("--timeout"), os("10")]);
+fn kernel_option_without_a_path_is_a_usage_error() {
+    // `run` without --kernel boots the default Linux guest; --kernel with
+    // nothing after it is a usage error.
+    let result = splitvisor(&[os("run"), os("--timeout"), os("10"), os("--kernel")]);
     assert_eq!(result.code(), Some(EXIT_USAGE), "{}", result.describe());
     assert!(result.stderr.contains("--kernel"), "the message does not name --kernel\n{}", result.describe());
     assert_no_panic_no_guest(&result);
