@@ -21,10 +21,17 @@ Exit status:
   4    the monitor stopped on a fault (see its log)
   5    the monitor refused the VM configuration
   124  --timeout elapsed and the VM was stopped
-  130  interrupted (SIGINT, e.g. Ctrl-C); 143: terminated (SIGTERM)
+  130  stopped from the terminal (Ctrl-a x) or by SIGINT (Ctrl-C when standard
+       input is not the terminal); 129: SIGHUP; 143: SIGTERM
+
+Without --kernel, run boots the default guest: Debian's linux-image-armmp
+(armhf) kernel with a busybox initramfs, 2 vCPUs, console=ttyAMA0, fetched
+with apt on first use into $SPLITVISOR_CACHE, $XDG_CACHE_HOME/splitvisor or
+~/.cache/splitvisor (see `splitvisor guest`).
 
 The guest's console is standard input and output; the monitor's log goes to
-standard error.";
+standard error. On a terminal, keys go to the guest (Ctrl-C too) and
+Ctrl-a x stops the VM (Ctrl-a h lists the escapes).";
 
 /// splitvisor: boot ARMv7 guests on a microkernel-style hypervisor under QEMU.
 #[derive(Debug, Parser)]
@@ -47,22 +54,62 @@ pub enum Command {
     Run(RunArgs),
     /// Write the guest device tree that `run` would generate.
     Dtb(DtbArgs),
+    /// The default guest (Debian's armmp kernel and busybox): fetch it, say
+    /// where it is, build its initramfs.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+}
+
+/// `splitvisor guest ...`.
+#[derive(Debug, Subcommand)]
+pub enum GuestCommand {
+    /// Fetch the kernel and busybox with apt into the cache (nothing to do
+    /// if they are there, unless --refresh).
+    Fetch {
+        /// Fetch again, replacing the cached files.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// Print where the cached files are (fetched or not).
+    Path {
+        /// Print only the kernel's path.
+        #[arg(long, conflicts_with_all = ["busybox", "dir"])]
+        kernel: bool,
+        /// Print only busybox's path.
+        #[arg(long, conflicts_with = "dir")]
+        busybox: bool,
+        /// Print only the cache directory.
+        #[arg(long)]
+        dir: bool,
+    },
+    /// Write the default guest's initramfs (gzip-compressed newc cpio):
+    /// busybox and /init, the default one or your own.
+    Initramfs {
+        /// Use this file as /init (e.g. a `#!/bin/busybox sh` script).
+        #[arg(long, value_name = "FILE")]
+        init: Option<PathBuf>,
+        /// Where to write it.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 /// What describes a guest, for `run` and `dtb`.
 #[derive(Debug, Args)]
 pub struct GuestArgs {
     /// An initial RAM disk (a cpio archive, gzip-compressed or not), placed
-    /// as QEMU's -initrd places it.
+    /// as QEMU's -initrd places it [default: none with --kernel, the
+    /// default guest's busybox initramfs without].
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
-    /// The kernel command line (the device tree's /chosen/bootargs).
-    #[arg(long, value_name = "STR", default_value = "")]
-    pub cmdline: String,
-    /// Number of vCPUs (1 to 8).
-    #[arg(long, value_name = "N", default_value_t = 1,
+    /// The kernel command line (the device tree's /chosen/bootargs)
+    /// [default: none with --kernel, "console=ttyAMA0" without].
+    #[arg(long, value_name = "STR")]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs, 1 to 8 [default: 1 with --kernel, 2 without].
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u8).range(1..=ipc::MAX_VCPUS as i64))]
-    pub smp: u8,
+    pub smp: Option<u8>,
     /// Guest RAM in MiB (a multiple of 2, at most 3072).
     #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = parse_mem)]
     pub mem: u64,
@@ -76,9 +123,10 @@ pub struct GuestArgs {
 pub struct RunArgs {
     /// The guest kernel: an ARM ELF (loaded by its program headers), a
     /// Linux zImage or a raw binary (loaded and entered at RAM base +
-    /// 0x10000), as qemu-system-arm -kernel takes it.
+    /// 0x10000), as qemu-system-arm -kernel takes it. Without it, the
+    /// default guest (Debian's armmp kernel) boots.
     #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
+    pub kernel: Option<PathBuf>,
     /// The guest description.
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -96,13 +144,26 @@ pub struct RunArgs {
     /// Use this monitor ELF instead of building el2-monitor with cargo.
     #[arg(long, value_name = "PATH")]
     pub monitor: Option<PathBuf>,
+    /// When the VM stops, print the monitor's counters: traps by kind,
+    /// messages by server (the monitor logs them at info level; with a
+    /// lower --log-level only that line is let through).
+    #[arg(long)]
+    pub stats: bool,
+    /// Start QEMU's gdb stub on 127.0.0.1:PORT (the whole machine: the
+    /// monitor and the guest).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub gdb: Option<u16>,
+    /// With --gdb: start with the CPUs stopped until gdb continues them.
+    #[arg(long, requires = "gdb")]
+    pub gdb_wait: bool,
 }
 
 /// `splitvisor dtb`.
 #[derive(Debug, Args)]
 pub struct DtbArgs {
     /// Place the initrd and the device tree as for this kernel (as `run`
-    /// would); without it they go where they would for a small kernel.
+    /// would); without it, the device tree of the default guest (fetched
+    /// if needed), as `run` without --kernel would give it.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// The guest description.
@@ -155,25 +216,35 @@ mod tests {
             "debug",
             "--qemu",
             "q",
+            "--stats",
+            "--gdb",
+            "1234",
+            "--gdb-wait",
         ])
         .unwrap();
         assert_eq!(cli.log_level, LogLevel::Debug);
         let Command::Run(r) = cli.command else { panic!("not run") };
-        assert_eq!(r.kernel, PathBuf::from("k"));
+        assert_eq!(r.kernel, Some(PathBuf::from("k")));
         assert_eq!(r.guest.initrd, Some(PathBuf::from("i")));
-        assert_eq!(r.guest.cmdline, "console=ttyAMA0");
+        assert_eq!(r.guest.cmdline.as_deref(), Some("console=ttyAMA0"));
         assert_eq!(r.dtb, Some(PathBuf::from("d")));
-        assert_eq!((r.guest.smp, r.guest.mem, r.timeout), (4, 512, Some(30)));
+        assert_eq!((r.guest.smp, r.guest.mem, r.timeout), (Some(4), 512, Some(30)));
         assert!(r.no_reboot);
         assert_eq!(r.monitor, Some(PathBuf::from("m")));
         assert_eq!(r.guest.qemu, PathBuf::from("q"));
+        assert!(r.stats && r.gdb_wait);
+        assert_eq!(r.gdb, Some(1234));
     }
 
     #[test]
     fn defaults() {
         let Command::Run(r) = parse(&["run", "--kernel", "k"]).unwrap().command else { panic!() };
-        assert_eq!((r.guest.smp, r.guest.mem, r.timeout, r.no_reboot), (1, 256, None, false));
-        assert_eq!(r.guest.cmdline, "");
+        assert_eq!((r.guest.smp, r.guest.mem, r.timeout, r.no_reboot), (None, 256, None, false));
+        assert_eq!(r.guest.cmdline, None);
+        assert!(!r.stats && r.gdb.is_none() && !r.gdb_wait);
+        // No --kernel: the default guest.
+        let Command::Run(r) = parse(&["run"]).unwrap().command else { panic!() };
+        assert_eq!(r.kernel, None);
         assert_eq!(r.guest.qemu, PathBuf::from("qemu-system-arm"));
         assert_eq!(parse(&["run", "--kernel", "k"]).unwrap().log_level, LogLevel::Info);
     }
@@ -181,7 +252,12 @@ mod tests {
     #[test]
     fn usage_errors() {
         let kind = |args: &[&str]| parse(args).unwrap_err().kind();
-        assert_eq!(kind(&["run"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["run", "--gdb-wait"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["run", "--gdb", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["run", "--gdb", "65536"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["guest"]), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
+        assert_eq!(kind(&["guest", "initramfs"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["guest", "path", "--kernel", "--dir"]), ErrorKind::ArgumentConflict);
         assert_eq!(kind(&["run", "--kernel", "k", "--smp", "9"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["run", "--kernel", "k", "--smp", "0"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["run", "--kernel", "k", "--mem", "3"]), ErrorKind::ValueValidation);
@@ -190,17 +266,17 @@ mod tests {
         assert_eq!(kind(&["run", "--kernel", "k", "--timeout", "0"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["run", "--kernel", "k", "--log-level", "loud"]), ErrorKind::InvalidValue);
         assert_eq!(kind(&["run", "--kernel", "k", "--bogus"]), ErrorKind::UnknownArgument);
-        assert_eq!(kind(&["dtb"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["dtb"]), ErrorKind::MissingRequiredArgument, "dtb needs -o");
         assert_eq!(kind(&[]), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
         // Usage errors exit 2.
-        assert_eq!(parse(&["run"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["run", "--smp", "0"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]
     fn dtb_command() {
         let cli = parse(&["dtb", "--smp", "2", "--mem", "128", "--cmdline", "x", "-o", "out.dtb"]).unwrap();
         let Command::Dtb(d) = cli.command else { panic!() };
-        assert_eq!((d.guest.smp, d.guest.mem), (2, 128));
+        assert_eq!((d.guest.smp, d.guest.mem), (Some(2), 128));
         assert_eq!(d.output, PathBuf::from("out.dtb"));
         assert_eq!(d.kernel, None);
     }
@@ -210,9 +286,30 @@ mod tests {
         let err = parse(&["run", "--help"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::DisplayHelp);
         let help = err.to_string();
-        for needle in ["124", "--no-reboot", "monitor refused", "powered off"] {
+        for needle in ["124", "--no-reboot", "monitor refused", "powered off", "Ctrl-a x", "linux-image-armmp"] {
             assert!(help.contains(needle), "{needle} missing from run --help");
         }
+    }
+
+    #[test]
+    fn guest_commands() {
+        let Command::Guest(GuestCommand::Fetch { refresh }) = parse(&["guest", "fetch", "--refresh"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert!(refresh);
+        let Command::Guest(GuestCommand::Path { kernel, busybox, dir }) =
+            parse(&["guest", "path", "--busybox"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!((kernel, busybox, dir), (false, true, false));
+        let Command::Guest(GuestCommand::Initramfs { init, output }) =
+            parse(&["guest", "initramfs", "--init", "my-init", "-o", "out.gz"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!((init, output), (Some(PathBuf::from("my-init")), PathBuf::from("out.gz")));
     }
 
     #[test]

@@ -4,17 +4,23 @@
 //! the guest's kernel, initrd and device tree in guest RAM by the rules of
 //! QEMU's own `-kernel`/`-initrd`, builds (or takes) the monitor, hands it
 //! the VM configuration, and starts `qemu-system-arm` with the guest console
-//! on the terminal. `splitvisor dtb` writes the guest device tree.
+//! on the terminal. Without `--kernel` it boots the default guest, Debian's
+//! armmp kernel with a busybox initramfs, fetched with apt and cached.
+//! `splitvisor dtb` writes the guest device tree; `splitvisor guest`
+//! fetches the default guest, says where it is and builds its initramfs.
 //!
-//! This crate owns the CLI, the guest images and their placement, the guest
-//! device tree, the VM configuration blob and the QEMU process. It never runs
-//! guest code, never decides what a trap means, and holds no platform
+//! This crate owns the CLI, the guest images and their placement, the
+//! default guest and its cache, the guest device tree, the VM configuration
+//! blob, the QEMU process and the console on the host terminal. It never
+//! runs guest code, never decides what a trap means, and holds no platform
 //! address: QEMU's own device tree and device list say where things are.
 //!
 //! Modules: [`cli`] (arguments), [`platform`] (what QEMU says), [`images`]
 //! (formats and placement), [`mod@dtb`] (device trees), [`monitor`] (the
 //! monitor ELF and its build), [`config`] (the `ipc::VmConfig` blob),
-//! [`plan`] (putting it together) and [`qemu`] (command line and process).
+//! [`guest`] (the default guest), [`initramfs`] (cpio archives), [`plan`]
+//! (putting it together), [`qemu`] (command line and process), [`console`]
+//! (the terminal) and [`stats`] (`--stats`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -23,14 +29,20 @@ use std::time::{Duration, Instant};
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dtb;
+pub mod guest;
 pub mod images;
+pub mod initramfs;
 pub mod monitor;
 pub mod plan;
 pub mod platform;
 pub mod qemu;
+pub mod stats;
 
-use qemu::Outcome;
+use config::LogLevel;
+use console::ConsoleInput;
+use qemu::{LogFilter, Outcome};
 
 /// Everything that stops splitvisor before or while it runs a VM; each
 /// prints as one line.
@@ -83,6 +95,9 @@ pub enum Error {
     /// QEMU could not be run.
     #[error(transparent)]
     Qemu(#[from] qemu::QemuError),
+    /// The default guest is not there and could not be fetched.
+    #[error(transparent)]
+    Guest(#[from] guest::GuestError),
     /// `run` without a kernel.
     #[error("no kernel to run (pass --kernel PATH)")]
     NoKernel,
@@ -91,23 +106,96 @@ pub enum Error {
     Signals(std::io::Error),
 }
 
+/// The monitor's log level: the user's, but at least INFO with `--stats`
+/// (the statistics line is an INFO line; [`LogFilter`] hides the other INFO
+/// lines the user did not ask for).
+pub fn monitor_log_level(user: LogLevel, stats: bool) -> LogLevel {
+    if stats {
+        user.max(LogLevel::Info)
+    } else {
+        user
+    }
+}
+
 /// `splitvisor run`: boot the VM, restart it on every guest reset unless
-/// `--no-reboot`, and say how it ended.
-pub fn run(args: &cli::RunArgs, log_level: config::LogLevel) -> Result<Outcome, Error> {
-    let staged = plan::prepare(args, log_level)?;
+/// `--no-reboot`, and say how it ended (with `--stats`, print the
+/// monitor's counters first).
+pub fn run(args: &cli::RunArgs, log_level: LogLevel) -> Result<Outcome, Error> {
+    let staged = plan::prepare(args, monitor_log_level(log_level, args.stats))?;
     let signals = qemu::StopSignals::install().map_err(Error::Signals)?;
     let deadline = args.timeout.map(|secs| Instant::now() + Duration::from_secs(secs));
-    loop {
-        let outcome = qemu::run(&staged.invocation, deadline, &signals)?;
-        if outcome == Outcome::Reset && !args.no_reboot {
+    let filter = LogFilter { show: log_level.filter(), stats: args.stats };
+    let mut stats = stats::Stats::default();
+    let flags = console::StdioFlags::save();
+    // Raw mode from here: every error above printed on a normal terminal.
+    let console = ConsoleInput::from_stdin();
+    let result = loop {
+        let ran = qemu::run(&staged.invocation, deadline, &signals, &console, filter);
+        // QEMU leaves the descriptors it shared with us non-blocking.
+        flags.restore();
+        let end = match ran {
+            Ok(end) => end,
+            Err(e) => break Err(Error::from(e)),
+        };
+        stats.add_run(&end.stats, end.elapsed);
+        if end.outcome == Outcome::Reset && !args.no_reboot {
             log::info!("the guest reset; restarting it from the same images");
             continue;
         }
-        return Ok(outcome);
+        break Ok(end.outcome);
+    };
+    // The terminal as it was before the table and the last words.
+    drop(console);
+    if args.stats {
+        eprint!("{}", stats.render());
     }
+    result
 }
 
 /// `splitvisor dtb`.
 pub fn dtb(args: &cli::DtbArgs) -> Result<(), Error> {
     plan::write_dtb(args)
+}
+
+/// `splitvisor guest ...`.
+pub fn guest_command(command: &cli::GuestCommand) -> Result<(), Error> {
+    let cache = guest::Cache::locate()?;
+    match command {
+        cli::GuestCommand::Fetch { refresh } => {
+            let fetched = if *refresh { guest::fetch(&cache, true)? } else { guest::ensure(&cache)? };
+            println!("kernel:  {}", fetched.kernel.display());
+            println!("busybox: {}", fetched.busybox.display());
+        }
+        cli::GuestCommand::Path { kernel, busybox, dir } => {
+            if *kernel {
+                println!("{}", cache.kernel().display());
+            } else if *busybox {
+                println!("{}", cache.busybox().display());
+            } else if *dir {
+                println!("{}", cache.dir().display());
+            } else {
+                let state =
+                    |p: &std::path::Path| if p.is_file() { "" } else { "  (not fetched: splitvisor guest fetch)" };
+                println!("cache:   {}", cache.dir().display());
+                println!("kernel:  {}{}", cache.kernel().display(), state(&cache.kernel()));
+                println!("busybox: {}{}", cache.busybox().display(), state(&cache.busybox()));
+                if let Some(packages) = cache.packages() {
+                    for line in packages.lines() {
+                        println!("from:    {line}");
+                    }
+                }
+            }
+        }
+        cli::GuestCommand::Initramfs { init, output } => {
+            let default = guest::ensure(&cache)?;
+            let init = init
+                .as_deref()
+                .map(|p| std::fs::read(p).map_err(|source| Error::Read { what: "init", path: p.into(), source }))
+                .transpose()?;
+            let bytes = guest::initramfs(&default, init)?;
+            std::fs::write(output, &bytes).map_err(|source| Error::Write { path: output.clone(), source })?;
+            log::info!("wrote {} ({} bytes)", output.display(), bytes.len());
+        }
+    }
+    Ok(())
 }

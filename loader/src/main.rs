@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             outcome.exit_code()
         }),
         Command::Dtb(args) => loader::dtb(args).map(|()| 0),
+        Command::Guest(command) => loader::guest_command(command).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,7 +1,7 @@
-//! From a command line to a QEMU invocation: read the files, ask QEMU about
-//! the platform, place the images and the device tree in guest RAM, get the
-//! monitor, make the VM configuration, and stage every blob in a temporary
-//! directory for QEMU's generic loader.
+//! From a command line to a QEMU invocation: read the files (or take the
+//! default guest's), ask QEMU about the platform, place the images and the
+//! device tree in guest RAM, get the monitor, make the VM configuration, and
+//! stage every blob in a temporary directory for QEMU's generic loader.
 //!
 //! Everything the user can get wrong is refused here, before QEMU starts.
 
@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use crate::cli::{DtbArgs, GuestArgs, RunArgs};
 use crate::config::{self, ConfigInputs, LogLevel};
 use crate::dtb::{self, GuestDtbSpec, UserDtbEdits};
+use crate::guest::{self, Cache};
 use crate::images::{self, Kernel, Span};
 use crate::monitor::{Build, MonitorImage};
 use crate::platform::{self, Platform};
-use crate::qemu::{Invocation, Load};
+use crate::qemu::{GdbStub, Invocation, Load};
 use crate::Error;
 
 const MIB: u64 = 1 << 20;
@@ -35,7 +36,7 @@ pub struct GuestPlan {
     pub dtb: (Span, Vec<u8>),
 }
 
-/// The files a guest is made of, read.
+/// What a guest is made of: the files read, the defaults filled in.
 pub struct GuestFiles {
     /// The kernel.
     pub kernel: Option<Vec<u8>>,
@@ -43,11 +44,46 @@ pub struct GuestFiles {
     pub initrd: Option<Vec<u8>>,
     /// A user device tree and its path.
     pub user_dtb: Option<(PathBuf, Vec<u8>)>,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Number of vCPUs.
+    pub smp: u8,
+    /// Guest RAM in MiB.
+    pub mem: u64,
+}
+
+/// The guest the command line describes: `--kernel` and what was given
+/// with it, or, without it, the default guest (Debian's kernel from the
+/// cache, fetched first if needed, with the busybox initramfs, 2 vCPUs and
+/// `console=ttyAMA0`), each default replaced by what was given.
+pub fn resolve(kernel: Option<&Path>, guest: &GuestArgs, user_dtb: Option<&Path>) -> Result<GuestFiles, Error> {
+    let user_initrd = guest.initrd.as_deref().map(|p| read("initrd", p)).transpose()?;
+    let user_dtb = user_dtb.map(|p| Ok::<_, Error>((p.to_path_buf(), read("device tree", p)?))).transpose()?;
+    let (kernel, initrd, cmdline, smp) = match kernel {
+        Some(path) => (read("kernel", path)?, user_initrd, String::new(), 1),
+        None => {
+            let default = guest::ensure(&Cache::locate()?)?;
+            log::info!("default guest: Debian's armmp kernel {}", default.kernel.display());
+            let initrd = match user_initrd {
+                Some(bytes) => bytes,
+                None => guest::initramfs(&default, None)?,
+            };
+            (read("kernel", &default.kernel)?, Some(initrd), guest::DEFAULT_CMDLINE.to_string(), guest::DEFAULT_SMP)
+        }
+    };
+    Ok(GuestFiles {
+        kernel: Some(kernel),
+        initrd,
+        user_dtb,
+        cmdline: guest.cmdline.clone().unwrap_or(cmdline),
+        smp: guest.smp.unwrap_or(smp),
+        mem: guest.mem,
+    })
 }
 
 /// Lay a guest out in RAM: the rules of `images`, the device tree of `dtb`.
-pub fn plan_guest(platform: &Platform, guest: &GuestArgs, files: GuestFiles) -> Result<GuestPlan, Error> {
-    let ram = Span::new(platform.ram_base, guest.mem * MIB);
+pub fn plan_guest(platform: &Platform, files: GuestFiles) -> Result<GuestPlan, Error> {
+    let ram = Span::new(platform.ram_base, files.mem * MIB);
     let kernel = files.kernel.map(|bytes| images::load_kernel(bytes, ram)).transpose()?;
     let kernel_high = kernel.as_ref().map(Kernel::high);
     let initrd = match files.initrd {
@@ -57,11 +93,11 @@ pub fn plan_guest(platform: &Platform, guest: &GuestArgs, files: GuestFiles) -> 
     let initrd_span = initrd.as_ref().map(|(span, _)| *span);
     let dtb_bytes = match files.user_dtb {
         Some((path, bytes)) => {
-            let edits = UserDtbEdits { ram, cmdline: guest.cmdline.clone(), initrd: initrd_span };
+            let edits = UserDtbEdits { ram, cmdline: files.cmdline.clone(), initrd: initrd_span };
             dtb::rewrite_user_dtb(&bytes, &edits).map_err(|source| Error::UserDtb { path, source })?
         }
         None => dtb::generate(&GuestDtbSpec {
-            vcpus: guest.smp,
+            vcpus: files.smp,
             ram,
             gicd: platform.gicd,
             gicc: platform::guest_gicc(platform),
@@ -70,7 +106,7 @@ pub fn plan_guest(platform: &Platform, guest: &GuestArgs, files: GuestFiles) -> 
             uart_clock_hz: platform.uart_clock_hz,
             timer_ppis: platform.timer_ppis,
             timer_always_on: platform.timer_always_on,
-            cmdline: guest.cmdline.clone(),
+            cmdline: files.cmdline.clone(),
             initrd: initrd_span,
         })?,
     };
@@ -98,13 +134,9 @@ pub fn plan_guest(platform: &Platform, guest: &GuestArgs, files: GuestFiles) -> 
 
 /// `splitvisor dtb`: write the guest device tree.
 pub fn write_dtb(args: &DtbArgs) -> Result<(), Error> {
-    let files = GuestFiles {
-        kernel: args.kernel.as_deref().map(|p| read("kernel", p)).transpose()?,
-        initrd: args.guest.initrd.as_deref().map(|p| read("initrd", p)).transpose()?,
-        user_dtb: None,
-    };
-    let platform = platform::probe(&args.guest.qemu, args.guest.smp, args.guest.mem)?;
-    let plan = plan_guest(&platform, &args.guest, files)?;
+    let files = resolve(args.kernel.as_deref(), &args.guest, None)?;
+    let platform = platform::probe(&args.guest.qemu, files.smp, files.mem)?;
+    let plan = plan_guest(&platform, files)?;
     std::fs::write(&args.output, &plan.dtb.1).map_err(|source| Error::Write { path: args.output.clone(), source })?;
     log::info!("wrote {} ({} bytes)", args.output.display(), plan.dtb.1.len());
     Ok(())
@@ -118,17 +150,15 @@ pub struct Staged {
     _dir: tempfile::TempDir,
 }
 
-/// `splitvisor run`, up to the QEMU command line.
+/// `splitvisor run`, up to the QEMU command line; `log_level` is the
+/// monitor's.
 pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
     let guest = &args.guest;
-    let files = GuestFiles {
-        kernel: Some(read("kernel", &args.kernel)?),
-        initrd: guest.initrd.as_deref().map(|p| read("initrd", p)).transpose()?,
-        user_dtb: args.dtb.as_ref().map(|p| Ok::<_, Error>((p.clone(), read("device tree", p)?))).transpose()?,
-    };
-    let platform = platform::probe(&guest.qemu, guest.smp, guest.mem)?;
+    let files = resolve(args.kernel.as_deref(), guest, args.dtb.as_deref())?;
+    let (smp, mem) = (files.smp, files.mem);
+    let platform = platform::probe(&guest.qemu, smp, mem)?;
     log::debug!("platform (from QEMU): {platform}");
-    let plan = plan_guest(&platform, guest, files)?;
+    let plan = plan_guest(&platform, files)?;
     let kernel = plan.kernel.as_ref().ok_or(Error::NoKernel)?;
 
     let monitor_path = match &args.monitor {
@@ -152,7 +182,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
     let vm = config::build(
         &platform,
         &ConfigInputs {
-            vcpus: guest.smp,
+            vcpus: smp,
             ram: plan.ram,
             ram_pa: guest_pa,
             entry: kernel.entry,
@@ -185,11 +215,18 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
 
     let invocation = Invocation {
         qemu: guest.qemu.clone(),
-        smp: guest.smp,
-        ram_mib: monitor_mib + guest.mem,
+        smp,
+        ram_mib: monitor_mib + mem,
         monitor: monitor_path,
         loads,
+        gdb: args.gdb.map(|port| GdbStub { port, wait: args.gdb_wait }),
     };
+    if let Some(port) = args.gdb {
+        log::info!(
+            "gdb stub on 127.0.0.1:{port}{}: gdb-multiarch -ex 'target remote 127.0.0.1:{port}' (see loader/README.md)",
+            if args.gdb_wait { ", CPUs stopped until gdb continues them" } else { "" }
+        );
+    }
     Ok(Staged { invocation, _dir: dir })
 }
 
@@ -200,16 +237,16 @@ mod tests {
     use crate::platform::tests::platform;
     use object::elf;
 
-    fn guest(mem: u64, cmdline: &str) -> GuestArgs {
-        GuestArgs { initrd: None, cmdline: cmdline.into(), smp: 2, mem, qemu: "qemu-system-arm".into() }
+    fn files(kernel: Option<Vec<u8>>, initrd: Option<Vec<u8>>, mem: u64, cmdline: &str) -> GuestFiles {
+        GuestFiles { kernel, initrd, user_dtb: None, cmdline: cmdline.into(), smp: 2, mem }
     }
 
     #[test]
     fn a_zimage_with_initrd() {
         let mut z = vec![0u8; 0x4000];
         z[0x24..0x28].copy_from_slice(&0x016f_2818u32.to_le_bytes());
-        let files = GuestFiles { kernel: Some(z), initrd: Some(vec![0x1f, 0x8b, 0, 0]), user_dtb: None };
-        let plan = plan_guest(&platform(), &guest(256, "console=ttyAMA0"), files).unwrap();
+        let files = files(Some(z), Some(vec![0x1f, 0x8b, 0, 0]), 256, "console=ttyAMA0");
+        let plan = plan_guest(&platform(), files).unwrap();
         assert_eq!(plan.kernel.as_ref().unwrap().entry, 0x4001_0000);
         let (initrd, bytes) = plan.initrd.as_ref().unwrap();
         assert_eq!(initrd.start, 0x4800_0000);
@@ -235,27 +272,24 @@ mod tests {
                 memsz: 0x2000,
             }],
         );
-        let files = GuestFiles { kernel: Some(elf), initrd: None, user_dtb: None };
-        let plan = plan_guest(&platform(), &guest(64, ""), files).unwrap();
+        let plan = plan_guest(&platform(), files(Some(elf), None, 64, "")).unwrap();
         assert_eq!(plan.dtb.0.start, 0x4200_0000);
     }
 
     #[test]
     fn refusals_before_anything_starts() {
         // A kernel bigger than RAM.
-        let files = GuestFiles { kernel: Some(vec![0; (3 * MIB) as usize]), initrd: None, user_dtb: None };
-        assert!(matches!(plan_guest(&platform(), &guest(2, ""), files), Err(Error::Image(_))));
+        let big = files(Some(vec![0; (3 * MIB) as usize]), None, 2, "");
+        assert!(matches!(plan_guest(&platform(), big), Err(Error::Image(_))));
         // An initrd that does not fit.
-        let files =
-            GuestFiles { kernel: Some(vec![0; 16]), initrd: Some(vec![0; (40 * MIB) as usize]), user_dtb: None };
-        assert!(matches!(plan_guest(&platform(), &guest(64, ""), files), Err(Error::Image(_))));
+        let big = files(Some(vec![0; 16]), Some(vec![0; (40 * MIB) as usize]), 64, "");
+        assert!(matches!(plan_guest(&platform(), big), Err(Error::Image(_))));
         // A garbage --dtb.
-        let files = GuestFiles {
-            kernel: Some(vec![0; 16]),
-            initrd: None,
+        let junk = GuestFiles {
             user_dtb: Some(("junk.dtb".into(), b"not a device tree".to_vec())),
+            ..files(Some(vec![0; 16]), None, 64, "")
         };
-        let err = plan_guest(&platform(), &guest(64, ""), files).unwrap_err();
+        let err = plan_guest(&platform(), junk).unwrap_err();
         assert!(matches!(err, Error::UserDtb { .. }));
         assert!(err.to_string().starts_with("--dtb junk.dtb: not a valid flattened device tree"), "{err}");
     }
@@ -263,8 +297,9 @@ mod tests {
     #[test]
     fn a_user_dtb_is_placed_and_edited() {
         let user = dtb::generate(&dtb::tests::spec()).unwrap();
-        let files = GuestFiles { kernel: Some(vec![0; 16]), initrd: None, user_dtb: Some(("u.dtb".into(), user)) };
-        let plan = plan_guest(&platform(), &guest(64, "quiet"), files).unwrap();
+        let files =
+            GuestFiles { user_dtb: Some(("u.dtb".into(), user)), ..files(Some(vec![0; 16]), None, 64, "quiet") };
+        let plan = plan_guest(&platform(), files).unwrap();
         let checked = dtb::CheckedDtb::new(&plan.dtb.1).unwrap();
         let fdt = checked.fdt().unwrap();
         let mem = fdt.find_node("/memory").unwrap();
@@ -273,6 +308,20 @@ mod tests {
             Some(vec![Span::new(0x4000_0000, 64 * MIB)])
         );
         assert!(fdt.find_node("/chosen").unwrap().property("linux,initrd-start").is_none());
+    }
+
+    #[test]
+    fn a_given_kernel_keeps_the_plain_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("k");
+        std::fs::write(&kernel, b"raw").unwrap();
+        let args = GuestArgs { initrd: None, cmdline: None, smp: None, mem: 64, qemu: "q".into() };
+        let files = resolve(Some(&kernel), &args, None).unwrap();
+        assert_eq!((files.kernel.as_deref(), files.initrd, files.smp), (Some(&b"raw"[..]), None, 1));
+        assert_eq!(files.cmdline, "");
+        let args = GuestArgs { cmdline: Some("quiet".into()), smp: Some(3), ..args };
+        let files = resolve(Some(&kernel), &args, None).unwrap();
+        assert_eq!((files.cmdline.as_str(), files.smp), ("quiet", 3));
     }
 
     #[test]

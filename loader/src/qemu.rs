@@ -4,22 +4,28 @@
 //!
 //! The monitor's log reaches QEMU's standard error: QEMU 7.2 writes
 //! semihosting console output (SYS_WRITE0 and friends) there when no
-//! `chardev` is given to `-semihosting-config`, and we let QEMU inherit ours.
-//! The guest's console (the PL011, through `-serial stdio`) uses standard
-//! input and output, so the two never mix.
+//! `chardev` is given to `-semihosting-config`. splitvisor reads it line by
+//! line, passes on what the log level lets through and keeps the monitor's
+//! statistics (`--stats`). The guest's console (the PL011, through `-serial
+//! stdio`) uses standard output and the input [`crate::console`] chooses,
+//! so the two never mix.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ipc::exit;
+
+use crate::console::{self, ConsoleInput};
+use crate::stats;
 
 /// The machine every splitvisor VM runs on.
 pub const MACHINE: &str = "virt,virtualization=on,gic-version=2";
@@ -137,6 +143,17 @@ pub struct Invocation {
     pub monitor: PathBuf,
     /// The guest images and the VM configuration.
     pub loads: Vec<Load>,
+    /// QEMU's gdb stub, if asked for.
+    pub gdb: Option<GdbStub>,
+}
+
+/// QEMU's gdb stub (`-gdb tcp:127.0.0.1:PORT`, and `-S` to wait).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GdbStub {
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Start with every CPU stopped until gdb continues them.
+    pub wait: bool,
 }
 
 /// Escape a value for QEMU's option syntax (`key=value,...`): a comma is
@@ -179,6 +196,14 @@ impl Invocation {
         {
             args.push(arg.into());
         }
+        if let Some(gdb) = self.gdb {
+            // Loopback only: the stub gives whoever connects the machine.
+            args.push("-gdb".into());
+            args.push(format!("tcp:127.0.0.1:{}", gdb.port).into());
+            if gdb.wait {
+                args.push("-S".into());
+            }
+        }
         args
     }
 
@@ -206,8 +231,11 @@ pub enum Outcome {
     BadConfig,
     /// `--timeout` elapsed; QEMU was stopped.
     TimedOut,
-    /// splitvisor got this signal (SIGINT, SIGTERM) and stopped QEMU.
+    /// splitvisor got this signal (SIGINT, SIGTERM, SIGHUP) and stopped
+    /// QEMU.
     Interrupted(i32),
+    /// The user typed the console's stop escape (`Ctrl-a x`).
+    Stopped,
     /// QEMU exited with a status the monitor does not use (QEMU itself
     /// failed: a bad option, an image it could not load, ...).
     QemuStatus(i32),
@@ -241,6 +269,8 @@ impl Outcome {
             Outcome::TimedOut => exit::TIMEOUT,
             // As a shell reports a death by signal.
             Outcome::Interrupted(signal) => 128u8.saturating_add(u8::try_from(signal).unwrap_or(0)),
+            // As if Ctrl-C had stopped it.
+            Outcome::Stopped => 128 + 2,
             Outcome::QemuStatus(_) | Outcome::QemuSignal(_) => 1,
         }
     }
@@ -256,6 +286,7 @@ impl Outcome {
             }
             Outcome::TimedOut => Some("time-out: the VM was stopped (exit status 124)".into()),
             Outcome::Interrupted(signal) => Some(format!("stopped by signal {signal}")),
+            Outcome::Stopped => Some("stopped from the terminal (Ctrl-a x; exit status 130)".into()),
             Outcome::QemuStatus(code) => Some(format!("QEMU failed with exit status {code}; see its message above")),
             Outcome::QemuSignal(signal) => Some(format!("QEMU was killed by signal {signal}")),
         }
@@ -268,12 +299,13 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
-    /// Catch SIGINT and SIGTERM. QEMU, in the same process group, gets a
-    /// terminal's Ctrl-C too; splitvisor waits for it to end rather than
-    /// dying first and leaving the terminal to it.
+    /// Catch SIGINT, SIGTERM and SIGHUP. QEMU, in the same process group,
+    /// gets a terminal's Ctrl-C too (when the terminal is not in raw mode);
+    /// splitvisor waits for it to end rather than dying first and leaving
+    /// the terminal to it.
     pub fn install() -> Result<StopSignals, std::io::Error> {
         let mut flags = Vec::new();
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
             let flag = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal, Arc::clone(&flag))?;
             flags.push((signal, flag));
@@ -286,30 +318,108 @@ impl StopSignals {
     }
 }
 
-/// Run QEMU once, with the terminal's standard streams, until it ends, the
-/// deadline passes or a stop signal arrives.
-pub fn run(inv: &Invocation, deadline: Option<Instant>, signals: &StopSignals) -> Result<Outcome, QemuError> {
+/// Which of the monitor's log lines reach standard error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogFilter {
+    /// The most detailed level shown (the user's `--log-level`; the monitor
+    /// may log more, at INFO, for `--stats`).
+    pub show: log::LevelFilter,
+    /// Keep the statistics lines for the table instead of showing them.
+    pub stats: bool,
+}
+
+/// How one run of QEMU ended, and what its monitor reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunEnd {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The monitor's statistics reports (one per `stats:` line).
+    pub stats: Vec<Vec<(String, u64)>>,
+    /// How long QEMU ran.
+    pub elapsed: Duration,
+}
+
+/// Run QEMU once, its standard output on ours and its standard input as
+/// `console` says, until it ends, the deadline passes, a stop signal
+/// arrives or the user types the console's stop escape.
+pub fn run(
+    inv: &Invocation,
+    deadline: Option<Instant>,
+    signals: &StopSignals,
+    console: &ConsoleInput,
+    filter: LogFilter,
+) -> Result<RunEnd, QemuError> {
     log::debug!("starting {}", inv.display());
-    let mut child =
-        Command::new(&inv.qemu).args(inv.args()).spawn().map_err(|e| spawn_error(inv.qemu.as_os_str(), e))?;
+    let started = Instant::now();
+    let mut child = Command::new(&inv.qemu)
+        .args(inv.args())
+        .stdin(console.qemu_stdin())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(inv.qemu.as_os_str(), e))?;
+    let feeding = console.attach(child.stdin.take());
+    let log_lines = child.stderr.take().map(|stderr| forward_log(stderr, filter));
     let io_error = |source| QemuError::Io { program: inv.qemu.display().to_string(), source };
-    loop {
+    let outcome = loop {
         if let Some(status) = child.try_wait().map_err(io_error)? {
-            if let Some(signal) = signals.raised() {
-                return Ok(Outcome::Interrupted(signal));
-            }
-            return Ok(Outcome::from_status(status));
+            break match signals.raised() {
+                Some(signal) => Outcome::Interrupted(signal),
+                None => Outcome::from_status(status),
+            };
         }
         if let Some(signal) = signals.raised() {
             stop(&mut child, &inv.qemu);
-            return Ok(Outcome::Interrupted(signal));
+            break Outcome::Interrupted(signal);
+        }
+        if console.stop_requested() {
+            stop(&mut child, &inv.qemu);
+            break Outcome::Stopped;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             stop(&mut child, &inv.qemu);
-            return Ok(Outcome::TimedOut);
+            break Outcome::TimedOut;
         }
         thread::sleep(POLL);
-    }
+    };
+    let elapsed = started.elapsed();
+    // QEMU is gone: its pipes are closed, so both threads end.
+    drop(feeding);
+    let stats = log_lines.and_then(|thread| thread.join().ok()).unwrap_or_default();
+    Ok(RunEnd { outcome, stats, elapsed })
+}
+
+/// Pass QEMU's standard error on, line by line, as `filter` says; return
+/// the monitor's statistics reports.
+fn forward_log(stderr: ChildStderr, filter: LogFilter) -> thread::JoinHandle<Vec<Vec<(String, u64)>>> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stderr);
+        let mut reports = Vec::new();
+        let mut line = Vec::new();
+        let out = std::io::stderr();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line);
+            let show = match stats::parse_line(text.trim_end_matches(['\n', '\r'])) {
+                None => true,
+                Some(monitor) => match stats::stats_of(&monitor) {
+                    Some(report) if filter.stats => {
+                        reports.push(report);
+                        false
+                    }
+                    _ => monitor.level <= filter.show,
+                },
+            };
+            if show {
+                // Our standard error closed: nothing to tell anyone.
+                let _ = console::write_all_blocking(out.as_fd(), &line);
+            }
+        }
+        reports
+    })
 }
 
 /// End QEMU: SIGTERM first (it restores the terminal), SIGKILL if it lingers.
@@ -340,6 +450,7 @@ mod tests {
             smp: 2,
             ram_mib: 260,
             monitor: "/m/el2-monitor".into(),
+            gdb: None,
             loads: vec![
                 Load { file: "/t/kernel-0.bin".into(), addr: 0x4041_0000 },
                 Load { file: "/t/a,b.cfg".into(), addr: 0x4021_3000 },
@@ -375,6 +486,12 @@ mod tests {
         ];
         assert_eq!(args, expected);
         assert!(inv().display().starts_with("qemu-system-arm -M virt,"));
+        let gdb = |wait| {
+            let inv = Invocation { gdb: Some(GdbStub { port: 1234, wait }), ..inv() };
+            inv.args().into_iter().map(|a| a.into_string().unwrap()).skip(expected.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(gdb(false), ["-gdb", "tcp:127.0.0.1:1234"]);
+        assert_eq!(gdb(true), ["-gdb", "tcp:127.0.0.1:1234", "-S"]);
     }
 
     #[test]
@@ -393,6 +510,9 @@ mod tests {
         assert_eq!(Outcome::BadConfig.exit_code(), 5);
         assert_eq!(Outcome::TimedOut.exit_code(), 124);
         assert_eq!(Outcome::Interrupted(2).exit_code(), 130);
+        assert_eq!(Outcome::Interrupted(1).exit_code(), 129);
+        assert_eq!(Outcome::Stopped.exit_code(), 130);
+        assert!(Outcome::Stopped.describe().unwrap().contains("Ctrl-a x"));
         assert_eq!(Outcome::QemuStatus(1).exit_code(), 1);
         assert_eq!(Outcome::QemuSignal(9).exit_code(), 1);
         assert!(Outcome::PowerOff.describe().is_none());
@@ -419,6 +539,12 @@ mod tests {
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(&path, perms).unwrap();
         (dir, Invocation { qemu: path, ..inv() })
+    }
+
+    const SHOW_INFO: LogFilter = LogFilter { show: log::LevelFilter::Info, stats: false };
+
+    fn run(inv: &Invocation, deadline: Option<Instant>, signals: &StopSignals) -> Result<Outcome, QemuError> {
+        super::run(inv, deadline, signals, &ConsoleInput::Null, SHOW_INFO).map(|end| end.outcome)
     }
 
     #[test]
@@ -449,5 +575,27 @@ mod tests {
         let start = Instant::now();
         assert_eq!(run(&fake, None, &signals).unwrap(), Outcome::Interrupted(2));
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_log_is_filtered_and_statistics_kept() {
+        let signals = StopSignals { flags: Vec::new() };
+        let (_dir, fake) = fake_qemu(
+            "echo '[splitvisor cpu0 INFO ] hello' >&2\n\
+             echo '[splitvisor cpu0 INFO ] stats: trap.mmio=7 msg.vcpu=7' >&2\n\
+             echo '[splitvisor cpu1 INFO ] stats: trap.mmio=1' >&2\n\
+             echo 'qemu-system-arm: something' >&2\n\
+             exit 0",
+        );
+        let filter = LogFilter { show: log::LevelFilter::Warn, stats: true };
+        let end = super::run(&fake, None, &signals, &ConsoleInput::Null, filter).unwrap();
+        assert_eq!(end.outcome, Outcome::PowerOff);
+        assert_eq!(
+            end.stats,
+            vec![vec![("trap.mmio".to_string(), 7), ("msg.vcpu".to_string(), 7)], vec![("trap.mmio".to_string(), 1)]]
+        );
+        // Without --stats, nothing is kept.
+        let end = super::run(&fake, None, &signals, &ConsoleInput::Null, SHOW_INFO).unwrap();
+        assert!(end.stats.is_empty());
     }
 }
