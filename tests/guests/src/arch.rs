@@ -2,9 +2,13 @@
 //!
 //! Everything here runs at PL1 with the MMU off. The encodings of the CP15
 //! registers are from the Arm ARM ARMv7-A/R (DDI 0406C), B4.1 "System
-//! control registers in a VMSA implementation": SCTLR (c1, c0, 0), TTBCR
-//! (c2, c0, 2), DFSR (c5, c0, 0), IFSR (c5, c0, 1), DFAR (c6, c0, 0), IFAR
-//! (c6, c0, 2), VBAR (c12, c0, 0).
+//! control registers in a VMSA implementation": MPIDR (c0, c0, 5), SCTLR
+//! (c1, c0, 0), TTBCR (c2, c0, 2), DFSR (c5, c0, 0), IFSR (c5, c0, 1), DFAR
+//! (c6, c0, 0), IFAR (c6, c0, 2), VBAR (c12, c0, 0); and B8.2 "Generic Timer
+//! registers summary" for the timer registers (CNTFRQ c14, c0, 0; CNTP_TVAL
+//! c14, c2, 0; CNTP_CTL c14, c2, 1; CNTV_TVAL c14, c3, 0; CNTV_CTL c14, c3,
+//! 1; the 64-bit CNTPCT MRRC op1 0, CNTVCT op1 1, CNTP_CVAL op1 2, CNTV_CVAL
+//! op1 3, all with CRm c14).
 
 use core::arch::asm;
 
@@ -180,9 +184,242 @@ pub unsafe fn mmio_write32(addr: usize, value: u32) {
     unsafe { asm!("str {}, [{}]", in(reg) value, in(reg) addr, options(nostack, preserves_flags)) };
 }
 
-/// Waits for an interrupt (which never comes: interrupts stay masked).
+/// An 8-bit load from a device register (`LDRB`, no writeback).
+///
+/// # Safety
+///
+/// `addr` must be a device register that may be read bytewise.
+#[inline(always)]
+pub unsafe fn mmio_read8(addr: usize) -> u8 {
+    let value: u32;
+    // SAFETY: the caller vouches for the address.
+    unsafe { asm!("ldrb {}, [{}]", out(reg) value, in(reg) addr, options(nostack, preserves_flags)) };
+    value as u8
+}
+
+/// An 8-bit store to a device register (`STRB`, no writeback).
+///
+/// # Safety
+///
+/// `addr` must be a device register that may be written bytewise.
+#[inline(always)]
+pub unsafe fn mmio_write8(addr: usize, value: u8) {
+    // SAFETY: the caller vouches for the address.
+    unsafe { asm!("strb {}, [{}]", in(reg) u32::from(value), in(reg) addr, options(nostack, preserves_flags)) };
+}
+
+/// Waits for an interrupt. WFI wakes when an interrupt is pending for the
+/// CPU even while CPSR.I masks it (Arm ARM B1.8.14 "Wait For Interrupt").
 #[inline(always)]
 pub fn wfi() {
     // SAFETY: WFI only pauses the CPU.
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
+}
+
+/// CPSR.I (bit 7): IRQs masked.
+pub const CPSR_I: u32 = 1 << 7;
+/// CPSR.F (bit 6): FIQs masked.
+pub const CPSR_F: u32 = 1 << 6;
+/// CPSR.A (bit 8): asynchronous aborts masked.
+pub const CPSR_A: u32 = 1 << 8;
+
+/// Unmasks IRQs (`CPSIE i`).
+#[inline(always)]
+pub fn irq_enable() {
+    // SAFETY: only CPSR.I changes; the IRQ vector is installed by
+    // `rt::init`/the secondary start-up before anyone unmasks. A compiler
+    // barrier (no `nomem`): memory the handler shares must be re-read.
+    unsafe { asm!("cpsie i", options(nostack, preserves_flags)) };
+}
+
+/// Masks IRQs (`CPSID i`).
+#[inline(always)]
+pub fn irq_disable() {
+    // SAFETY: only CPSR.I changes.
+    unsafe { asm!("cpsid i", options(nostack, preserves_flags)) };
+}
+
+/// Restores CPSR.I to what `cpsr` (an earlier [`read_cpsr`]) had.
+#[inline(always)]
+pub fn irq_restore(cpsr: u32) {
+    if cpsr & CPSR_I == 0 {
+        irq_enable();
+    } else {
+        irq_disable();
+    }
+}
+
+/// Reads MPIDR, the multiprocessor affinity of this CPU (a hypervisor
+/// presents VMPIDR here).
+#[inline(always)]
+pub fn read_mpidr() -> u32 {
+    let value: u32;
+    // SAFETY: reading MPIDR has no side effect.
+    unsafe { asm!("mrc p15, 0, {}, c0, c0, 5", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Reads VBAR.
+#[inline(always)]
+pub fn read_vbar() -> u32 {
+    let value: u32;
+    // SAFETY: reading VBAR has no side effect.
+    unsafe { asm!("mrc p15, 0, {}, c12, c0, 0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// A data memory barrier (`DMB SY`).
+#[inline(always)]
+pub fn dmb() {
+    // SAFETY: a barrier only orders memory accesses.
+    unsafe { asm!("dmb sy", options(nostack, preserves_flags)) };
+}
+
+/// A data synchronization barrier (`DSB SY`): device writes before it
+/// have completed.
+#[inline(always)]
+pub fn dsb() {
+    // SAFETY: a barrier only orders memory accesses.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// An instruction synchronization barrier (`ISB`): system register writes
+/// before it take effect.
+#[inline(always)]
+pub fn isb() {
+    // SAFETY: ISB only flushes the pipeline.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// Reads CNTFRQ, the system counter's frequency in Hz.
+#[inline(always)]
+pub fn read_cntfrq() -> u32 {
+    let value: u32;
+    // SAFETY: reading CNTFRQ has no side effect.
+    unsafe { asm!("mrc p15, 0, {}, c14, c0, 0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Reads CNTVCT, the virtual count (ISB first, so that it is not read
+/// early; Arm ARM B8.1.2).
+#[inline(always)]
+pub fn read_cntvct() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading the counter has no side effect.
+    unsafe { asm!("isb", "mrrc p15, 1, {}, {}, c14", out(reg) lo, out(reg) hi, options(nostack, preserves_flags)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// Reads CNTPCT, the physical count (ISB first).
+#[inline(always)]
+pub fn read_cntpct() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading the counter has no side effect (a hypervisor may
+    // trap it).
+    unsafe { asm!("isb", "mrrc p15, 0, {}, {}, c14", out(reg) lo, out(reg) hi, options(nostack, preserves_flags)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// Reads CNTV_CTL.
+#[inline(always)]
+pub fn read_cntv_ctl() -> u32 {
+    let value: u32;
+    // SAFETY: reading a timer register has no side effect.
+    unsafe { asm!("mrc p15, 0, {}, c14, c3, 1", out(reg) value, options(nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CNTV_CTL (and synchronizes).
+#[inline(always)]
+pub fn write_cntv_ctl(value: u32) {
+    // SAFETY: the virtual timer only raises its PPI, which the guest's GIC
+    // set-up decides about.
+    unsafe { asm!("mcr p15, 0, {}, c14, c3, 1", "isb", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Reads CNTV_TVAL.
+#[inline(always)]
+pub fn read_cntv_tval() -> u32 {
+    let value: u32;
+    // SAFETY: reading a timer register has no side effect.
+    unsafe { asm!("isb", "mrc p15, 0, {}, c14, c3, 0", out(reg) value, options(nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CNTV_TVAL: CNTV_CVAL becomes CNTVCT + the sign-extended value.
+#[inline(always)]
+pub fn write_cntv_tval(value: u32) {
+    // SAFETY: see `write_cntv_ctl`.
+    unsafe { asm!("mcr p15, 0, {}, c14, c3, 0", "isb", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Reads CNTV_CVAL.
+#[inline(always)]
+pub fn read_cntv_cval() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading a timer register has no side effect.
+    unsafe { asm!("mrrc p15, 3, {}, {}, c14", out(reg) lo, out(reg) hi, options(nostack, preserves_flags)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// Writes CNTV_CVAL.
+#[inline(always)]
+pub fn write_cntv_cval(value: u64) {
+    // SAFETY: see `write_cntv_ctl`.
+    unsafe {
+        asm!("mcrr p15, 3, {}, {}, c14", "isb", in(reg) value as u32, in(reg) (value >> 32) as u32,
+            options(nostack, preserves_flags))
+    };
+}
+
+/// Reads CNTP_CTL.
+#[inline(always)]
+pub fn read_cntp_ctl() -> u32 {
+    let value: u32;
+    // SAFETY: reading a timer register has no side effect (a hypervisor
+    // may trap it).
+    unsafe { asm!("isb", "mrc p15, 0, {}, c14, c2, 1", out(reg) value, options(nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CNTP_CTL (and synchronizes).
+#[inline(always)]
+pub fn write_cntp_ctl(value: u32) {
+    // SAFETY: the physical timer only raises its PPI.
+    unsafe { asm!("mcr p15, 0, {}, c14, c2, 1", "isb", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Reads CNTP_TVAL.
+#[inline(always)]
+pub fn read_cntp_tval() -> u32 {
+    let value: u32;
+    // SAFETY: reading a timer register has no side effect.
+    unsafe { asm!("isb", "mrc p15, 0, {}, c14, c2, 0", out(reg) value, options(nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CNTP_TVAL.
+#[inline(always)]
+pub fn write_cntp_tval(value: u32) {
+    // SAFETY: see `write_cntp_ctl`.
+    unsafe { asm!("mcr p15, 0, {}, c14, c2, 0", "isb", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Reads CNTP_CVAL.
+#[inline(always)]
+pub fn read_cntp_cval() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading a timer register has no side effect.
+    unsafe { asm!("mrrc p15, 2, {}, {}, c14", out(reg) lo, out(reg) hi, options(nostack, preserves_flags)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// Writes CNTP_CVAL.
+#[inline(always)]
+pub fn write_cntp_cval(value: u64) {
+    // SAFETY: see `write_cntp_ctl`.
+    unsafe {
+        asm!("mcrr p15, 2, {}, {}, c14", "isb", in(reg) value as u32, in(reg) (value >> 32) as u32,
+            options(nostack, preserves_flags))
+    };
 }

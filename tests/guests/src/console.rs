@@ -2,11 +2,12 @@
 //! there is no usable tree, or nothing.
 //!
 //! The choice is global because the exception and panic handlers must be
-//! able to print without being handed anything. The guests run on one CPU
-//! with interrupts masked; atomics keep this free of `static mut`.
+//! able to print without being handed anything; atomics keep this free of
+//! `static mut`. Several CPUs may print: each line is written under a lock
+//! ([`lock`]) so that lines do not interleave.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::{pl011, semihosting};
 
@@ -83,11 +84,55 @@ impl fmt::Write for Console {
     }
 }
 
+/// The console lock's owner: 0 when free, else the owner's MPIDR + 1.
+static OWNER: AtomicU32 = AtomicU32::new(0);
+/// How many times [`lock`] tries before it takes the lock anyway: a CPU
+/// that stopped while holding it (a fatal error, a hypervisor that never
+/// resumed it) must not silence the others.
+const LOCK_SPIN_LIMIT: u32 = 10_000_000;
+
+/// Holds the console lock (or nothing, for a nested lock on the same CPU)
+/// and the caller's IRQ mask, both restored on drop.
+pub struct Guard {
+    release: bool,
+    cpsr: u32,
+}
+
+/// Takes the console lock for this CPU with IRQs masked (an IRQ handler
+/// that prints on the same CPU then cannot deadlock); re-entrant on the same
+/// CPU.
+pub fn lock() -> Guard {
+    let cpsr = crate::arch::read_cpsr();
+    crate::arch::irq_disable();
+    let me = crate::arch::read_mpidr().wrapping_add(1).max(1);
+    if OWNER.load(Ordering::SeqCst) == me {
+        return Guard { release: false, cpsr };
+    }
+    for _ in 0..LOCK_SPIN_LIMIT {
+        if OWNER.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return Guard { release: true, cpsr };
+        }
+        core::hint::spin_loop();
+    }
+    OWNER.store(me, Ordering::SeqCst);
+    Guard { release: true, cpsr }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.release {
+            OWNER.store(0, Ordering::SeqCst);
+        }
+        crate::arch::irq_restore(self.cpsr);
+    }
+}
+
 /// Prints one line on the guest console.
 #[macro_export]
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use core::fmt::Write as _;
+        let _guard = $crate::console::lock();
         // Console output never fails: a full UART drops bytes instead.
         let _ = writeln!($crate::console::Console, $($arg)*);
     }};

@@ -277,6 +277,179 @@ pub fn claimant<'a>(fdt: &Fdt<'a>, addr: u64) -> Option<&'a str> {
     fdt.all_nodes().find(|node| regs(*node).any(|region| region.contains(addr))).map(|node| node.name)
 }
 
+/// The `compatible` strings of the GICv2-compatible interrupt controllers
+/// (`interrupt-controller/arm,gic.yaml`) whose distributor and CPU
+/// interface the guests drive.
+pub const GIC_COMPATIBLES: [&str; 6] =
+    ["arm,cortex-a15-gic", "arm,cortex-a7-gic", "arm,gic-400", "arm,cortex-a9-gic", "arm,pl390", "arm,arm11mp-gic"];
+/// The `compatible` strings of the architected timer (`timer/arm,arch_timer.yaml`).
+pub const TIMER_COMPATIBLES: [&str; 2] = ["arm,armv7-timer", "arm,armv8-timer"];
+/// The most CPUs the guests handle (a GICv2 has at most eight CPU
+/// interfaces).
+pub const MAX_CPUS: usize = 8;
+/// A GIC interrupt specifier has three cells: type, number, flags
+/// (`arm,gic.yaml`).
+pub const GIC_INTERRUPT_CELLS: u32 = 3;
+/// First cell of a GIC interrupt specifier: an SPI.
+pub const GIC_SPI: u32 = 0;
+/// First cell of a GIC interrupt specifier: a PPI.
+pub const GIC_PPI: u32 = 1;
+/// Low four bits of the flags cell: the trigger type (1 rising edge,
+/// 2 falling edge, 4 level high, 8 level low).
+pub const IRQ_TYPE_MASK: u32 = 0xf;
+/// Trigger types that are level-sensitive.
+pub const IRQ_TYPE_LEVEL: u32 = 0xc;
+
+/// The GIC: its distributor and CPU interface frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gic<'a> {
+    /// The node name, e.g. `intc@8000000`.
+    pub name: &'a str,
+    /// The compatible string that matched.
+    pub compatible: &'a str,
+    /// GICD, the first `reg` region.
+    pub dist: Region,
+    /// GICC, the second `reg` region.
+    pub cpu: Region,
+    /// The node's phandle, if it has one.
+    pub phandle: Option<u32>,
+}
+
+/// Reads a one-cell big-endian property.
+fn u32_property(node: FdtNode<'_, '_>, name: &str) -> Option<u32> {
+    let value = node.property(name)?.value;
+    Some(u32::from_be_bytes(value.try_into().ok()?))
+}
+
+/// The first enabled GICv2-compatible interrupt controller with both a
+/// distributor and a CPU interface region.
+pub fn gic<'a>(fdt: &Fdt<'a>) -> Option<Gic<'a>> {
+    fdt.all_nodes().find_map(|node| {
+        let compatible = node.compatible()?.all().find(|c| GIC_COMPATIBLES.contains(c))?;
+        if !is_enabled(node) {
+            return None;
+        }
+        let mut regs = regs(node);
+        let (dist, cpu) = (regs.next()?, regs.next()?);
+        let phandle = u32_property(node, "phandle").or_else(|| u32_property(node, "linux,phandle"));
+        Some(Gic { name: node.name, compatible, dist, cpu, phandle })
+    })
+}
+
+/// An interrupt as a GIC INTID, with its trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupt {
+    /// The GIC interrupt ID (PPIs 16-31, SPIs from 32).
+    pub intid: u32,
+    /// Whether the specifier says level-sensitive.
+    pub level: bool,
+}
+
+/// Decodes one three-cell GIC interrupt specifier.
+pub fn gic_interrupt(kind: u32, number: u32, flags: u32) -> Option<Interrupt> {
+    let intid = match kind {
+        GIC_SPI if number < 988 => number + 32,
+        GIC_PPI if number < 16 => number + 16,
+        _ => return None,
+    };
+    Some(Interrupt { intid, level: flags & IRQ_TYPE_MASK & IRQ_TYPE_LEVEL != 0 })
+}
+
+/// The `n`th interrupt of `node`, if the node's interrupt parent (its own
+/// `interrupt-parent`, else the root's) is `gic` and the GIC uses three
+/// cells.
+pub fn interrupt(fdt: &Fdt<'_>, gic: &Gic<'_>, node: FdtNode<'_, '_>, n: usize) -> Option<Interrupt> {
+    let parent =
+        u32_property(node, "interrupt-parent").or_else(|| u32_property(node_at(fdt, "/")?, "interrupt-parent"));
+    if parent.is_none() || parent != gic.phandle {
+        return None;
+    }
+    let controller = fdt.all_nodes().find(|c| gic.phandle.is_some() && u32_property(*c, "phandle") == gic.phandle)?;
+    if u32_property(controller, "#interrupt-cells") != Some(GIC_INTERRUPT_CELLS) {
+        return None;
+    }
+    let cells = node.property("interrupts")?.value;
+    let at = n.checked_mul(12)?;
+    let spec = cells.get(at..at.checked_add(12)?)?;
+    let cell = |i: usize| spec.get(i * 4..i * 4 + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
+    gic_interrupt(cell(0)?, cell(1)?, cell(2)?)
+}
+
+/// The architected timer's interrupts, in the binding's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerIrqs {
+    /// The Non-secure physical timer (CNTP_*): the binding's second entry.
+    pub phys: Interrupt,
+    /// The virtual timer (CNTV_*): the binding's third entry.
+    pub virt: Interrupt,
+}
+
+/// The timer node's physical and virtual timer interrupts.
+pub fn timer_irqs(fdt: &Fdt<'_>, gic: &Gic<'_>) -> Option<TimerIrqs> {
+    let node = fdt.all_nodes().find(|node| {
+        node.compatible().is_some_and(|c| c.all().any(|c| TIMER_COMPATIBLES.contains(&c))) && is_enabled(*node)
+    })?;
+    Some(TimerIrqs { phys: interrupt(fdt, gic, node, 1)?, virt: interrupt(fdt, gic, node, 2)? })
+}
+
+/// The interrupt of the console PL011 ([`console_pl011`]).
+pub fn console_interrupt(fdt: &Fdt<'_>, gic: &Gic<'_>) -> Option<Interrupt> {
+    let uart = console_pl011(fdt)?;
+    let node = fdt.all_nodes().find(|node| node.name == uart.name && as_pl011(*node).is_some())?;
+    interrupt(fdt, gic, node, 0)
+}
+
+/// The CPUs under `/cpus`: their MPIDR affinity values (`reg`) in tree
+/// order, at most [`MAX_CPUS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpus {
+    ids: [u32; MAX_CPUS],
+    count: usize,
+    /// How many CPU nodes there were beyond [`MAX_CPUS`] (or with a `reg`
+    /// the guests cannot use).
+    pub ignored: usize,
+}
+
+impl Cpus {
+    /// The MPIDR affinity values.
+    pub fn ids(&self) -> &[u32] {
+        self.ids.get(..self.count).unwrap_or(&[])
+    }
+
+    /// How many CPUs.
+    pub const fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The logical index (tree order) of the CPU with this MPIDR (only its
+    /// affinity fields, bits \[23:0\], are compared).
+    pub fn index_of(&self, mpidr: u32) -> Option<usize> {
+        self.ids().iter().position(|id| id & MPIDR_AFFINITY_MASK == mpidr & MPIDR_AFFINITY_MASK)
+    }
+}
+
+/// MPIDR bits \[23:0\]: Aff2, Aff1, Aff0.
+pub const MPIDR_AFFINITY_MASK: u32 = 0x00ff_ffff;
+
+/// The enabled `device_type = "cpu"` nodes under `/cpus`.
+pub fn cpus(fdt: &Fdt<'_>) -> Option<Cpus> {
+    let mut found = Cpus { ids: [0; MAX_CPUS], count: 0, ignored: 0 };
+    for node in node_at(fdt, "/cpus")?.children() {
+        if string_property(node, "device_type") != Some("cpu") || !is_enabled(node) {
+            continue;
+        }
+        let id = node.raw_reg().into_iter().flatten().next().and_then(|reg| cells(reg.address));
+        match (id.and_then(|id| u32::try_from(id).ok()), found.ids.get_mut(found.count)) {
+            (Some(id), Some(slot)) => {
+                *slot = id;
+                found.count += 1;
+            }
+            _ => found.ignored += 1,
+        }
+    }
+    Some(found)
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -295,6 +468,7 @@ mod tests {
         w.property_u32("#address-cells", 2).unwrap();
         w.property_u32("#size-cells", 2).unwrap();
         w.property_string("compatible", "linux,dummy-virt").unwrap();
+        w.property_u32("interrupt-parent", GIC_PHANDLE).unwrap();
 
         // A node that `with_nop_node` turns into FDT_NOP tags, as libfdt's
         // fdt_nop_node() does (QEMU's -dtb handling leaves such runs), in
@@ -325,7 +499,33 @@ mod tests {
         let cpu = w.begin_node("cpu@0").unwrap();
         w.property_u32("reg", 0).unwrap();
         w.end_node(cpu).unwrap();
+        let cpu = w.begin_node("cpu@1").unwrap();
+        w.property_string("device_type", "cpu").unwrap();
+        w.property_u32("reg", 0x101).unwrap();
+        w.end_node(cpu).unwrap();
+        let cpu = w.begin_node("cpu@2").unwrap();
+        w.property_string("device_type", "cpu").unwrap();
+        w.property_string("status", "disabled").unwrap();
+        w.property_u32("reg", 2).unwrap();
+        w.end_node(cpu).unwrap();
+        let cpu = w.begin_node("cpu@3").unwrap();
+        w.property_string("device_type", "cpu").unwrap();
+        w.property_u32("reg", 3).unwrap();
+        w.end_node(cpu).unwrap();
         w.end_node(cpus).unwrap();
+
+        let intc = w.begin_node("intc@8000000").unwrap();
+        w.property_string("compatible", "arm,cortex-a15-gic").unwrap();
+        w.property_u32("#interrupt-cells", 3).unwrap();
+        w.property_null("interrupt-controller").unwrap();
+        w.property_array_u64("reg", &[0x0800_0000, 0x1000, 0x0801_0000, 0x2000]).unwrap();
+        w.property_u32("phandle", GIC_PHANDLE).unwrap();
+        w.end_node(intc).unwrap();
+
+        let timer = w.begin_node("timer").unwrap();
+        w.property_string("compatible", "arm,armv7-timer").unwrap();
+        w.property_array_u32("interrupts", &[1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04, 1, 10, 0xf04]).unwrap();
+        w.end_node(timer).unwrap();
 
         let psci = w.begin_node("psci").unwrap();
         w.property_string_list(
@@ -345,11 +545,15 @@ mod tests {
         let uart0 = w.begin_node("pl011@9000000").unwrap();
         w.property_string_list("compatible", ["arm,pl011".into(), "arm,primecell".into()].to_vec()).unwrap();
         w.property_array_u64("reg", &[0x0900_0000, 0x1000]).unwrap();
+        w.property_array_u32("interrupts", &[0, 1, 4]).unwrap();
         w.end_node(uart0).unwrap();
 
         let uart1 = w.begin_node("pl011@9001000").unwrap();
         w.property_string_list("compatible", ["arm,pl011".into(), "arm,primecell".into()].to_vec()).unwrap();
         w.property_array_u64("reg", &[0x0900_1000, 0x1000]).unwrap();
+        w.property_array_u32("interrupts", &[0, 7, 1]).unwrap();
+        // Its own interrupt parent: a controller that is not the GIC.
+        w.property_u32("interrupt-parent", 99).unwrap();
         w.property_string("status", "okay").unwrap();
         w.end_node(uart1).unwrap();
 
@@ -359,6 +563,48 @@ mod tests {
 
         w.end_node(root).unwrap();
         w.finish().unwrap()
+    }
+
+    const GIC_PHANDLE: u32 = 0x8001;
+
+    #[test]
+    fn gic_timer_and_uart_interrupts() {
+        let blob = sample(None);
+        let fdt = parse(&blob).unwrap();
+        let gic = gic(&fdt).unwrap();
+        assert_eq!(gic.dist, Region { base: 0x0800_0000, size: 0x1000 });
+        assert_eq!(gic.cpu, Region { base: 0x0801_0000, size: 0x2000 });
+        assert_eq!(gic.phandle, Some(GIC_PHANDLE));
+        let timer = timer_irqs(&fdt, &gic).unwrap();
+        assert_eq!(timer.phys, Interrupt { intid: 30, level: true });
+        assert_eq!(timer.virt, Interrupt { intid: 27, level: true });
+        assert_eq!(console_interrupt(&fdt, &gic), Some(Interrupt { intid: 33, level: true }));
+        // The second UART's interrupt parent is not the GIC: no INTID.
+        let blob = sample(Some("serial1"));
+        let fdt = parse(&blob).unwrap();
+        assert_eq!(console_interrupt(&fdt, &gic), None);
+    }
+
+    #[test]
+    fn interrupt_specifiers() {
+        assert_eq!(gic_interrupt(GIC_SPI, 0, 1), Some(Interrupt { intid: 32, level: false }));
+        assert_eq!(gic_interrupt(GIC_PPI, 15, 8), Some(Interrupt { intid: 31, level: true }));
+        assert_eq!(gic_interrupt(GIC_PPI, 16, 4), None);
+        assert_eq!(gic_interrupt(2, 1, 4), None);
+        assert_eq!(gic_interrupt(GIC_SPI, 988, 4), None);
+    }
+
+    #[test]
+    fn cpus_in_tree_order_without_disabled_ones() {
+        let blob = sample(None);
+        let fdt = parse(&blob).unwrap();
+        let cpus = cpus(&fdt).unwrap();
+        // cpu@0 has no device_type, cpu@2 is disabled.
+        assert_eq!(cpus.ids(), [0x101, 3]);
+        assert_eq!(cpus.index_of(0x8000_0101), Some(0));
+        assert_eq!(cpus.index_of(3), Some(1));
+        assert_eq!(cpus.index_of(0), None);
+        assert_eq!(cpus.ignored, 0);
     }
 
     /// `blob` with the empty node `nopme` overwritten by FDT_NOP tags.

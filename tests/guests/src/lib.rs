@@ -1,15 +1,21 @@
 //! The shared half of splitvisor's bare-metal test guests.
 //!
-//! Owns what both guests (`hello`, `abort`) need to run on an ARMv7-A CPU
-//! with nothing under them but a boot loader and PSCI: the start-up code
-//! and exception vectors (`rt`), the console (a PL011 found in the device
-//! tree, or semihosting when there is no tree), PSCI calls through HVC,
-//! device-tree discovery (`dtb`), decoding of CPSR modes and fault status
-//! (`cpu`), and the PASS/FAIL report format the integration tests read.
+//! Owns what the guests (`hello`, `abort`, and the SMP guests `smp`, `ipi`,
+//! `timer`, `gicd_probe`) need to run on ARMv7-A CPUs with nothing under
+//! them but a boot loader and PSCI: the start-up code and exception vectors
+//! (`rt`, with an IRQ hook), secondary CPUs started with PSCI CPU_ON
+//! (`smp`), the console (a PL011 found in the device tree, or semihosting
+//! when there is no tree), PSCI calls through HVC, device-tree discovery
+//! (`dtb`: memory, console, GIC, timer interrupts, CPUs), a minimal GICv2
+//! driver (`gic`), the generic timer's fields (`timer`), decoding of CPSR
+//! modes and fault status (`cpu`), and the PASS/FAIL report format the
+//! integration tests read.
 //!
-//! Never assumes a board: every address comes from the device tree passed
-//! in r2. Never enables the MMU, caches or interrupts: the guests test the
-//! hypervisor's emulation of the plainest possible PL1 software.
+//! Never assumes a board: every address and interrupt number comes from
+//! the device tree passed in r2. Never enables the MMU or caches: the
+//! guests test the hypervisor's emulation of the plainest possible PL1
+//! software. Only the SMP guests unmask interrupts, after installing a
+//! handler.
 //!
 //! The decoding modules (`cpu`, `psci`, `dtb` and the PL011 register map)
 //! build for the host too, where they are unit-tested and where the host
@@ -20,8 +26,10 @@
 
 pub mod cpu;
 pub mod dtb;
+pub mod gic;
 pub mod pl011;
 pub mod psci;
+pub mod timer;
 
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 pub mod arch;
@@ -33,6 +41,8 @@ mod report;
 pub mod rt;
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 pub mod semihosting;
+#[cfg(all(target_arch = "arm", target_os = "none"))]
+pub mod smp;
 
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 pub use report::Report;
@@ -56,6 +66,9 @@ pub struct BootInfo {
 /// described by a device tree rather than a machine number (QEMU `virt`
 /// and splitvisor both pass it).
 pub const MACHINE_TYPE_DEVICE_TREE: u32 = 0xffff_ffff;
+
+#[cfg(all(target_arch = "arm", target_os = "none"))]
+pub mod platform;
 
 /// Defines the guest's entry point: `entry!(main)` with
 /// `fn main(boot: BootInfo) -> !` makes the start-up code call `main` with

@@ -12,6 +12,19 @@ pub const UARTDR: usize = 0x000;
 pub const UARTFR: usize = 0x018;
 /// UARTFR.TXFF (bit 5): the transmit FIFO (or holding register) is full.
 pub const UARTFR_TXFF: u32 = 1 << 5;
+/// UARTIMSC, the interrupt mask set/clear register (3.3.10): a set bit
+/// lets the raw interrupt through to the UART's interrupt line.
+pub const UARTIMSC: usize = 0x038;
+/// UARTRIS, the raw interrupt status register (3.3.11).
+pub const UARTRIS: usize = 0x03c;
+/// UARTMIS, the masked interrupt status register (3.3.12).
+pub const UARTMIS: usize = 0x040;
+/// UARTICR, the interrupt clear register (3.3.13, write-only).
+pub const UARTICR: usize = 0x044;
+/// The transmit interrupt bit (TXIM/TXRIS/TXMIS/TXIC, bit 5) of UARTIMSC,
+/// UARTRIS, UARTMIS and UARTICR: asserted while the transmit FIFO is at or
+/// below its trigger level (3.4.3 "UARTTXINTR").
+pub const INT_TX: u32 = 1 << 5;
 
 /// How many times the guest polls FR.TXFF for one byte before it drops the
 /// byte: a UART that stays full must not hang the guest, which then still
@@ -39,6 +52,18 @@ mod driver {
         /// as the device tree gives it.
         pub const unsafe fn new(base: usize) -> Self {
             Self { base }
+        }
+
+        /// Reads the register at `offset` (one of this module's offsets).
+        pub fn read(&self, offset: usize) -> u32 {
+            // SAFETY: `new`'s contract; the offsets are PL011 registers.
+            unsafe { arch::mmio_read32(self.base + offset) }
+        }
+
+        /// Writes the register at `offset` (one of this module's offsets).
+        pub fn write(&self, offset: usize, value: u32) {
+            // SAFETY: as for `read`.
+            unsafe { arch::mmio_write32(self.base + offset, value) };
         }
 
         /// Sends one byte; drops it if the FIFO stays full (see

@@ -11,6 +11,14 @@ use core::fmt;
 
 /// PSCI_VERSION: returns the implemented version (PSCI 0.2 and later).
 pub const PSCI_VERSION: u32 = 0x8400_0000;
+/// CPU_SUSPEND (SMC32): power_state, entry point, context id.
+pub const CPU_SUSPEND: u32 = 0x8400_0001;
+/// CPU_OFF: powers the calling CPU off; never returns on success.
+pub const CPU_OFF: u32 = 0x8400_0002;
+/// CPU_ON (SMC32): target MPIDR, entry point address, context id.
+pub const CPU_ON: u32 = 0x8400_0003;
+/// AFFINITY_INFO (SMC32): target affinity, lowest affinity level.
+pub const AFFINITY_INFO: u32 = 0x8400_0004;
 /// SYSTEM_OFF: powers the system off; never returns on success.
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
 /// SYSTEM_RESET: resets the system; never returns on success.
@@ -72,6 +80,45 @@ impl fmt::Display for Version {
             write!(f, "{}.{} ({:#010x})", self.major(), self.minor(), self.0)
         } else {
             write!(f, "error {}", ReturnCode::from_raw(self.0))
+        }
+    }
+}
+
+/// What AFFINITY_INFO returns for a CPU (DEN 0022 5.7.2): 0 ON, 1 OFF,
+/// 2 ON_PENDING, or an error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffinityState {
+    /// 0: at least one CPU of the affinity instance is on.
+    On,
+    /// 1: all CPUs of the instance are off.
+    Off,
+    /// 2: the instance is transitioning to on (CPU_ON accepted, the CPU
+    /// not yet running).
+    OnPending,
+    /// Anything else: an error code.
+    Error(ReturnCode),
+}
+
+impl AffinityState {
+    /// Decodes AFFINITY_INFO's result.
+    pub const fn from_raw(raw: u32) -> Self {
+        match raw {
+            0 => Self::On,
+            1 => Self::Off,
+            2 => Self::OnPending,
+            other => Self::Error(ReturnCode::from_raw(other)),
+        }
+    }
+}
+
+impl fmt::Display for AffinityState {
+    /// `ON (0)`, `OFF (1)`, `ON_PENDING (2)` or the error.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::On => write!(f, "ON (0)"),
+            Self::Off => write!(f, "OFF (1)"),
+            Self::OnPending => write!(f, "ON_PENDING (2)"),
+            Self::Error(code) => write!(f, "{code}"),
         }
     }
 }
@@ -182,6 +229,16 @@ mod tests {
         assert!(!Version(u32::MAX).at_least(Version::V0_2));
         assert_eq!(Version(0x0001_0001).to_string(), "1.1 (0x00010001)");
         assert_eq!(Version(u32::MAX).to_string(), "error NOT_SUPPORTED (-1)");
+    }
+
+    #[test]
+    fn affinity_states() {
+        assert_eq!(AffinityState::from_raw(0), AffinityState::On);
+        assert_eq!(AffinityState::from_raw(1), AffinityState::Off);
+        assert_eq!(AffinityState::from_raw(2), AffinityState::OnPending);
+        assert_eq!(AffinityState::from_raw(0xffff_fffe), AffinityState::Error(ReturnCode::InvalidParameters));
+        assert_eq!(AffinityState::OnPending.to_string(), "ON_PENDING (2)");
+        assert_eq!(AffinityState::from_raw(u32::MAX).to_string(), "NOT_SUPPORTED (-1)");
     }
 
     #[test]

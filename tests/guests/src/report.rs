@@ -82,7 +82,13 @@ impl Report {
     /// Prints the verdict and ends the run: SYSTEM_OFF if everything passed
     /// with a device tree, SYSTEM_RESET otherwise, a halt when PSCI cannot
     /// be reached.
-    pub fn finish(self) -> ! {
+    pub fn finish(mut self) -> ! {
+        self.finish_now()
+    }
+
+    /// [`finish`](Self::finish) through a borrow, for code that holds the
+    /// report by reference.
+    pub fn finish_now(&mut self) -> ! {
         if self.failures > 0 {
             outln!("RESULT: FAIL {} ({} failed)", self.guest, self.failures);
         } else if self.no_dtb {

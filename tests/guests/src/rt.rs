@@ -8,7 +8,7 @@
 //! same way but passes no registers (they are 0).
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::console::{self, Sink};
 use crate::cpu::{DataFaultStatus, Mode, CPSR_MODE_MASK, MODE_ABT, MODE_FIQ, MODE_IRQ, MODE_SVC, MODE_UND};
@@ -161,9 +161,17 @@ __vec_pabt:
 __vec_reserved:
     mov     r0, #{exc_reserved}
     b       __vec_unexpected
+    @ IRQ: the handler `set_irq_handler` installed runs on the IRQ stack
+    @ with the interrupted r0-r3, r12 and lr saved; without one the IRQ is
+    @ unexpected. (Handlers run with IRQs masked: no nesting.)
 __vec_irq:
-    mov     r0, #{exc_irq}
-    b       __vec_unexpected
+    sub     lr, lr, #4
+    push    {{r0-r3, r12, lr}}
+    mov     r0, lr
+    mrs     r1, spsr
+    bl      {irq_dispatch}
+    pop     {{r0-r3, r12, lr}}
+    movs    pc, lr
 __vec_fiq:
     mov     r0, #{exc_fiq}
     b       __vec_unexpected
@@ -209,10 +217,10 @@ __probe_read_insn:
     exc_svc = const EXC_SVC,
     exc_pabt = const EXC_PABT,
     exc_reserved = const EXC_RESERVED,
-    exc_irq = const EXC_IRQ,
     exc_fiq = const EXC_FIQ,
     entry = sym __guest_entry,
     unexpected = sym on_unexpected,
+    irq_dispatch = sym irq_dispatch,
     data_abort = sym on_data_abort,
 );
 
@@ -326,9 +334,31 @@ extern "C" fn on_unexpected(raw: u32, lr: u32, spsr: u32) -> ! {
     }
 }
 
+/// The IRQ handler (a `fn()` as usize; 0: none).
+static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the IRQ handler every CPU runs when it takes an IRQ exception.
+/// It must acknowledge and end the interrupts it takes itself.
+pub fn set_irq_handler(handler: fn()) {
+    IRQ_HANDLER.store(handler as usize, Ordering::SeqCst);
+}
+
+/// Called by the IRQ vector with the return address and the interrupted
+/// mode's CPSR.
+extern "C" fn irq_dispatch(return_to: u32, spsr: u32) {
+    let handler = IRQ_HANDLER.load(Ordering::SeqCst);
+    if handler == 0 {
+        on_unexpected(EXC_IRQ, return_to.wrapping_add(Exception::Irq.lr_offset()), spsr);
+    }
+    // SAFETY: only `set_irq_handler` stores into IRQ_HANDLER, a `fn()`.
+    let handler: fn() = unsafe { core::mem::transmute::<usize, fn()>(handler) };
+    handler();
+}
+
 /// Points VBAR at the guest's vectors and makes sure they are used: low
-/// vectors (SCTLR.V = 0), taken in A32 state (SCTLR.TE = 0).
-fn install_vectors() {
+/// vectors (SCTLR.V = 0), taken in A32 state (SCTLR.TE = 0). Every CPU
+/// does it for itself (both registers are per CPU).
+pub fn install_vectors() {
     let vectors = core::ptr::addr_of!(__vectors) as u32;
     // SAFETY: `__vectors` is the 32-byte aligned table above, part of the
     // image for the guest's whole life.
