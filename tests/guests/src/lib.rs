@@ -45,7 +45,7 @@ pub mod semihosting;
 pub mod smp;
 
 #[cfg(all(target_arch = "arm", target_os = "none"))]
-pub use report::Report;
+pub use report::{shared_check, Report};
 
 /// The registers the boot loader left: r0-r2 of the Linux boot protocol and
 /// the CPSR at entry.

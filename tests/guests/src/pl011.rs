@@ -54,6 +54,11 @@ mod driver {
             Self { base }
         }
 
+        /// The register block's base address.
+        pub const fn base(&self) -> usize {
+            self.base
+        }
+
         /// Reads the register at `offset` (one of this module's offsets).
         pub fn read(&self, offset: usize) -> u32 {
             // SAFETY: `new`'s contract; the offsets are PL011 registers.

@@ -12,8 +12,24 @@
 //! (splitvisor gives a reset its own non-zero status).
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{outln, rt};
+
+/// Failures recorded by [`shared_check`] on any CPU; the report of CPU 0
+/// counts them when it finishes.
+static SHARED_FAILURES: AtomicU32 = AtomicU32::new(0);
+
+/// A check made on any CPU (secondaries have no [`Report`]): prints its
+/// `PASS:`/`FAIL:` line and counts a failure for the final verdict.
+pub fn shared_check(ok: bool, what: fmt::Arguments<'_>) {
+    if ok {
+        outln!("PASS: {what}");
+    } else {
+        SHARED_FAILURES.fetch_add(1, Ordering::SeqCst);
+        outln!("FAIL: {what}");
+    }
+}
 
 /// The checks of one guest run.
 pub struct Report {
@@ -34,9 +50,9 @@ impl Report {
         self.guest
     }
 
-    /// How many checks failed so far.
-    pub const fn failures(&self) -> u32 {
-        self.failures
+    /// How many checks failed so far (on any CPU).
+    pub fn failures(&self) -> u32 {
+        self.failures.saturating_add(SHARED_FAILURES.load(Ordering::SeqCst))
     }
 
     /// Whether the guest runs without a device tree.
@@ -89,6 +105,7 @@ impl Report {
     /// [`finish`](Self::finish) through a borrow, for code that holds the
     /// report by reference.
     pub fn finish_now(&mut self) -> ! {
+        self.failures = self.failures.saturating_add(SHARED_FAILURES.swap(0, Ordering::SeqCst));
         if self.failures > 0 {
             outln!("RESULT: FAIL {} ({} failed)", self.guest, self.failures);
         } else if self.no_dtb {

@@ -16,6 +16,8 @@
 
 #![no_std]
 #![no_main]
+// Loops run over CPU numbers and index several per-CPU arrays with them.
+#![allow(clippy::needless_range_loop)]
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
