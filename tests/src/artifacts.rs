@@ -38,17 +38,31 @@ pub enum Guest {
     Hello,
     /// `abort`: a data abort on an address the VM does not own.
     Abort,
+    /// `smp`: PSCI CPU_ON/CPU_OFF/AFFINITY_INFO through the CPU life cycle.
+    Smp,
+    /// `ipi`: SGIs between CPUs, priorities, active state, the PL011's SPI.
+    Ipi,
+    /// `timer`: the virtual and physical timers and WFI on every CPU.
+    Timer,
+    /// `gicd_probe`: the GICv2 distributor register by register.
+    GicdProbe,
 }
 
 impl Guest {
-    /// Both guests.
+    /// The two single-CPU guests.
     pub const ALL: [Guest; 2] = [Guest::Hello, Guest::Abort];
+    /// The SMP guests.
+    pub const SMP: [Guest; 4] = [Guest::Smp, Guest::Ipi, Guest::Timer, Guest::GicdProbe];
 
     /// The binary's name (and the name the guest reports under).
     pub const fn name(self) -> &'static str {
         match self {
             Guest::Hello => "hello",
             Guest::Abort => "abort",
+            Guest::Smp => "smp",
+            Guest::Ipi => "ipi",
+            Guest::Timer => "timer",
+            Guest::GicdProbe => "gicd_probe",
         }
     }
 }
@@ -114,7 +128,7 @@ impl Harness {
             let target_dir = self.work.join("guests-raw");
             self.build_guests(&target_dir, Some(GUEST_RAW_BASE))?;
             let elfs = target_dir.join(GUEST_TARGET).join("release");
-            for guest in Guest::ALL {
+            for guest in Guest::ALL.into_iter().chain(Guest::SMP) {
                 let elf = elfs.join(guest.name());
                 elf_to_raw(&elf, &target_dir.join(format!("{}.bin", guest.name())), GUEST_RAW_BASE)?;
             }

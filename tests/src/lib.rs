@@ -18,6 +18,7 @@ pub mod artifacts;
 pub mod output;
 pub mod process;
 pub mod qemu;
+pub mod smp;
 
 use std::path::PathBuf;
 

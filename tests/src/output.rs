@@ -89,6 +89,10 @@ pub fn boot_lines(guest: Guest) -> Vec<Expect<'static>> {
     let (boot, console) = match guest {
         Guest::Hello => ("hello: boot r0=0x00000000 r1=0xffffffff r2=0x", "hello: console "),
         Guest::Abort => ("abort: boot r0=0x00000000 r1=0xffffffff r2=0x", "abort: console "),
+        Guest::Smp => ("smp: boot r0=0x00000000 r1=0xffffffff r2=0x", "smp: console "),
+        Guest::Ipi => ("ipi: boot r0=0x00000000 r1=0xffffffff r2=0x", "ipi: console "),
+        Guest::Timer => ("timer: boot r0=0x00000000 r1=0xffffffff r2=0x", "timer: console "),
+        Guest::GicdProbe => ("gicd_probe: boot r0=0x00000000 r1=0xffffffff r2=0x", "gicd_probe: console "),
     };
     vec![
         Expect::Prefix(boot),
