@@ -22,5 +22,6 @@
 #![cfg_attr(not(test), deny(clippy::panic, clippy::todo, clippy::unimplemented))]
 
 pub mod guest;
+pub mod ratelimit;
 pub mod router;
 pub mod syndrome;

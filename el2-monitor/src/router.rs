@@ -477,9 +477,12 @@ mod tests {
         assert_eq!(stats.messages, [1, 2, 0]);
     }
 
+    /// One traced event: a sequence number with its request or its reply.
+    type Traced = (u64, Option<Message>, Option<Result<Reply, ServerError>>);
+
     #[derive(Default)]
     struct Recorder {
-        log: Vec<(u64, Option<Message>, Option<Result<Reply, ServerError>>)>,
+        log: Vec<Traced>,
         next: u64,
     }
 

@@ -1,14 +1,17 @@
 //! QEMU: the command line that boots the monitor with the guest images
 //! beside it, and the process that runs it (time-out, signals, and the exit
-//! status the monitor reports through semihosting).
+//! status the monitor reports).
 //!
-//! The monitor's log reaches QEMU's standard error: QEMU 7.2 writes
-//! semihosting console output (SYS_WRITE0 and friends) there when no
-//! `chardev` is given to `-semihosting-config`. splitvisor reads it line by
-//! line, passes on what the log level lets through and keeps the monitor's
-//! statistics (`--stats`). The guest's console (the PL011, through `-serial
-//! stdio`) uses standard output and the input [`crate::console`] chooses,
-//! so the two never mix.
+//! Everything the monitor says reaches splitvisor on one stream, QEMU's
+//! standard output (the physical UART, `-serial stdio`): the guest's console
+//! bytes and the monitor's records (log lines, the exit status), framed as
+//! `ipc::hostlink` says. splitvisor takes it apart: console bytes go to our
+//! standard output, log lines to standard error as the log level says (the
+//! statistics lines are kept for `--stats`), the exit status decides the
+//! outcome. QEMU's own messages arrive on its standard error and are passed
+//! on as they are. Semihosting is off: QEMU would answer it from the guest
+//! too, which would let a guest write host files or fake its exit status.
+//! Input comes from where [`crate::console`] chooses.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,13 +19,14 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ipc::exit;
+use ipc::hostlink::{Demux, Event, RecordKind};
 
 use crate::console::{self, ConsoleInput};
 use crate::stats;
@@ -191,9 +195,7 @@ impl Invocation {
             args.push("-device".into());
             args.push(device);
         }
-        for arg in
-            ["-semihosting-config", "enable=on,target=native", "-nographic", "-monitor", "none", "-serial", "stdio"]
-        {
+        for arg in ["-nographic", "-monitor", "none", "-serial", "stdio"] {
             args.push(arg.into());
         }
         if let Some(gdb) = self.gdb {
@@ -241,19 +243,25 @@ pub enum Outcome {
     QemuStatus(i32),
     /// QEMU was killed by this signal.
     QemuSignal(i32),
+    /// The machine stopped without an exit record from the monitor (it
+    /// failed before it could report).
+    Unreported,
 }
 
 impl Outcome {
-    /// Read QEMU's exit status: the monitor's semihosting exit code.
-    pub fn from_status(status: ExitStatus) -> Outcome {
+    /// How a run ended, from QEMU's exit status and the status the monitor
+    /// reported over the host link before it stopped the machine.
+    pub fn from_end(status: ExitStatus, reported: Option<u8>) -> Outcome {
         match (status.code(), status.signal()) {
-            (Some(code), _) => match u8::try_from(code) {
-                Ok(exit::POWER_OFF) => Outcome::PowerOff,
-                Ok(exit::RESET) => Outcome::Reset,
-                Ok(exit::MONITOR_FAULT) => Outcome::MonitorFault,
-                Ok(exit::BAD_CONFIG) => Outcome::BadConfig,
-                _ => Outcome::QemuStatus(code),
+            (Some(0), _) => match reported {
+                Some(exit::POWER_OFF) => Outcome::PowerOff,
+                Some(exit::RESET) => Outcome::Reset,
+                Some(exit::BAD_CONFIG) => Outcome::BadConfig,
+                // MONITOR_FAULT, or a status this build does not know.
+                Some(_) => Outcome::MonitorFault,
+                None => Outcome::Unreported,
             },
+            (Some(code), _) => Outcome::QemuStatus(code),
             (None, Some(signal)) => Outcome::QemuSignal(signal),
             (None, None) => Outcome::QemuStatus(-1),
         }
@@ -264,7 +272,7 @@ impl Outcome {
         match self {
             Outcome::PowerOff => exit::POWER_OFF,
             Outcome::Reset => exit::RESET,
-            Outcome::MonitorFault => exit::MONITOR_FAULT,
+            Outcome::MonitorFault | Outcome::Unreported => exit::MONITOR_FAULT,
             Outcome::BadConfig => exit::BAD_CONFIG,
             Outcome::TimedOut => exit::TIMEOUT,
             // As a shell reports a death by signal.
@@ -289,6 +297,11 @@ impl Outcome {
             Outcome::Stopped => Some("stopped from the terminal (Ctrl-a x; exit status 130)".into()),
             Outcome::QemuStatus(code) => Some(format!("QEMU failed with exit status {code}; see its message above")),
             Outcome::QemuSignal(signal) => Some(format!("QEMU was killed by signal {signal}")),
+            Outcome::Unreported => Some(
+                "the machine stopped without a status from the monitor (it failed before it could report; \
+                 exit status 4)"
+                    .into(),
+            ),
         }
     }
 }
@@ -339,8 +352,8 @@ pub struct RunEnd {
     pub elapsed: Duration,
 }
 
-/// Run QEMU once, its standard output on ours and its standard input as
-/// `console` says, until it ends, the deadline passes, a stop signal
+/// Run QEMU once, the guest's console on our standard output and its input
+/// as `console` says, until it ends, the deadline passes, a stop signal
 /// arrives or the user types the console's stop escape.
 pub fn run(
     inv: &Invocation,
@@ -354,71 +367,140 @@ pub fn run(
     let mut child = Command::new(&inv.qemu)
         .args(inv.args())
         .stdin(console.qemu_stdin())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| spawn_error(inv.qemu.as_os_str(), e))?;
     let feeding = console.attach(child.stdin.take());
-    let log_lines = child.stderr.take().map(|stderr| forward_log(stderr, filter));
+    let link = child.stdout.take().map(|stdout| read_link(stdout, filter));
+    let qemu_messages = child.stderr.take().map(forward_qemu_messages);
     let io_error = |source| QemuError::Io { program: inv.qemu.display().to_string(), source };
-    let outcome = loop {
+    let ended = loop {
         if let Some(status) = child.try_wait().map_err(io_error)? {
             break match signals.raised() {
-                Some(signal) => Outcome::Interrupted(signal),
-                None => Outcome::from_status(status),
+                Some(signal) => Err(Outcome::Interrupted(signal)),
+                None => Ok(status),
             };
         }
         if let Some(signal) = signals.raised() {
             stop(&mut child, &inv.qemu);
-            break Outcome::Interrupted(signal);
+            break Err(Outcome::Interrupted(signal));
         }
         if console.stop_requested() {
             stop(&mut child, &inv.qemu);
-            break Outcome::Stopped;
+            break Err(Outcome::Stopped);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             stop(&mut child, &inv.qemu);
-            break Outcome::TimedOut;
+            break Err(Outcome::TimedOut);
         }
         thread::sleep(POLL);
     };
     let elapsed = started.elapsed();
-    // QEMU is gone: its pipes are closed, so both threads end.
+    // QEMU is gone: its pipes are closed, so the threads end.
     drop(feeding);
-    let stats = log_lines.and_then(|thread| thread.join().ok()).unwrap_or_default();
-    Ok(RunEnd { outcome, stats, elapsed })
+    let report = link.and_then(|thread| thread.join().ok()).unwrap_or_default();
+    if let Some(thread) = qemu_messages {
+        let _ = thread.join();
+    }
+    let outcome = match ended {
+        Ok(status) => Outcome::from_end(status, report.exit),
+        Err(outcome) => outcome,
+    };
+    Ok(RunEnd { outcome, stats: report.stats, elapsed })
 }
 
-/// Pass QEMU's standard error on, line by line, as `filter` says; return
-/// the monitor's statistics reports.
-fn forward_log(stderr: ChildStderr, filter: LogFilter) -> thread::JoinHandle<Vec<Vec<(String, u64)>>> {
+/// What the monitor said over the host link during one run.
+#[derive(Debug, Default)]
+struct LinkReport {
+    /// The exit status it reported, if it did.
+    exit: Option<u8>,
+    /// Its statistics reports.
+    stats: Vec<Vec<(String, u64)>>,
+}
+
+/// Take the host link apart: console bytes to our standard output, log
+/// records to standard error as `filter` says, the exit status and the
+/// statistics into the report.
+fn read_link(mut link: ChildStdout, filter: LogFilter) -> thread::JoinHandle<LinkReport> {
+    thread::spawn(move || {
+        let mut demux = Demux::new();
+        let mut report = LinkReport::default();
+        let mut buf = [0u8; 4096];
+        let mut console_bytes = Vec::with_capacity(buf.len());
+        let stdout = std::io::stdout();
+        // Our standard output or error closed: nothing to tell anyone, but
+        // keep reading so that QEMU never blocks on a full pipe.
+        let flush = |bytes: &mut Vec<u8>| {
+            if !bytes.is_empty() {
+                let _ = console::write_all_blocking(stdout.as_fd(), bytes);
+                bytes.clear();
+            }
+        };
+        loop {
+            let n = match link.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &byte in &buf[..n] {
+                match demux.feed(byte) {
+                    None => {}
+                    Some(Event::Console(b)) => console_bytes.push(b),
+                    Some(Event::Record(kind, payload)) => {
+                        flush(&mut console_bytes);
+                        match kind {
+                            RecordKind::Log => monitor_log_line(&payload, filter, &mut report.stats),
+                            RecordKind::Exit => report.exit = payload.first().copied(),
+                            RecordKind::Trace => log::debug!("trace record of {} bytes (not recording)", payload.len()),
+                        }
+                    }
+                    Some(Event::Damaged) => {
+                        flush(&mut console_bytes);
+                        log::warn!("a damaged record on the monitor's link was skipped");
+                    }
+                }
+            }
+            flush(&mut console_bytes);
+        }
+        report
+    })
+}
+
+/// Show one monitor log line as `filter` says, or keep it as statistics.
+fn monitor_log_line(payload: &[u8], filter: LogFilter, reports: &mut Vec<Vec<(String, u64)>>) {
+    let text = String::from_utf8_lossy(payload);
+    let show = match stats::parse_line(text.trim_end_matches(['\n', '\r'])) {
+        None => true,
+        Some(monitor) => match stats::stats_of(&monitor) {
+            Some(report) if filter.stats => {
+                reports.push(report);
+                false
+            }
+            _ => monitor.level <= filter.show,
+        },
+    };
+    if show {
+        let mut line = text.into_owned().into_bytes();
+        line.push(b'\n');
+        let _ = console::write_all_blocking(std::io::stderr().as_fd(), &line);
+    }
+}
+
+/// Pass QEMU's own messages (its standard error) on as they are.
+fn forward_qemu_messages(stderr: ChildStderr) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(stderr);
-        let mut reports = Vec::new();
         let mut line = Vec::new();
         let out = std::io::stderr();
         loop {
             line.clear();
             match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let text = String::from_utf8_lossy(&line);
-            let show = match stats::parse_line(text.trim_end_matches(['\n', '\r'])) {
-                None => true,
-                Some(monitor) => match stats::stats_of(&monitor) {
-                    Some(report) if filter.stats => {
-                        reports.push(report);
-                        false
-                    }
-                    _ => monitor.level <= filter.show,
-                },
-            };
-            if show {
-                // Our standard error closed: nothing to tell anyone.
-                let _ = console::write_all_blocking(out.as_fd(), &line);
+                Ok(_) => {
+                    let _ = console::write_all_blocking(out.as_fd(), &line);
+                }
             }
         }
-        reports
     })
 }
 
@@ -476,8 +558,6 @@ mod tests {
             "loader,file=/t/kernel-0.bin,addr=0x40410000,force-raw=on",
             "-device",
             "loader,file=/t/a,,b.cfg,addr=0x40213000,force-raw=on",
-            "-semihosting-config",
-            "enable=on,target=native",
             "-nographic",
             "-monitor",
             "none",
@@ -497,13 +577,17 @@ mod tests {
     #[test]
     fn exit_statuses() {
         let st = |code: i32| ExitStatus::from_raw(code << 8);
-        assert_eq!(Outcome::from_status(st(0)), Outcome::PowerOff);
-        assert_eq!(Outcome::from_status(st(3)), Outcome::Reset);
-        assert_eq!(Outcome::from_status(st(4)), Outcome::MonitorFault);
-        assert_eq!(Outcome::from_status(st(5)), Outcome::BadConfig);
-        assert_eq!(Outcome::from_status(st(1)), Outcome::QemuStatus(1));
-        assert_eq!(Outcome::from_status(st(300 & 0xff)), Outcome::QemuStatus(44));
-        assert_eq!(Outcome::from_status(ExitStatus::from_raw(9)), Outcome::QemuSignal(9));
+        assert_eq!(Outcome::from_end(st(0), Some(0)), Outcome::PowerOff);
+        assert_eq!(Outcome::from_end(st(0), Some(3)), Outcome::Reset);
+        assert_eq!(Outcome::from_end(st(0), Some(4)), Outcome::MonitorFault);
+        assert_eq!(Outcome::from_end(st(0), Some(5)), Outcome::BadConfig);
+        assert_eq!(Outcome::from_end(st(0), Some(77)), Outcome::MonitorFault);
+        assert_eq!(Outcome::from_end(st(0), None), Outcome::Unreported);
+        // QEMU's own status wins over anything the link said.
+        assert_eq!(Outcome::from_end(st(1), Some(0)), Outcome::QemuStatus(1));
+        assert_eq!(Outcome::from_end(st(300 & 0xff), None), Outcome::QemuStatus(44));
+        assert_eq!(Outcome::from_end(ExitStatus::from_raw(9), Some(0)), Outcome::QemuSignal(9));
+        assert_eq!(Outcome::Unreported.exit_code(), 4);
         assert_eq!(Outcome::PowerOff.exit_code(), 0);
         assert_eq!(Outcome::Reset.exit_code(), 3);
         assert_eq!(Outcome::MonitorFault.exit_code(), 4);
@@ -541,6 +625,24 @@ mod tests {
         (dir, Invocation { qemu: path, ..inv() })
     }
 
+    /// A shell `printf` argument that writes `bytes` (octal escapes).
+    fn printf(bytes: &[u8]) -> String {
+        let escaped: String = bytes.iter().map(|b| format!("\\{b:03o}")).collect();
+        format!("printf '{escaped}'")
+    }
+
+    /// The host-link bytes of a record.
+    fn record(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        ipc::hostlink::encode_record(kind, payload, &mut |b| out.push(b));
+        out
+    }
+
+    /// A fake QEMU's script line that reports `status` like the monitor.
+    fn report_exit(status: u8) -> String {
+        printf(&record(RecordKind::Exit, &[status]))
+    }
+
     const SHOW_INFO: LogFilter = LogFilter { show: log::LevelFilter::Info, stats: false };
 
     fn run(inv: &Invocation, deadline: Option<Instant>, signals: &StopSignals) -> Result<Outcome, QemuError> {
@@ -551,13 +653,14 @@ mod tests {
     fn run_maps_status_and_timeout() {
         let signals = StopSignals { flags: Vec::new() };
         for (script, outcome) in [
-            ("exit 0", Outcome::PowerOff),
-            ("exit 3", Outcome::Reset),
-            ("exit 5", Outcome::BadConfig),
-            ("exit 1", Outcome::QemuStatus(1)),
-            ("kill -9 $$", Outcome::QemuSignal(9)),
+            (format!("{}; exit 0", report_exit(0)), Outcome::PowerOff),
+            (format!("{}; exit 0", report_exit(3)), Outcome::Reset),
+            (format!("{}; exit 0", report_exit(5)), Outcome::BadConfig),
+            ("exit 0".to_string(), Outcome::Unreported),
+            ("exit 1".to_string(), Outcome::QemuStatus(1)),
+            ("kill -9 $$".to_string(), Outcome::QemuSignal(9)),
         ] {
-            let (_dir, fake) = fake_qemu(script);
+            let (_dir, fake) = fake_qemu(&script);
             assert_eq!(run(&fake, None, &signals).unwrap(), outcome, "{script}");
         }
         let (_dir, fake) = fake_qemu("exec sleep 10");
@@ -580,13 +683,12 @@ mod tests {
     #[test]
     fn the_log_is_filtered_and_statistics_kept() {
         let signals = StopSignals { flags: Vec::new() };
-        let (_dir, fake) = fake_qemu(
-            "echo '[splitvisor cpu0 INFO ] hello' >&2\n\
-             echo '[splitvisor cpu0 INFO ] stats: trap.mmio=7 msg.vcpu=7' >&2\n\
-             echo '[splitvisor cpu1 INFO ] stats: trap.mmio=1' >&2\n\
-             echo 'qemu-system-arm: something' >&2\n\
-             exit 0",
-        );
+        let mut link = record(RecordKind::Log, b"[splitvisor cpu0 INFO ] hello");
+        link.extend(b"guest says hi\n");
+        link.extend(record(RecordKind::Log, b"[splitvisor cpu0 INFO ] stats: trap.mmio=7 msg.vcpu=7"));
+        link.extend(record(RecordKind::Log, b"[splitvisor cpu1 INFO ] stats: trap.mmio=1"));
+        link.extend(record(RecordKind::Exit, &[0]));
+        let (_dir, fake) = fake_qemu(&format!("{}\necho 'qemu-system-arm: something' >&2\nexit 0", printf(&link)));
         let filter = LogFilter { show: log::LevelFilter::Warn, stats: true };
         let end = super::run(&fake, None, &signals, &ConsoleInput::Null, filter).unwrap();
         assert_eq!(end.outcome, Outcome::PowerOff);

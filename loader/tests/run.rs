@@ -1,8 +1,8 @@
 //! `splitvisor run` end to end under the real `qemu-system-arm`, with a
 //! stand-in for the monitor: a few ARM instructions, in an ELF that honours
 //! the boot contract (`__splitvisor_config`, `__splitvisor_end`), that check
-//! what the loader put in memory and end QEMU through semihosting with a
-//! status, as the real monitor does:
+//! what the loader put in memory and report a status over the host link (an
+//! exit record on the UART, then PSCI SYSTEM_OFF), as the real monitor does:
 //! - the configuration area must start with the blob magic "SPVB", else 5;
 //! - the first word of guest RAM's kernel image (at the physical address
 //!   the contract gives: 2 MiB above `__splitvisor_end`, plus QEMU's
@@ -29,34 +29,53 @@ const MARKER: u32 = 0x5350_4c54;
 /// The blob magic "SPVB", read as a little-endian word.
 const BLOB_MAGIC: u32 = u32::from_le_bytes(*b"SPVB");
 
-/// The stand-in monitor's code (ARM, at TEXT). Offsets in comments.
+/// QEMU virt's PL011 data register, where the host link runs.
+const UART: u32 = 0x0900_0000;
+/// PSCI SYSTEM_OFF (SMC32).
+const SYSTEM_OFF: u32 = 0x8400_0008;
+
+/// The stand-in monitor's code (ARM, at TEXT). Offsets in comments. The
+/// exit record is `ESCAPE 'X'` and the one-byte status COBS-encoded
+/// (`01 01` for 0, `02 s` otherwise) and ended by a zero byte.
 fn code() -> Vec<u32> {
     vec![
-        0xe59f_0044, // 00 ldr   r0, =CONFIG
+        0xe59f_0074, // 00 ldr   r0, =CONFIG
         0xe590_1000, // 04 ldr   r1, [r0]
-        0xe59f_2040, // 08 ldr   r2, =BLOB_MAGIC
+        0xe59f_2070, // 08 ldr   r2, =BLOB_MAGIC
         0xe3a0_3005, // 0c mov   r3, #5
         0xe151_0002, // 10 cmp   r1, r2
         0x1a00_0007, // 14 bne   exit
-        0xe59f_0034, // 18 ldr   r0, =GUEST_KERNEL_PA
+        0xe59f_0064, // 18 ldr   r0, =GUEST_KERNEL_PA
         0xe590_1000, // 1c ldr   r1, [r0]
-        0xe59f_2030, // 20 ldr   r2, =MARKER
+        0xe59f_2060, // 20 ldr   r2, =MARKER
         0xe3a0_3004, // 24 mov   r3, #4
         0xe151_0002, // 28 cmp   r1, r2
         0x0590_3004, // 2c ldreq r3, [r0, #4]
         0xe353_00ff, // 30 cmp   r3, #0xff
         0x0aff_fffe, // 34 beq   .
-        0xe28f_101c, // 38 exit: add r1, pc, #0x1c  (r1 = block)
-        0xe581_3004, // 3c str   r3, [r1, #4]
-        0xe3a0_0020, // 40 mov   r0, #0x20      (SYS_EXIT_EXTENDED)
-        0xef12_3456, // 44 svc   #0x123456      (semihosting)
-        0xeaff_fffe, // 48 b     .
-        CONFIG,      // 4c
-        BLOB_MAGIC,  // 50
+        0xe59f_004c, // 38 exit: ldr r0, =UART
+        0xe3a0_1010, // 3c mov   r1, #0x10      (ESCAPE)
+        0xe580_1000, // 40 str   r1, [r0]
+        0xe3a0_1058, // 44 mov   r1, #'X'
+        0xe580_1000, // 48 str   r1, [r0]
+        0xe353_0000, // 4c cmp   r3, #0
+        0x03a0_1001, // 50 moveq r1, #1
+        0x0580_1000, // 54 streq r1, [r0]
+        0x0580_1000, // 58 streq r1, [r0]
+        0x13a0_1002, // 5c movne r1, #2
+        0x1580_1000, // 60 strne r1, [r0]
+        0x1580_3000, // 64 strne r3, [r0]
+        0xe3a0_1000, // 68 mov   r1, #0
+        0xe580_1000, // 6c str   r1, [r0]
+        0xe59f_0018, // 70 ldr   r0, =SYSTEM_OFF
+        0xe160_0070, // 74 smc   #0
+        0xeaff_fffe, // 78 b     .
+        CONFIG,      // 7c
+        BLOB_MAGIC,  // 80
         GUEST_KERNEL_PA,
-        MARKER,      // 58
-        0x0002_0026, // 5c block: ADP_Stopped_ApplicationExit
-        0,           // 60        status
+        MARKER,     // 88
+        UART,       // 8c
+        SYSTEM_OFF, // 90
     ]
 }
 
@@ -172,10 +191,10 @@ fn monitor_statuses_pass_through() {
     // physical address it expects.
     let out = splitvisor(dir.path(), &kernel(dir.path(), !MARKER, 0), &[]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    // A status the monitor never uses is QEMU failing.
+    // A status this build does not know is treated as a monitor fault.
     let out = splitvisor(dir.path(), &kernel(dir.path(), MARKER, 7), &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("QEMU failed with exit status 7"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the monitor stopped on a fault"), "{}", stderr(&out));
 }
 
 #[test]

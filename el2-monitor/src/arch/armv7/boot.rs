@@ -36,10 +36,11 @@ _start:
     isb
     mov     r0, #0
     bl      boot_primary
-1:  @ Not in Hyp mode: nothing can be done; end QEMU with MONITOR_FAULT.
-    ldr     r1, =not_hyp_exit
-    mov     r0, #0x20                       @ SYS_EXIT_EXTENDED
-    svc     #0x123456
+1:  @ Not in Hyp mode: nothing can be done but power off (PSCI
+    @ SYSTEM_OFF); splitvisor reports a monitor that ended without status.
+    .arch_extension sec
+    ldr     r0, ={system_off}
+    smc     #0
     b       .
 
     .global secondary_entry
@@ -58,12 +59,6 @@ secondary_entry:
     isb
     bl      boot_secondary
     b       .
-
-    .section .rodata.not_hyp_exit, "a"
-    .balign 4
-not_hyp_exit:
-    .word   0x20026                         @ ADP_Stopped_ApplicationExit
-    .word   {fault}
 
     .section .text.vectors, "ax"
     .balign 32
@@ -139,7 +134,7 @@ hyp_fault_dabt:
     stack_size = const STACK_SIZE,
     frame_size = const core::mem::size_of::<super::vcpu::Frame>(),
     max_cpus = const MAX_CPUS,
-    fault = const ipc::exit::MONITOR_FAULT as u32,
+    system_off = const 0x8400_0008u32,
 );
 
 extern "C" {

@@ -215,8 +215,8 @@ pub struct Uart {
 // 8-bit stores that the GIC makes atomic; the CPU interface and GICH frames
 // are banked per CPU, so each CPU only ever reaches its own.
 unsafe impl Sync for Gic {}
-// SAFETY: output is serialised by the console lock, input happens only on
-// the CPU the UART's interrupt is routed to, and each access is one
+// SAFETY: output is serialised by the host link's lock, input happens only
+// on the CPU the UART's interrupt is routed to, and each access is one
 // register access.
 unsafe impl Sync for Uart {}
 // SAFETY: as for Sync: the frames are fixed device addresses, valid on
@@ -234,14 +234,12 @@ impl Uart {
         unsafe { Self { regs: &*(base as *const UartRegs) } }
     }
 
-    /// Write bytes, waiting for room in the FIFO.
-    pub fn write(&self, bytes: &[u8]) {
-        for &b in bytes {
-            while self.regs.fr.get() & UART_FR_TXFF != 0 {
-                core::hint::spin_loop();
-            }
-            self.regs.dr.set(u32::from(b));
+    /// Write a byte, waiting for room in the FIFO.
+    pub fn write_byte(&self, byte: u8) {
+        while self.regs.fr.get() & UART_FR_TXFF != 0 {
+            core::hint::spin_loop();
         }
+        self.regs.dr.set(u32::from(byte));
     }
 
     /// Ask for receive interrupts, or stop them (while the guest's console

@@ -1,21 +1,28 @@
-//! The `log` backend: one line per record, through semihosting, prefixed
-//! with the CPU so that lines from several CPUs can be told apart.
+//! The `log` backend: one host-link record per line, prefixed with the CPU
+//! so that lines from several CPUs can be told apart.
 
 use core::fmt::Write;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
-use super::semihosting;
-use super::sysreg::HTPIDR;
+use el2_monitor::ratelimit::{Admit, RateLimit};
+
+use super::hostlink;
+use super::sysreg::{CNTFRQ, CNTPCT, HTPIDR};
+use ipc::hostlink::RecordKind;
 use tock_registers::interfaces::Readable;
 
 struct Logger;
 
 static LOGGER: Logger = Logger;
-static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Longest line written; longer ones are cut and marked.
 const LINE: usize = 512;
+
+/// Warnings (the level guest misbehaviour is logged at) allowed per second.
+const WARNINGS_PER_SECOND: u32 = 20;
+
+static WARNINGS: spin::Mutex<RateLimit> = spin::Mutex::new(RateLimit::new());
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
@@ -26,15 +33,26 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut line: heapless::String<LINE> = heapless::String::new();
         let cpu = HTPIDR.get();
-        let cut = write!(line, "[splitvisor cpu{cpu} {:5}] {}", record.level(), record.args()).is_err();
-        let end = if cut { "...\n\0" } else { "\n\0" };
-        while line.push_str(end).is_err() {
-            line.pop();
+        if record.level() == log::Level::Warn {
+            let admit = WARNINGS.lock().admit(CNTPCT.get(), u64::from(CNTFRQ.get()), WARNINGS_PER_SECOND);
+            match admit {
+                Admit::No => return,
+                Admit::Yes { held: 0 } => {}
+                Admit::Yes { held } => {
+                    let mut note: heapless::String<96> = heapless::String::new();
+                    let _ = write!(note, "[splitvisor cpu{cpu} WARN ] {held} warnings held back (rate limit)");
+                    hostlink::record(RecordKind::Log, note.as_bytes());
+                }
+            }
         }
-        let _guard = LOCK.lock();
-        semihosting::write0(line.as_bytes());
+        let mut line: heapless::String<LINE> = heapless::String::new();
+        if write!(line, "[splitvisor cpu{cpu} {:5}] {}", record.level(), record.args()).is_err() {
+            while line.push_str("...").is_err() {
+                line.pop();
+            }
+        }
+        hostlink::record(RecordKind::Log, line.as_bytes());
     }
 
     fn flush(&self) {}

@@ -9,10 +9,10 @@ pub mod sysreg;
 
 mod boot;
 mod devices;
+mod hostlink;
 mod logger;
 mod mmu;
 mod platform;
-mod semihosting;
 mod vcpu;
 
 use el2_monitor::router::{self, Delivery, PhysIrqs, RouteTable, Routed, Servers, Stats};
@@ -85,14 +85,12 @@ struct Vm {
     platform: Platform,
     table: RouteTable,
     gic: Gic,
-    uart: Uart,
     servers: ServerSet,
 }
 
 static VM: Once<Vm> = Once::new();
 /// How many console bytes the vCPU server can take now (`ConsoleReady`).
 static CONSOLE_ROOM: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-static CONSOLE: Mutex<()> = Mutex::new(());
 /// PowerOn requests waiting for a parked CPU: (entry, context id).
 static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 /// Per-CPU counters.
@@ -112,18 +110,20 @@ fn gic() -> &'static Gic {
 }
 
 fn uart() -> &'static Uart {
-    &vm().uart
+    match hostlink::uart() {
+        Some(uart) => uart,
+        None => fatal("console used before the UART was known"),
+    }
 }
 
 fn console_write(bytes: &[u8]) {
-    let _guard = CONSOLE.lock();
-    uart().write(bytes);
+    hostlink::console(bytes);
 }
 
 /// Stop everything: a hypervisor bug, reported on the log.
 fn fatal(why: &str) -> ! {
     log::error!("monitor fault: {why}");
-    semihosting::exit(ipc::exit::MONITOR_FAULT)
+    hostlink::exit(ipc::exit::MONITOR_FAULT)
 }
 
 fn shutdown(status: u8) -> ! {
@@ -135,7 +135,7 @@ fn shutdown(status: u8) -> ! {
         log::info!("VM stopped with status {status}");
         log::info!("stats: {total}");
     }
-    semihosting::exit(status)
+    hostlink::exit(status)
 }
 
 /// Count a trap on this CPU.
@@ -182,6 +182,10 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
         Ok(p) => p,
         Err(e) => fatal_with(ipc::exit::MONITOR_FAULT, format_args!("platform device tree: {e}")),
     };
+    // SAFETY: the device tree names the UART; until the Hyp MMU is on,
+    // accesses are to device memory anyway, and afterwards the identity map
+    // covers it as device memory. Only the host link uses it.
+    unsafe { hostlink::init(platform.uart as usize) };
     let config = match read_config() {
         Ok(c) => c,
         Err(e) => fatal_with(ipc::exit::BAD_CONFIG, format_args!("VM configuration unreadable: {e}")),
@@ -206,12 +210,7 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
     }
     // SAFETY: the device tree names these frames; the Hyp identity map
     // covers them as device memory and only the monitor uses them.
-    let (gic, uart) = unsafe {
-        (
-            Gic::new(platform.gicd as usize, platform.gicc as usize, platform.gich as usize),
-            Uart::new(platform.uart as usize),
-        )
-    };
+    let gic = unsafe { Gic::new(platform.gicd as usize, platform.gicc as usize, platform.gich as usize) };
     let table = RouteTable {
         gicd: config.gicd,
         irqs: PhysIrqs {
@@ -227,7 +226,7 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
         vgic: Mutex::new(VgicServer::new(&config)),
         vtimer: Mutex::new(VtimerServer::new(&config)),
     };
-    let vm = VM.call_once(|| Vm { config, platform, table, gic, uart, servers });
+    let vm = VM.call_once(|| Vm { config, platform, table, gic, servers });
     vm.gic.init_distributor();
     vm.gic.enable(vm.platform.uart_intid, 0);
 
@@ -241,7 +240,7 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
 
 fn fatal_with(status: u8, why: core::fmt::Arguments<'_>) -> ! {
     log::error!("{why}");
-    semihosting::exit(status)
+    hostlink::exit(status)
 }
 
 /// Refuse a configuration the machine cannot hold.
@@ -447,11 +446,11 @@ extern "C" fn monitor_fault(frame: &Frame, kind: u32) -> ! {
         HDFAR.get(),
         HIFAR.get()
     );
-    semihosting::exit(ipc::exit::MONITOR_FAULT)
+    hostlink::exit(ipc::exit::MONITOR_FAULT)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     log::error!("monitor panic: {info}");
-    semihosting::exit(ipc::exit::MONITOR_FAULT)
+    hostlink::exit(ipc::exit::MONITOR_FAULT)
 }

@@ -202,6 +202,8 @@ cp15_32!(/// Counter-timer Hyp Control.
     CNTHCTL, CNTHCTL_BITS::Register, 4, 14, 1, 0);
 cp15_32!(/// Counter-timer Hyp Physical Timer Control.
     CNTHP_CTL, TIMER_CTL::Register, 4, 14, 2, 1);
+cp15_32!(/// Counter-timer Frequency.
+    CNTFRQ, RAW::Register, 0, 14, 0, 0);
 cp15_32!(/// Performance Monitors Control Register (for PMCR.N).
     PMCR, RAW::Register, 0, 9, 12, 0);
 
