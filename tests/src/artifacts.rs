@@ -36,6 +36,8 @@ const BUILD_ERROR_LINES: usize = 60;
 pub enum Guest {
     /// `hello`: mode, boot registers, device tree, PSCI.
     Hello,
+    /// `escape`: a guest's try at semihosting (must not reach the host).
+    Escape,
     /// `abort`: a data abort on an address the VM does not own.
     Abort,
     /// `smp`: PSCI CPU_ON/CPU_OFF/AFFINITY_INFO through the CPU life cycle.
@@ -59,6 +61,7 @@ impl Guest {
         match self {
             Guest::Hello => "hello",
             Guest::Abort => "abort",
+            Guest::Escape => "escape",
             Guest::Smp => "smp",
             Guest::Ipi => "ipi",
             Guest::Timer => "timer",

@@ -93,6 +93,7 @@ pub fn boot_lines(guest: Guest) -> Vec<Expect<'static>> {
         Guest::Ipi => ("ipi: boot r0=0x00000000 r1=0xffffffff r2=0x", "ipi: console "),
         Guest::Timer => ("timer: boot r0=0x00000000 r1=0xffffffff r2=0x", "timer: console "),
         Guest::GicdProbe => ("gicd_probe: boot r0=0x00000000 r1=0xffffffff r2=0x", "gicd_probe: console "),
+        Guest::Escape => ("escape: boot r0=0x00000000 r1=0xffffffff r2=0x", "escape: console "),
     };
     vec![
         Expect::Prefix(boot),

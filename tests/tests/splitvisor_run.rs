@@ -176,3 +176,27 @@ fn with_psci_method_smc(blob: &[u8]) -> Vec<u8> {
     patched[at[0]..at[0] + needle.len()].copy_from_slice(b"smc\0");
     patched
 }
+
+/// A guest's semihosting call must not reach the host: the SVC is an
+/// ordinary exception on the guest's own vector (its run-time reports an
+/// unexpected supervisor call and resets), the marker it tried to print
+/// appears nowhere, and its SYS_EXIT_EXTENDED(0) does not end the run with
+/// status 0.
+#[test]
+fn semihosting_from_the_guest_does_not_reach_the_host() {
+    let result = splitvisor_run(Guest::Escape, &[]);
+    for (stream, text) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+        assert!(
+            !text.contains("ESCAPED-THROUGH-SEMIHOSTING"),
+            "the guest's semihosting output reached the host's {stream}\n{}",
+            result.describe()
+        );
+    }
+    let out = GuestOutput::new(&result.stdout);
+    assert!(
+        out.failures().iter().any(|f| f.contains("unexpected supervisor call exception")),
+        "the guest did not take its own SVC exception\n{}",
+        result.describe()
+    );
+    assert_eq!(result.code(), Some(EXIT_RESET), "the guest's exit request was not refused\n{}", result.describe());
+}
