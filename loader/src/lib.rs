@@ -20,7 +20,8 @@
 //! monitor ELF and its build), [`config`] (the `ipc::VmConfig` blob),
 //! [`guest`] (the default guest), [`initramfs`] (cpio archives), [`plan`]
 //! (putting it together), [`qemu`] (command line and process), [`console`]
-//! (the terminal) and [`stats`] (`--stats`).
+//! (the terminal), [`setup`] (installing QEMU on first use) and [`stats`]
+//! (`--stats`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -38,6 +39,7 @@ pub mod monitor;
 pub mod plan;
 pub mod platform;
 pub mod qemu;
+pub mod setup;
 pub mod stats;
 
 use config::LogLevel;
@@ -95,6 +97,9 @@ pub enum Error {
     /// QEMU could not be run.
     #[error(transparent)]
     Qemu(#[from] qemu::QemuError),
+    /// QEMU is missing and could not be installed.
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
     /// The default guest is not there and could not be fetched.
     #[error(transparent)]
     Guest(#[from] guest::GuestError),
@@ -121,6 +126,7 @@ pub fn monitor_log_level(user: LogLevel, stats: bool) -> LogLevel {
 /// `--no-reboot`, and say how it ended (with `--stats`, print the
 /// monitor's counters first).
 pub fn run(args: &cli::RunArgs, log_level: LogLevel) -> Result<Outcome, Error> {
+    ensure_qemu(&args.guest)?;
     let staged = plan::prepare(args, monitor_log_level(log_level, args.stats))?;
     let signals = qemu::StopSignals::install().map_err(Error::Signals)?;
     let deadline = args.timeout.map(|secs| Instant::now() + Duration::from_secs(secs));
@@ -154,7 +160,17 @@ pub fn run(args: &cli::RunArgs, log_level: LogLevel) -> Result<Outcome, Error> {
 
 /// `splitvisor dtb`.
 pub fn dtb(args: &cli::DtbArgs) -> Result<(), Error> {
+    ensure_qemu(&args.guest)?;
     plan::write_dtb(args)
+}
+
+/// Install the default QEMU on first use (a `--qemu` of the user's is
+/// taken as it is).
+fn ensure_qemu(guest: &cli::GuestArgs) -> Result<(), Error> {
+    if guest.qemu.as_os_str() == setup::QEMU {
+        setup::ensure_qemu()?;
+    }
+    Ok(())
 }
 
 /// `splitvisor guest ...`.

@@ -14,19 +14,17 @@ pub const CPU: &str = "cortex-a15";
 /// How long `-machine dumpdtb=` may take.
 const DUMP_LIMIT: Duration = Duration::from_secs(30);
 
-/// `qemu-system-arm` from PATH, or [`HarnessError::QemuMissing`] (which says
-/// how to install it).
+/// `qemu-system-arm` from PATH, installed first (as splitvisor itself does,
+/// when run as root with apt) if it is missing; else
+/// [`HarnessError::QemuMissing`] (which says how to install it). The tests
+/// never skip for want of QEMU.
 pub fn qemu_system_arm() -> Result<PathBuf, HarnessError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(QEMU))
-        .find(|candidate| is_executable(candidate))
-        .ok_or(HarnessError::QemuMissing)
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    loader::setup::ensure(QEMU, loader::setup::QEMU_PACKAGE).map_err(|e| {
+        eprintln!("{e}");
+        HarnessError::QemuMissing
+    })
 }
 
 /// `qemu-system-arm -M <machine> -cpu cortex-a15 -nographic -no-reboot
