@@ -31,6 +31,8 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0";
 pub const DEFAULT_SMP: u8 = 2;
 /// The cache's subdirectory for these files.
 const SUBDIR: &str = "debian-armhf";
+/// The name of a fetch's work directory in the cache starts with this.
+const WORK_PREFIX: &str = ".fetch-";
 /// How many lines of a failed command's output an error keeps.
 const TAIL_LINES: usize = 12;
 
@@ -195,6 +197,7 @@ pub fn fetch(cache: &Cache, refresh: bool) -> Result<DefaultGuest, GuestError> {
             return Ok(guest);
         }
     }
+    remove_stale_work(&files);
     let root = rustix::process::geteuid().is_root();
     let mut apt = Apt::new(root);
     apt.check_tools()?;
@@ -265,6 +268,20 @@ fn check_files(vmlinuz: &Path, busybox: &Path) -> Result<(), GuestError> {
         return Err(GuestError::Package(format!("{} is not a 32-bit ARM ELF", busybox.display())));
     }
     Ok(())
+}
+
+/// Remove the work directories of fetches that were interrupted (killed
+/// before their temporary directory was removed). Only called under the
+/// lock, so none of them belongs to a fetch in progress.
+fn remove_stale_work(files: &Path) {
+    let Ok(entries) = std::fs::read_dir(files) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with(WORK_PREFIX) {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                log::warn!("cannot remove {}: {e}", entry.path().display());
+            }
+        }
+    }
 }
 
 /// Move a file into place: a rename within the cache's file system, atomic.
