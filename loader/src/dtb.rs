@@ -535,6 +535,11 @@ pub fn rewrite_user_dtb(bytes: &[u8], edits: &UserDtbEdits) -> Result<Vec<u8>, D
     if address_cells == 1 && edits.ram.end() > 1 << 32 || size_cells == 1 && edits.ram.size >= 1 << 32 {
         return Err(DtbError::Content("cannot describe guest RAM with one cell".into()));
     }
+    // RAM may end at 4 GiB exactly, and an initrd with it, whose end address
+    // (exclusive) one cell cannot hold.
+    if address_cells == 1 && edits.initrd.is_some_and(|i| i.end() > u64::from(u32::MAX)) {
+        return Err(DtbError::Content("cannot describe the initrd's end with one address cell".into()));
+    }
     let mut memory_reg = encode(edits.ram.start, address_cells);
     memory_reg.extend(encode(edits.ram.size, size_cells));
 
@@ -602,7 +607,7 @@ fn write_chosen_edits(w: &mut FdtWriter, edits: &UserDtbEdits, address_cells: us
     }
     if let Some(initrd) = edits.initrd {
         if address_cells == 1 {
-            // Checked by the caller: guest RAM ends below 4 GiB here.
+            // Checked by the caller: the initrd ends below 4 GiB here.
             w.property_u32("linux,initrd-start", u32::try_from(initrd.start).unwrap_or(u32::MAX))?;
             w.property_u32("linux,initrd-end", u32::try_from(initrd.end()).unwrap_or(u32::MAX))?;
         } else {
@@ -863,6 +868,33 @@ pub(crate) mod tests {
         let root = w.begin_node("").unwrap();
         w.end_node(root).unwrap();
         assert!(matches!(rewrite_user_dtb(&w.finish().unwrap(), &edits()), Err(DtbError::Content(_))));
+    }
+
+    #[test]
+    fn initrd_ending_at_4_gib_with_one_address_cell_is_refused() {
+        // Found by the loader_dtb fuzz target: the end of an initrd that
+        // ends at 4 GiB was written as 0xffff_ffff, one byte short.
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        w.end_node(root).unwrap();
+        let user = w.finish().unwrap();
+        let top = UserDtbEdits {
+            ram: Span::new(0xffe0_0000, 2 << 20),
+            cmdline: String::new(),
+            initrd: Some(Span::new(0xfff0_0000, 1 << 20)),
+        };
+        assert_eq!(
+            rewrite_user_dtb(&user, &top),
+            Err(DtbError::Content("cannot describe the initrd's end with one address cell".into()))
+        );
+        // One byte lower it fits, and the end is exact.
+        let below = UserDtbEdits { initrd: Some(Span::new(0xfff0_0000, (1 << 20) - 1)), ..top };
+        let out = rewrite_user_dtb(&user, &below).unwrap();
+        let checked = CheckedDtb::new(&out).unwrap();
+        let fdt = checked.fdt().unwrap();
+        assert_eq!(prop_cells(&fdt, "/chosen", "linux,initrd-end"), [0xffff_ffff]);
     }
 
     #[test]
