@@ -148,17 +148,13 @@ pub struct IrqState {
     pub fresh: bool,
     /// Active.
     pub active: bool,
-    /// The physical interrupt this one is linked to.
+    /// The physical interrupt this one is backed by.
     pub hw: Option<IntId>,
-    /// The linked physical interrupt has been acknowledged by the monitor
-    /// and waits to be deactivated: by the guest through a hardware-linked
-    /// list register, or by this server if the virtual interrupt goes away.
+    /// The backing physical interrupt has been acknowledged by the monitor
+    /// and stays active until this server asks the monitor to deactivate it:
+    /// once the guest has finished the virtual interrupt, or when the
+    /// virtual interrupt goes away (see [`IrqState::hw_owed`]).
     pub hw_live: bool,
-    /// The physical interrupt fired again since the hardware-linked list
-    /// register was last written (the guest deactivated the earlier
-    /// activation in the meantime), so a deactivation seen later in that
-    /// register does not end this one.
-    pub hw_fresh: bool,
 }
 
 impl IrqState {
@@ -171,14 +167,14 @@ impl IrqState {
         }
     }
 
-    /// The physical interrupt a list register should link this one to: only
-    /// while that physical interrupt is active on the guest's behalf.
+    /// The physical interrupt that is active on this one's behalf, if any.
     pub fn hw_link(&self) -> Option<IntId> {
         self.hw.filter(|_| self.hw_live)
     }
 
     /// The physical interrupt is active for a virtual interrupt that is
-    /// neither pending nor active any more: it must be deactivated by us.
+    /// neither pending nor active any more (the guest finished it, or it was
+    /// cleared or disabled): this server must have it deactivated.
     pub fn hw_owed(&self) -> bool {
         self.hw_live && !self.pending() && !self.active
     }
@@ -231,10 +227,12 @@ pub struct Instance {
     pub group1: bool,
     /// Priority.
     pub priority: u8,
-    /// Level-sensitive and not hardware-linked: its list register asks for
-    /// EOI maintenance so that a line still high is seen again at once.
+    /// Its list register asks for EOI maintenance: a level-sensitive
+    /// interrupt, so that a line still high is seen again at once, and one
+    /// backed by an active physical interrupt, so that this server learns
+    /// when to have that deactivated.
     pub wants_eoi: bool,
-    /// The physical interrupt to link the list register to.
+    /// The physical interrupt active on its behalf.
     pub hw: Option<IntId>,
     /// A physical deactivation is owed (see [`IrqState::hw_owed`]).
     pub hw_owed: bool,
@@ -426,7 +424,7 @@ impl Distributor {
             enabled: s.enabled,
             group1: s.group1,
             priority: s.priority,
-            wants_eoi: !s.edge && s.hw_link().is_none(),
+            wants_eoi: !s.edge || s.hw_link().is_some(),
             hw: s.hw_link(),
             hw_owed: s.hw_owed(),
         })
@@ -457,10 +455,9 @@ impl Distributor {
         }
     }
 
-    /// The guest deactivated `irq` from a list register; `through_hw` when
-    /// that entry was hardware-linked (the physical activation it carried was
-    /// deactivated with it).
-    pub fn deactivate(&mut self, irq: Irq, through_hw: bool) {
+    /// The guest deactivated `irq` from a list register. (A backing physical
+    /// interrupt stays active: [`IrqState::hw_owed`] then says so.)
+    pub fn deactivate(&mut self, irq: Irq) {
         if let Irq::Sgi { target, sgi, source } = irq {
             if let Some(s) = self.sgi_mut(target, sgi) {
                 if s.active == Some(source.0) {
@@ -469,15 +466,11 @@ impl Distributor {
             }
         } else if let Some(s) = self.irq_state_mut(irq) {
             s.active = false;
-            if through_hw && !s.hw_fresh {
-                s.hw_live = false;
-            }
         }
     }
 
-    /// `irq` was written into a list register, pending if `pending`,
-    /// hardware-linked if `hw`.
-    pub fn written(&mut self, irq: Irq, pending: bool, hw: bool) {
+    /// `irq` was written into a list register, pending if `pending`.
+    pub fn written(&mut self, irq: Irq, pending: bool) {
         if let Irq::Sgi { target, sgi, source } = irq {
             if let Some(s) = self.sgi_mut(target, sgi) {
                 if pending {
@@ -488,9 +481,6 @@ impl Distributor {
             if pending {
                 s.fresh = false;
             }
-            if hw {
-                s.hw_fresh = false;
-            }
         }
     }
 
@@ -498,16 +488,15 @@ impl Distributor {
     pub fn hw_deactivated(&mut self, irq: Irq) {
         if let Some(s) = self.irq_state_mut(irq) {
             s.hw_live = false;
-            s.hw_fresh = false;
         }
     }
 
-    /// An interrupt line changed level (a PPI or SPI instance). `hw` links
-    /// it to a physical interrupt the monitor has acknowledged, whose
-    /// deactivation the guest's must reach: the virtual interrupt is then
-    /// pending by that event (a latch), whatever the line's configuration,
-    /// because the physical distributor tracks the level itself. Returns
-    /// false if the interrupt does not exist.
+    /// An interrupt line changed level (a PPI or SPI instance). `hw` backs
+    /// it by a physical interrupt the monitor has acknowledged and left
+    /// active, to be deactivated when the guest is done: the virtual
+    /// interrupt is then pending by that event (a latch), whatever the line's
+    /// configuration, because the physical distributor tracks the level
+    /// itself. Returns false if the interrupt does not exist.
     pub fn set_line(&mut self, irq: Irq, level: bool, hw: Option<IntId>) -> bool {
         let Some(s) = self.irq_state_mut(irq) else {
             return false;
@@ -521,7 +510,6 @@ impl Distributor {
                 }
                 s.line = level;
                 if level {
-                    s.hw_fresh = s.hw_live;
                     s.hw_live = true;
                     s.set_pending();
                 } else {

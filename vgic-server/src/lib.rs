@@ -9,8 +9,9 @@
 //! - SGIs between vCPUs (GICD_SGIR with all three target filters);
 //! - which interrupts occupy each vCPU's list registers, by priority, the
 //!   maintenance interrupts that refill them, EOI maintenance for
-//!   level-sensitive interrupts, and hardware-linked list registers for
-//!   interrupts backed by a physical one such as the virtual timer ([`lr`]);
+//!   level-sensitive interrupts and for interrupts backed by a physical one
+//!   such as the virtual timer, whose deactivation it then asks for ([`lr`],
+//!   [`server`]);
 //! - the Kick/Sync protocol with the monitor ([`server`]).
 //!
 //! The guest's CPU interface is not emulated here: the monitor maps the

@@ -434,11 +434,11 @@ impl<T: Copy> Selection<T> {
 /// - When candidates were left out and some entry is pending, NPIE tells us
 ///   when the guest has acknowledged them all, so the rest can follow.
 /// - When candidates were left out and every entry is active, NPIE would
-///   fire at once and forever, so instead each software entry asks for EOI
-///   maintenance (`eoi_on_active`) and, with at least two list registers,
-///   UIE covers hardware-linked ones (it fires when at most one entry is
-///   left valid, so with all `n >= 2` entries valid it waits for the guest).
-pub fn maintenance(left_out: bool, any_pending: bool, list_registers: usize) -> (Hcr, bool) {
+///   fire at once and forever, so instead each entry asks for EOI
+///   maintenance (`eoi_on_active`): every entry this server writes is a
+///   software one, which can. (UIE is not used: it would be needed only for
+///   hardware-linked entries, which cannot ask for EOI maintenance.)
+pub fn maintenance(left_out: bool, any_pending: bool) -> (Hcr, bool) {
     let mut hcr = Hcr { enable: true, ..Hcr::default() };
     let mut eoi_on_active = false;
     if left_out {
@@ -446,7 +446,6 @@ pub fn maintenance(left_out: bool, any_pending: bool, list_registers: usize) -> 
             hcr.no_pending = true;
         } else {
             eoi_on_active = true;
-            hcr.underflow = list_registers >= 2;
         }
     }
     (hcr, eoi_on_active)
@@ -564,9 +563,9 @@ mod tests {
     #[test]
     fn maintenance_policy() {
         let en = Hcr { enable: true, ..Hcr::default() };
-        assert_eq!(maintenance(false, true, 4), (en, false));
-        assert_eq!(maintenance(true, true, 4), (Hcr { no_pending: true, ..en }, false));
-        assert_eq!(maintenance(true, false, 4), (Hcr { underflow: true, ..en }, true));
-        assert_eq!(maintenance(true, false, 1), (en, true));
+        assert_eq!(maintenance(false, true), (en, false));
+        assert_eq!(maintenance(false, false), (en, false));
+        assert_eq!(maintenance(true, true), (Hcr { no_pending: true, ..en }, false));
+        assert_eq!(maintenance(true, false), (en, true));
     }
 }

@@ -20,6 +20,31 @@
 //! (one that was answered `WaitForInterrupt`) is woken the same way, so a
 //! wake-up is never lost.
 //!
+//! # Interrupts backed by a physical one
+//!
+//! An interrupt raised with `SetLine { hw: Some(physical) }` (the virtual
+//! timer) is backed by a physical interrupt that the monitor acknowledged
+//! and left active, so that it cannot fire again before the guest has
+//! handled this one. Its list register is a software one that asks for EOI
+//! maintenance; when the guest has finished it (or it was cleared or
+//! disabled), the reply to the refresh that sees it asks the monitor to
+//! deactivate the physical interrupt (`DeactivatePhysical`, GICC_DIR), and
+//! a line still asserted then fires again at once.
+//!
+//! A hardware-linked list register (HW = 1) would spare the maintenance
+//! exit, but QEMU, on which this runs, does not re-signal the physical
+//! interrupt it deactivates for the guest: in QEMU's GICv2
+//! (`hw/intc/arm_gic.c`, `gic_complete_irq` and `gic_deactivate_irq` for a
+//! virtual CPU interface, `gic_clear_active` in `gic_internal.h`) the
+//! deactivation clears the physical active bit and recomputes only the
+//! virtual interface's outputs, not the physical CPU interface's. A level
+//! interrupt whose line is still high at that moment (the virtual timer of
+//! a guest whose handler re-arms a deadline that has already passed, i.e.
+//! whenever a tick is late) is then not signalled until some unrelated
+//! physical GIC event: with one vCPU the guest's ticks stopped after the
+//! first late one. A GICC_DIR write by the monitor makes QEMU recompute
+//! them.
+//!
 //! # Known limits
 //!
 //! - The guest's priority mask, binary point, group enables and EOI mode
@@ -34,10 +59,6 @@
 //!   or a vCPU restarted while interrupts were active) the excess waits, and
 //!   a deactivation of one that is in no list register (GICH_HCR.EOICount)
 //!   is not tracked.
-//! - A hardware-linked interrupt that is active is written active only (its
-//!   pending state belongs to the physical distributor); a pending state set
-//!   by GICD_ISPENDRn meanwhile is delivered at the vCPU's next refresh
-//!   after the guest deactivates it.
 //! - An SPI pending in the list registers of a vCPU that then goes off stays
 //!   there until that vCPU's next `Start`.
 
@@ -102,9 +123,7 @@ impl CpuInterface {
 struct Candidate {
     irq: Irq,
     inst: Instance,
-    /// Whether the LR shows it pending (forwarded, and not a hardware-linked
-    /// interrupt that is active: its pending state lives at the physical
-    /// distributor).
+    /// Whether the LR shows it pending (forwarded).
     pending: bool,
     /// An SGI with other requesters waiting for this INTID's list register.
     more_sources: bool,
@@ -405,7 +424,7 @@ impl VgicServer {
                         acked_priority = Some(held.lr.priority);
                     }
                     GuestEvent::Deactivate => {
-                        self.dist.deactivate(held.irq, held.lr.is_hw());
+                        self.dist.deactivate(held.irq);
                         acked_priority = None;
                     }
                 }
@@ -470,9 +489,8 @@ impl VgicServer {
             if !inst.active && !forwarded {
                 return;
             }
-            let pending = forwarded && !(inst.hw.is_some() && inst.active);
             let rank = Rank::new(inst.active, inst.priority, irq.intid(), irq.source());
-            selection.offer(rank, Candidate { irq, inst, pending, more_sources });
+            selection.offer(rank, Candidate { irq, inst, pending: forwarded, more_sources });
         };
 
         // SGIs: one list register per INTID (the virtual CPU interface finds
@@ -568,7 +586,7 @@ impl VgicServer {
         }
 
         let any_pending = chosen.iter().any(|c| c.pending);
-        let (hcr, eoi_on_active) = lr::maintenance(selection.left_out() > 0, any_pending, count);
+        let (hcr, eoi_on_active) = lr::maintenance(selection.left_out() > 0, any_pending);
 
         let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
         for (i, (p, raw)) in placed.iter().zip(status.lrs).enumerate().take(count) {
@@ -577,12 +595,11 @@ impl VgicServer {
                 acked_priority: cpu.slots().find(|(_, s)| s.irq == c.irq).and_then(|(_, s)| s.acked_priority),
                 lr: ListRegister {
                     virtual_id: c.irq.intid(),
-                    link: match c.inst.hw {
-                        Some(physical) => LrLink::Hardware { physical_id: physical.0 },
-                        None => LrLink::Software {
-                            cpuid: c.irq.source(),
-                            eoi: c.inst.wants_eoi || c.more_sources || (eoi_on_active && c.inst.active),
-                        },
+                    // Never hardware-linked: see "Interrupts backed by a
+                    // physical one" in the module documentation.
+                    link: LrLink::Software {
+                        cpuid: c.irq.source(),
+                        eoi: c.inst.wants_eoi || c.more_sources || (eoi_on_active && c.inst.active),
                     },
                     priority: c.inst.priority,
                     state: LrState::of(c.pending, c.inst.active),
@@ -612,15 +629,16 @@ impl VgicServer {
             }
         }
         for slot in new_slots.iter().flatten() {
-            self.dist.written(slot.irq, slot.lr.state.pending(), slot.lr.is_hw());
+            self.dist.written(slot.irq, slot.lr.state.pending());
         }
         Ok(())
     }
 
-    /// Deactivate the physical interrupts linked to `vcpu`'s interrupts (its
-    /// PPIs, and SPIs delivered to it) whose virtual interrupt went away
-    /// without the guest deactivating it through a hardware-linked list
-    /// register. A deactivation that does not fit in the reply stays owed.
+    /// Deactivate the physical interrupts backing `vcpu`'s interrupts (its
+    /// PPIs, and SPIs delivered to it) whose virtual interrupt is neither
+    /// pending nor active any more: the guest finished it (seen through EOI
+    /// maintenance) or it went away (cleared, disabled). A deactivation that
+    /// does not fit in the reply stays owed.
     fn deactivate_owed(&mut self, vcpu: VcpuId, reply: &mut Reply) {
         let Some(cpu) = self.cpus.get(vcpu.index()).copied() else {
             return;

@@ -11,9 +11,10 @@
 //!   (and every later start of a vCPU that went off and on) gets the same
 //!   offset, so virtual counts agree across vCPUs and never go back. When the
 //!   hardware virtual timer fires, the monitor reports
-//!   [`VtimerRequest::Fired`] and this server asks the vGIC server to raise
-//!   the guest's virtual-timer PPI linked to the host's (`hw`), so that the
-//!   guest's EOI deactivates the physical interrupt.
+//!   [`VtimerRequest::Fired`] (leaving the physical interrupt active) and
+//!   this server asks the vGIC server to raise the guest's virtual-timer PPI
+//!   backed by the host's (`hw`): the vGIC server has the physical interrupt
+//!   deactivated once the guest has finished the virtual one.
 //! - **Physical timer.** Trapped through CNTHCTL (the vCPU server's trap
 //!   policy must clear PL1PCEN, and PL1PCTEN for CNTPCT) and emulated here
 //!   exactly as the architecture defines it ([`phys`]), against the host's
@@ -127,9 +128,10 @@ impl VtimerServer {
         match timer {
             TimerKind::Virtual => {
                 // The hardware timer's output is a level that stays high until
-                // the guest handles its timer; the hw link makes the guest's
-                // EOI deactivate the physical interrupt, which may then fire
-                // again. The vGIC server owns what a repeated `true` means.
+                // the guest handles its timer; the physical interrupt stays
+                // active until the vGIC server has it deactivated after the
+                // guest's EOI, and may then fire again. The vGIC server owns
+                // what a repeated `true` means.
                 reply.push(set_line(intids.guest_virt, vcpu, true, Some(intids.host_virt)))?;
             }
             TimerKind::Physical => {

@@ -461,7 +461,7 @@ fn pending_active_state_machine_matches_the_model() {
                 }
                 // Written into a list register as pending.
                 6 if m.pending() => {
-                    d.written(irq, true, false);
+                    d.written(irq, true);
                     m.in_lr = true;
                     m.fresh = false;
                 }
@@ -475,7 +475,7 @@ fn pending_active_state_machine_matches_the_model() {
                     m.in_lr = false;
                 }
                 8 => {
-                    d.deactivate(irq, false);
+                    d.deactivate(irq);
                     m.active = false;
                 }
                 _ => {}
@@ -495,35 +495,39 @@ fn an_edge_while_in_flight_is_not_lost() {
     let irq = Irq::Spi { intid: 33 };
     ww(&mut d, 0, 0xc08, 0b1000);
     d.set_line(irq, true, None);
-    d.written(irq, true, false);
+    d.written(irq, true);
     // A second edge before the guest's acknowledge is seen.
     d.set_line(irq, true, None);
     d.ack(irq);
     let s = d.spi(33).copied().unwrap_or_default();
     assert!(s.pending() && s.active, "active and pending again");
     // Without it, the acknowledge consumes the pending state.
-    d.deactivate(irq, false);
-    d.written(irq, true, false);
+    d.deactivate(irq);
+    d.written(irq, true);
     d.ack(irq);
     let s = d.spi(33).copied().unwrap_or_default();
     assert!(!s.pending() && s.active);
 }
 
 #[test]
-fn hardware_linked_lines() {
+fn hardware_backed_lines() {
     let mut d = Distributor::new(2, 32);
     let timer = Irq::Ppi { vcpu: VcpuId(1), intid: 27 };
     d.set_line(timer, true, Some(IntId(27)));
     let inst = d.instance(timer).unwrap_or_else(|| unreachable!());
-    assert!(inst.pending && inst.hw == Some(IntId(27)) && !inst.wants_eoi && !inst.hw_owed);
-    // The guest acknowledges and deactivates through the hardware link.
-    d.written(timer, true, true);
+    assert!(inst.pending && inst.hw == Some(IntId(27)) && inst.wants_eoi && !inst.hw_owed);
+    // The guest acknowledges and deactivates the virtual interrupt: the
+    // physical one is still active, and now owed a deactivation.
+    d.written(timer, true);
     d.ack(timer);
     let s = d.ppi(VcpuId(1), 27).copied().unwrap_or_default();
     assert!(!s.pending(), "pending is a latch even though PPIs are level-sensitive");
-    d.deactivate(timer, true);
+    assert!(s.hw_live && !s.hw_owed(), "active: nothing owed yet");
+    d.deactivate(timer);
     let s = d.ppi(VcpuId(1), 27).copied().unwrap_or_default();
-    assert!(!s.hw_live && !s.hw_owed());
+    assert!(s.hw_live && s.hw_owed());
+    d.hw_deactivated(timer);
+    assert!(d.ppi(VcpuId(1), 27).is_some_and(|s| !s.hw_owed() && s.hw_link().is_none()));
     // Cleared by the guest before it was handled: a deactivation is owed.
     d.set_line(timer, true, Some(IntId(27)));
     ww(&mut d, 1, 0x280, 1 << 27);

@@ -389,7 +389,7 @@ fn more_pending_than_list_registers() {
 }
 
 #[test]
-fn all_list_registers_active_uses_eoi_and_underflow() {
+fn all_list_registers_active_use_eoi_maintenance() {
     let mut s = booted(1, 32, 2);
     let mut cpu = CpuIf::new(2);
     write(&mut s, 0, 0xc08, 0xaaaa_aaaa);
@@ -405,7 +405,7 @@ fn all_list_registers_active_uses_eoi_and_underflow() {
     // Two active entries fill both registers; 42 waits.
     let actions = cpu.sync(&mut s, 0);
     assert!(lr_writes(&actions).iter().all(|(_, l)| l.state == LrState::Active));
-    assert_eq!(cpu.hcr, lr::hcr_bits::EN | lr::hcr_bits::UIE);
+    assert_eq!(cpu.hcr, lr::hcr_bits::EN);
     assert!((0..2).all(|i| matches!(cpu.lr(i).link, LrLink::Software { eoi: true, .. })));
     assert_eq!(cpu.status().misr, 0, "no maintenance storm while the guest works");
     cpu.deactivate(41);
@@ -417,25 +417,45 @@ fn all_list_registers_active_uses_eoi_and_underflow() {
     assert_eq!(cpu.hcr, lr::hcr_bits::EN);
 }
 
+/// The virtual timer's interrupt, backed by the physical PPI 27 that the
+/// monitor acknowledged and left active, goes into a software list register
+/// that asks for EOI maintenance, and the guest's EOI leads to this server
+/// deactivating the physical interrupt. Never a hardware-linked one: QEMU
+/// does not re-signal a physical interrupt that a guest's EOI deactivates
+/// through one while its line is still high (the timer of a guest that
+/// re-arms a deadline already passed), and the ticks stopped.
 #[test]
-fn hardware_linked_timer() {
+fn timer_backed_by_the_physical_interrupt() {
     let mut s = booted(2, 32, 4);
     let mut cpu1 = CpuIf::new(4);
+    write(&mut s, 1, 0x418, 0x8000_0000);
     assert_eq!(kicks(&set_line(&mut s, 27, true, Some(1), Some(27))), [1]);
     cpu1.sync(&mut s, 1);
-    let lr = cpu1.lr(0);
-    assert_eq!(lr.link, LrLink::Hardware { physical_id: 27 });
-    assert_eq!((lr.virtual_id, lr.state), (27, LrState::Pending));
-    // The guest handles it; its deactivation reaches the physical interrupt,
-    // so the server owes nothing.
-    cpu1.ack(0xff);
-    cpu1.deactivate(27);
-    let actions = cpu1.sync(&mut s, 1);
-    assert!(!actions.iter().any(|a| matches!(a, Action::DeactivatePhysical { .. })));
-    assert!(
-        !actions.iter().any(|a| matches!(a, Action::WriteListRegister { .. })),
-        "an invalid HW entry needs no rewrite"
+    assert_eq!(
+        cpu1.lr(0),
+        ListRegister {
+            virtual_id: 27,
+            link: LrLink::Software { cpuid: 0, eoi: true },
+            priority: 0x80,
+            state: LrState::Pending,
+            group1: false
+        }
     );
+    // Taken: the physical interrupt stays active while the guest handles it.
+    cpu1.ack(0xff);
+    assert_eq!(cpu1.status().misr, 0);
+    assert_eq!(cpu1.sync(&mut s, 1), []);
+    // Finished: EOI maintenance, and the server deactivates it, once.
+    cpu1.deactivate(27);
+    let status = cpu1.status();
+    assert_eq!(status.misr, lr::misr_bits::EOI);
+    let actions = req(&mut s, VgicRequest::Maintenance { vcpu: VcpuId(1), status });
+    cpu1.apply(&actions);
+    assert_eq!(
+        actions,
+        [Action::WriteListRegister { index: 0, value: 0 }, Action::DeactivatePhysical { intid: IntId(27) }]
+    );
+    assert_eq!(cpu1.sync(&mut s, 1), [], "owed once");
     // Fired again, but the guest clears it before taking it: the server
     // deactivates the physical interrupt itself, on the owner's CPU.
     set_line(&mut s, 27, true, Some(1), Some(27));
@@ -456,7 +476,21 @@ fn hardware_linked_timer() {
     assert_eq!(cpu1.lr(0).state, LrState::Invalid);
     write(&mut s, 1, 0x100, 1 << 27);
     cpu1.sync(&mut s, 1);
-    assert_eq!(cpu1.lr(0).link, LrLink::Hardware { physical_id: 27 });
+    assert_eq!(cpu1.lr(0).link, LrLink::Software { cpuid: 0, eoi: true });
+    // Set pending by the guest while active: active and pending, and the
+    // physical interrupt stays active until the guest finished both.
+    cpu1.ack(0xff);
+    write(&mut s, 1, 0x200, 1 << 27);
+    cpu1.sync(&mut s, 1);
+    assert_eq!(cpu1.lr(0).state, LrState::PendingActive);
+    cpu1.deactivate(27);
+    let actions = req(&mut s, VgicRequest::Sync { vcpu: VcpuId(1), status: cpu1.status() });
+    cpu1.apply(&actions);
+    assert!(!actions.iter().any(|a| matches!(a, Action::DeactivatePhysical { .. })));
+    cpu1.ack(0xff);
+    cpu1.deactivate(27);
+    let actions = req(&mut s, VgicRequest::Maintenance { vcpu: VcpuId(1), status: cpu1.status() });
+    assert_eq!(actions.last(), Some(&Action::DeactivatePhysical { intid: IntId(27) }));
 }
 
 #[test]
@@ -854,9 +888,7 @@ impl Machine {
                 "vcpu{v}: two entries for INTID {}: {valid:x?}",
                 a.virtual_id
             );
-            if a.is_hw() {
-                assert!(cpu.timer_active, "vcpu{v}: hardware link to an inactive physical interrupt");
-            }
+            assert!(!a.is_hw(), "vcpu{v}: a hardware-linked entry: {a:x?}");
         }
         assert_ne!(cpu.hw.hcr & lr::hcr_bits::EN, 0);
         assert_eq!(cpu.hw.status().misr, 0, "vcpu{v}: maintenance still asserted after a refresh: {valid:x?}");
@@ -943,13 +975,8 @@ impl Machine {
             return false;
         }
         if let Some((intid, _, _)) = self.cpus[vi].active.pop() {
-            match self.cpus[vi].hw.deactivate(intid) {
-                Some(lr) if lr.is_hw() => {
-                    assert!(self.cpus[vi].timer_active, "guest deactivated an inactive physical interrupt");
-                    self.cpus[vi].timer_active = false;
-                }
-                Some(_) => {}
-                None => panic!("vcpu{v}: INTID {intid} active in the guest but in no list register"),
+            if self.cpus[vi].hw.deactivate(intid).is_none() {
+                panic!("vcpu{v}: INTID {intid} active in the guest but in no list register");
             }
             return true;
         }
@@ -1216,7 +1243,7 @@ impl Machine {
 }
 
 /// Random runs of a 1-4 vCPU machine with 1, 2 or 4 list registers: edge
-/// and level SPIs, hardware-linked timer PPIs, SGIs with every filter,
+/// and level SPIs, timer PPIs backed by a physical interrupt, SGIs with every filter,
 /// priority, target, enable and pending changes, the guest taking, nesting,
 /// finishing and waiting for interrupts, maintenance and kicks delivered as
 /// the monitor would. Checked throughout: list-register and reply
