@@ -145,7 +145,10 @@ pub enum Routed {
 pub fn route(table: &RouteTable, trap: &TrapMsg, hw: &mut impl Hardware) -> Routed {
     let vcpu = trap.vcpu;
     let message = match trap.trap {
-        Trap::Mmio(access) if table.gicd.contains(access.ipa) => Message::Vgic(VgicRequest::Mmio { vcpu, access }),
+        // `complete` fills in the list-register status.
+        Trap::Mmio(access) if table.gicd.contains(access.ipa) => {
+            Message::Vgic(VgicRequest::Mmio { vcpu, access, status: None })
+        }
         Trap::Cp15(access) if access.crn == CP15_TIMER_CR => {
             Message::Vtimer(VtimerRequest::Cp15 { vcpu, access, now: hw.now() })
         }
@@ -260,7 +263,7 @@ impl<S: Servers, H: Hardware, T: Tracer> Delivery<'_, S, H, T> {
                 break;
             }
             delivered += 1;
-            let message = complete(message, self.hw);
+            let message = complete(message, self.vcpu, self.hw);
             let mut sync_self = false;
             let server = message.server();
             self.stats.messages[server.index()] += 1;
@@ -309,12 +312,19 @@ impl<S: Servers, H: Hardware, T: Tracer> Delivery<'_, S, H, T> {
     }
 }
 
-/// Fill in what only the monitor knows in a message another server sent:
-/// an `Idle` request gets the list-register status of the CPU it runs on.
-pub fn complete(message: Message, hw: &impl Hardware) -> Message {
+/// Fill in what only the monitor knows in a message about to be delivered
+/// while it handles vCPU `current` on its CPU: an `Idle` request gets the
+/// list-register status of this CPU, and so does a distributor access by
+/// `current` (one by another vCPU, whose list registers are on another CPU,
+/// gets none).
+pub fn complete(message: Message, current: VcpuId, hw: &impl Hardware) -> Message {
     match message {
         Message::Vgic(VgicRequest::Idle { vcpu, .. }) => {
             Message::Vgic(VgicRequest::Idle { vcpu, status: hw.lr_status() })
+        }
+        Message::Vgic(VgicRequest::Mmio { vcpu, access, .. }) => {
+            let status = (vcpu == current).then(|| hw.lr_status());
+            Message::Vgic(VgicRequest::Mmio { vcpu, access, status })
         }
         other => other,
     }
@@ -524,6 +534,28 @@ mod tests {
     }
 
     #[test]
+    fn distributor_accesses_carry_the_list_register_status() {
+        let mut hw = FakeHw::default();
+        let Routed::Deliver(routed) = routed(mmio(0x0800_0100), &mut hw) else {
+            panic!("a distributor access is delivered");
+        };
+        let Message::Vgic(VgicRequest::Mmio { access, status: None, .. }) = routed else {
+            panic!("{routed:?}");
+        };
+        // Completed on the accessing vCPU's CPU: that CPU's status.
+        let mine = Message::Vgic(VgicRequest::Mmio { vcpu: VcpuId(1), access, status: None });
+        assert!(
+            matches!(complete(mine, VcpuId(1), &hw), Message::Vgic(VgicRequest::Mmio { status: Some(s), .. }) if s.elrsr == 0xf)
+        );
+        // This CPU's status says nothing about another vCPU's list registers.
+        let other = Message::Vgic(VgicRequest::Mmio { vcpu: VcpuId(0), access, status: Some(LrStatus::default()) });
+        assert_eq!(
+            complete(other, VcpuId(1), &hw),
+            Message::Vgic(VgicRequest::Mmio { vcpu: VcpuId(0), access, status: None })
+        );
+    }
+
+    #[test]
     fn stats_add_up_and_print_as_pairs() {
         let mut a = Stats::default();
         a.traps[trap_kind(Some(&Trap::Wfi))] += 2;
@@ -550,6 +582,7 @@ mod tests {
         run(Message::Vcpu(VcpuRequest::Trap(trap(Trap::Wfi))), &mut hw);
         run(
             Message::Vgic(VgicRequest::Mmio {
+                status: None,
                 vcpu: VcpuId(1),
                 access: MmioAccess {
                     ipa: 0x0800_0000,

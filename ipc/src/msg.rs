@@ -51,10 +51,11 @@ pub struct LrStatus {
 ///
 /// List registers are written only in answer to a request that carries a
 /// fresh [`LrStatus`] of the vCPU's physical CPU interface (`Maintenance`,
-/// `Sync`, `Idle`). A request that changes a vCPU's interrupt state without
-/// one (`Mmio`, `SetLine`) answers with [`crate::Action::Kick`] for each vCPU
-/// concerned; the monitor then sends `Sync` for it (before re-entering it if
-/// it is the vCPU being handled, or after a physical SGI to its CPU).
+/// `Sync`, `Idle`). A request that changes a vCPU's interrupt state
+/// otherwise (`Mmio`, whose status is only read, and `SetLine`) answers with
+/// [`crate::Action::Kick`] for each vCPU concerned; the monitor then sends
+/// `Sync` for it (before re-entering it if it is the vCPU being handled, or
+/// after a physical SGI to its CPU).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VgicRequest {
@@ -71,6 +72,16 @@ pub enum VgicRequest {
         vcpu: VcpuId,
         /// The access.
         access: MmioAccess,
+        /// The list-register status of the accessing vCPU's physical CPU
+        /// interface at the access (the vCPU is stopped in its trap), filled
+        /// in by the router: the server first takes in what the guest
+        /// acknowledged and deactivated through the virtual CPU interface
+        /// since its last refresh, so that reads such as GICD_ISACTIVERn see
+        /// it. `None` where no status can be read (a sender that is not the
+        /// monitor on that vCPU's CPU): the access then sees the state as of
+        /// the last refresh. List registers are still written only in reply
+        /// to `Maintenance`, `Sync` and `Idle`.
+        status: Option<LrStatus>,
     },
     /// An interrupt line changed level (SPIs; for PPIs `target` names the
     /// vCPU whose private line it is). Edge sources send `level: true`.

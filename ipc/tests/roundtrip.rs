@@ -265,7 +265,8 @@ fn vcpu_requests() -> Vec<VcpuRequest> {
 fn vgic_requests() -> Vec<VgicRequest> {
     vec![
         VgicRequest::Start { vcpu: V, list_registers: 64 },
-        VgicRequest::Mmio { vcpu: V, access: mmio() },
+        VgicRequest::Mmio { vcpu: V, access: mmio(), status: None },
+        VgicRequest::Mmio { vcpu: V, access: mmio(), status: Some(lr_status()) },
         VgicRequest::SetLine { intid: IntId(27), level: true, target: Some(V), hw: Some(IntId(27)) },
         VgicRequest::SetLine { intid: IntId(1019), level: false, target: None, hw: None },
         VgicRequest::Maintenance { vcpu: V, status: lr_status() },

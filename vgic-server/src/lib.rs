@@ -12,7 +12,9 @@
 //!   level-sensitive interrupts and for interrupts backed by a physical one
 //!   such as the virtual timer, whose deactivation it then asks for ([`lr`],
 //!   [`server`]);
-//! - the Kick/Sync protocol with the monitor ([`server`]).
+//! - the Kick/Sync protocol with the monitor, and folding what the guest did
+//!   on its virtual CPU interface into what distributor reads show
+//!   ([`server`]).
 //!
 //! The guest's CPU interface is not emulated here: the monitor maps the
 //! hardware GICV frame at the guest's GICC address, so acknowledge and EOI

@@ -12,13 +12,30 @@
 //! now ([`crate::lr::Selection`]), writes those that differ and GICH_HCR if
 //! it changed.
 //!
-//! A request that changes interrupt state without a status (`Mmio`,
-//! `SetLine`, `Start`) answers with `Kick { vcpu }` for each vCPU whose list
-//! registers may have to change: the monitor turns a kick of the vCPU it is
-//! handling into a `Sync` before re-entering it, and a kick of another into a
+//! A request that changes interrupt state otherwise (`Mmio`, `SetLine`,
+//! `Start`) answers with `Kick { vcpu }` for each vCPU whose list registers
+//! may have to change: the monitor turns a kick of the vCPU it is handling
+//! into a `Sync` before re-entering it, and a kick of another into a
 //! physical SGI to that vCPU's CPU, whose handler sends `Sync`. An idle vCPU
 //! (one that was answered `WaitForInterrupt`) is woken the same way, so a
 //! wake-up is never lost.
+//!
+//! # Distributor accesses see the list registers
+//!
+//! The guest acknowledges and deactivates interrupts on the virtual CPU
+//! interface without a trap, so the distributor's state lags behind until
+//! the next refresh. An `Mmio` request carries the status of the accessing
+//! vCPU's CPU interface (the router reads it while the vCPU is stopped in
+//! its trap), and the access is answered after that status is folded in:
+//! GICD_ISPENDRn, GICD_ISACTIVERn and GICD_SPENDSGIRn show what the guest
+//! acknowledged and finished, and writes apply to that state. The fold only
+//! takes in the guest's actions; the list registers are written at the
+//! vCPU's next refresh (kicked for if an SPI it let go of is deliverable).
+//! What stays stale: an interrupt in *another* vCPU's list registers (an SPI
+//! it acknowledged or finished; its SGIs and PPIs are banked and not
+//! visible to others anyway), until that vCPU's next refresh, because its
+//! list registers can be read only on its own CPU; and every access whose
+//! request carries no status (`None`: a sender other than the monitor).
 //!
 //! # Interrupts backed by a physical one
 //!
@@ -234,8 +251,15 @@ impl VgicServer {
 
     // ------------------------------------------------------------------ MMIO
 
-    fn mmio(&mut self, vcpu: VcpuId, access: MmioAccess) -> Result<Reply, ServerError> {
+    fn mmio(&mut self, vcpu: VcpuId, access: MmioAccess, status: Option<LrStatus>) -> Result<Reply, ServerError> {
         self.check(vcpu)?;
+        // What the guest did on the virtual CPU interface since the last
+        // refresh (acknowledged an interrupt, deactivated one) shows in the
+        // registers it reads, and is what its writes apply to.
+        let held_before = match status {
+            Some(status) => self.fold_status(vcpu, &status),
+            None => Vec::new(),
+        };
         let reg = match access.ipa.checked_sub(self.gicd.base) {
             Some(offset) if offset < self.gicd.size => regs::decode(offset, access.size),
             _ => {
@@ -247,12 +271,12 @@ impl VgicServer {
             debug!("vcpu{}: {} {reg:?}: RAZ/WI", vcpu.0, if access.write { "write" } else { "read" });
         }
         let mut reply = Reply::none();
+        let mut kicks = 0;
         if access.write {
             let touched = self.dist.write(vcpu, reg, access.value as u32);
             trace!("vcpu{}: write {reg:?} = {:#x}: {touched:?}", vcpu.0, access.value);
             reply.push(Action::AdvancePc)?;
-            let kicks = self.kicks_for(&touched);
-            self.push_kicks(&mut reply, kicks);
+            kicks = self.kicks_for(&touched);
         } else if access.rt > MAX_GPR {
             debug!("vcpu{}: load of {reg:?} into r{}: data abort", vcpu.0, access.rt);
             reply.push(Action::InjectDataAbort { far: access.far })?;
@@ -264,8 +288,12 @@ impl VgicServer {
                 value: load_value(value, access.size, access.sign_extend),
             })?;
             reply.push(Action::AdvancePc)?;
-            self.push_kicks(&mut reply, 0);
         }
+        // SPIs the fold released may go on to a vCPU, this one included (its
+        // list registers are written at its next refresh, which the kick
+        // brings about).
+        kicks |= self.released_kicks(&held_before);
+        self.push_kicks(&mut reply, kicks);
         Ok(reply)
     }
 
@@ -362,30 +390,43 @@ impl VgicServer {
     fn refresh(&mut self, vcpu: VcpuId, status: &LrStatus, idle: bool) -> Result<Reply, ServerError> {
         self.check(vcpu)?;
         trace!("vcpu{}: {:?} {status:x?}", vcpu.0, Misr::decode(status.misr));
-        let held_before: Vec<Irq, MAX_LRS> =
-            self.cpus.get(vcpu.index()).map(|c| c.slots().map(|(_, s)| s.irq).collect()).unwrap_or_default();
-        self.fold(vcpu, status);
+        let held_before = self.fold_status(vcpu, status);
         let wait = idle && !self.could_signal(vcpu);
         let mut reply = Reply::none();
         self.flush(vcpu, status, &mut reply)?;
         self.deactivate_owed(vcpu, &mut reply);
-        // SPIs this vCPU let go of (the guest finished them, or they are
-        // delivered elsewhere now) may be waiting for another vCPU, which
-        // could not take them while they were held here.
+        // This vCPU's own list registers were just written.
+        let kicks = self.released_kicks(&held_before) & !bit(vcpu);
+        self.push_kicks(&mut reply, kicks);
+        if wait {
+            reply.push(Action::WaitForInterrupt)?;
+        }
+        Ok(reply)
+    }
+
+    /// [`Self::fold`] `status` into `vcpu`'s state; returns what its list
+    /// registers held before.
+    fn fold_status(&mut self, vcpu: VcpuId, status: &LrStatus) -> Vec<Irq, MAX_LRS> {
+        let held_before =
+            self.cpus.get(vcpu.index()).map(|c| c.slots().map(|(_, s)| s.irq).collect()).unwrap_or_default();
+        self.fold(vcpu, status);
+        held_before
+    }
+
+    /// The vCPUs to kick for the SPIs of `held_before` that no list register
+    /// holds now (the guest finished them, or they are delivered elsewhere
+    /// now): they may be waiting for a vCPU that could not take them while
+    /// they were held.
+    fn released_kicks(&self, held_before: &[Irq]) -> u8 {
         let mut kicks = 0;
-        for irq in held_before {
+        for &irq in held_before {
             if let Irq::Spi { intid } = irq {
                 if self.holder(irq).is_none() {
                     kicks |= self.touch_kicks(Touch::Spi(intid));
                 }
             }
         }
-        kicks &= !bit(vcpu);
-        self.push_kicks(&mut reply, kicks);
-        if wait {
-            reply.push(Action::WaitForInterrupt)?;
-        }
-        Ok(reply)
+        kicks
     }
 
     /// Apply what the guest did to `vcpu`'s list registers since they were
@@ -689,7 +730,7 @@ impl Server for VgicServer {
     fn handle(&mut self, request: VgicRequest) -> Result<Reply, ServerError> {
         match request {
             VgicRequest::Start { vcpu, list_registers } => self.start(vcpu, list_registers),
-            VgicRequest::Mmio { vcpu, access } => self.mmio(vcpu, access),
+            VgicRequest::Mmio { vcpu, access, status } => self.mmio(vcpu, access, status),
             VgicRequest::SetLine { intid, level, target, hw } => self.set_line(intid, level, target, hw),
             VgicRequest::Maintenance { vcpu, status } | VgicRequest::Sync { vcpu, status } => {
                 self.refresh(vcpu, &status, false)

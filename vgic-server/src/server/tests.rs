@@ -49,11 +49,18 @@ fn req(s: &mut VgicServer, r: VgicRequest) -> StdVec<Action> {
 }
 
 fn write(s: &mut VgicServer, v: u8, off: u64, value: u32) -> StdVec<Action> {
-    req(s, VgicRequest::Mmio { vcpu: VcpuId(v), access: access(off, AccessSize::Word, true, value, 0) })
+    req(s, VgicRequest::Mmio { vcpu: VcpuId(v), access: access(off, AccessSize::Word, true, value, 0), status: None })
 }
 
 fn read(s: &mut VgicServer, v: u8, off: u64) -> u32 {
-    match req(s, VgicRequest::Mmio { vcpu: VcpuId(v), access: access(off, AccessSize::Word, false, 0, 2) })[..] {
+    read_with(s, v, off, None)
+}
+
+/// A word read by vCPU `v`, with the list-register status of its CPU
+/// interface at the access if `status`.
+fn read_with(s: &mut VgicServer, v: u8, off: u64, status: Option<LrStatus>) -> u32 {
+    let access = access(off, AccessSize::Word, false, 0, 2);
+    match req(s, VgicRequest::Mmio { vcpu: VcpuId(v), access, status })[..] {
         [Action::SetReg { reg: GuestReg::Gpr(2), value }, Action::AdvancePc] => value,
         ref other => panic!("read reply {other:?}"),
     }
@@ -209,12 +216,12 @@ fn mmio_reply_shapes() {
     let mut a = access(0x400, AccessSize::Byte, false, 0, 4);
     a.sign_extend = true;
     assert_eq!(
-        req(&mut s, VgicRequest::Mmio { vcpu: VcpuId(0), access: a }),
+        req(&mut s, VgicRequest::Mmio { vcpu: VcpuId(0), access: a, status: None }),
         [Action::SetReg { reg: GuestReg::Gpr(4), value: 0xffff_fff8 }, Action::AdvancePc]
     );
     a.sign_extend = false;
     assert_eq!(
-        req(&mut s, VgicRequest::Mmio { vcpu: VcpuId(0), access: a })[0],
+        req(&mut s, VgicRequest::Mmio { vcpu: VcpuId(0), access: a, status: None })[0],
         Action::SetReg { reg: GuestReg::Gpr(4), value: 0xf8 }
     );
     // A write that makes nothing deliverable kicks no one.
@@ -222,7 +229,7 @@ fn mmio_reply_shapes() {
     // A load into the PC is not emulated.
     let pc = access(0x004, AccessSize::Word, false, 0, 15);
     assert_eq!(
-        req(&mut s, VgicRequest::Mmio { vcpu: VcpuId(0), access: pc }),
+        req(&mut s, VgicRequest::Mmio { vcpu: VcpuId(0), access: pc, status: None }),
         [Action::InjectDataAbort { far: 0xc000_0004 }]
     );
     // Beyond the 4 KiB frame, inside the 64 KiB region: RAZ/WI.
@@ -232,7 +239,7 @@ fn mmio_reply_shapes() {
     let mut outside = access(0, AccessSize::Word, false, 0, 1);
     outside.ipa = 0x100;
     assert_eq!(
-        req(&mut s, VgicRequest::Mmio { vcpu: VcpuId(0), access: outside }),
+        req(&mut s, VgicRequest::Mmio { vcpu: VcpuId(0), access: outside, status: None }),
         [Action::SetReg { reg: GuestReg::Gpr(1), value: 0 }, Action::AdvancePc]
     );
 }
@@ -243,7 +250,7 @@ fn bad_requests_get_typed_errors() {
     let status = LrStatus::default();
     assert_eq!(s.handle(VgicRequest::Sync { vcpu: VcpuId(2), status }), Err(ServerError::NoSuchVcpu(VcpuId(2))));
     assert_eq!(
-        s.handle(VgicRequest::Mmio { vcpu: VcpuId(9), access: access(0, AccessSize::Word, false, 0, 0) }),
+        s.handle(VgicRequest::Mmio { vcpu: VcpuId(9), access: access(0, AccessSize::Word, false, 0, 0), status: None }),
         Err(ServerError::NoSuchVcpu(VcpuId(9)))
     );
     assert_eq!(s.handle(VgicRequest::Start { vcpu: VcpuId(0), list_registers: 0 }), Err(ServerError::Unexpected));
@@ -493,6 +500,84 @@ fn timer_backed_by_the_physical_interrupt() {
     assert_eq!(actions.last(), Some(&Action::DeactivatePhysical { intid: IntId(27) }));
 }
 
+/// Distributor reads see what the guest did through the virtual CPU
+/// interface since the last refresh, from the status the access carries:
+/// after it acknowledges SGI 10 and the edge SPI 40 (no trap),
+/// GICD_ISACTIVERn shows them active and GICD_ISPENDRn no longer pending, as
+/// on hardware; a level SPI whose line is still high is active and pending.
+#[test]
+fn distributor_reads_see_the_list_registers() {
+    let mut s = booted(2, 32, 4);
+    let mut cpu0 = CpuIf::new(4);
+    write(&mut s, 0, 0xc08, 0x0002_0000);
+    write(&mut s, 0, 0xf00, 2 << 24 | 10);
+    set_line(&mut s, 40, true, None, None);
+    set_line(&mut s, 33, true, None, None);
+    cpu0.sync(&mut s, 0);
+    let bits = |s: &mut VgicServer, off, status| (read_with(s, 0, off, status), read_with(s, 0, off + 4, status));
+    let (sgi, spi40, spi33) = (1 << 10, 1 << 8, 1 << 1);
+    assert_eq!(bits(&mut s, 0x200, Some(cpu0.status())), (sgi, spi40 | spi33), "pending");
+    assert_eq!(bits(&mut s, 0x300, Some(cpu0.status())), (0, 0), "not active");
+    while cpu0.ack(0xff).is_some() {}
+    // Without a status: the state of the last refresh.
+    assert_eq!(bits(&mut s, 0x300, None), (0, 0));
+    let status = Some(cpu0.status());
+    assert_eq!(bits(&mut s, 0x300, status), (sgi, spi40 | spi33), "active");
+    assert_eq!(bits(&mut s, 0x200, status), (0, spi33), "pending: only the level SPI with its line high");
+    // Deactivated through GICV: neither.
+    cpu0.deactivate(10);
+    cpu0.deactivate(40);
+    let status = cpu0.status();
+    let actions = req(
+        &mut s,
+        VgicRequest::Mmio {
+            vcpu: VcpuId(0),
+            access: access(0x300, AccessSize::Word, false, 0, 2),
+            status: Some(status),
+        },
+    );
+    assert_eq!(
+        actions,
+        [Action::SetReg { reg: GuestReg::Gpr(2), value: 0 }, Action::AdvancePc],
+        "no list register written"
+    );
+    assert_eq!(bits(&mut s, 0x300, Some(status)), (0, spi33));
+    // The next refresh agrees with what the reads took in: 33 (line high)
+    // goes back in as active and pending, nothing else is written.
+    let actions = cpu0.sync(&mut s, 0);
+    assert_eq!(lr_writes(&actions).len(), 1, "{actions:?}");
+    assert!((0..4).any(|i| cpu0.lr(i).virtual_id == 33 && cpu0.lr(i).state == LrState::PendingActive));
+    assert!((0..4).all(|i| cpu0.lr(i).virtual_id == 33 || cpu0.lr(i).state == LrState::Invalid));
+}
+
+/// An SPI that its holder finished is passed on from a distributor access
+/// that carries the status, as from a refresh.
+#[test]
+fn a_distributor_access_passes_on_a_finished_spi() {
+    let mut s = booted(2, 32, 4);
+    let mut cpu0 = CpuIf::new(4);
+    write(&mut s, 0, 0xc08, 0x0002_0000);
+    set_line(&mut s, 40, true, None, None);
+    cpu0.sync(&mut s, 0);
+    cpu0.ack(0xff);
+    // Retargeted at vCPU 1 and raised again while vCPU 0 holds it.
+    write(&mut s, 1, 0x828, 0x0000_0002);
+    set_line(&mut s, 40, true, None, None);
+    cpu0.deactivate(40);
+    let actions = req(
+        &mut s,
+        VgicRequest::Mmio {
+            vcpu: VcpuId(0),
+            access: access(0x004, AccessSize::Word, false, 0, 2),
+            status: Some(cpu0.status()),
+        },
+    );
+    assert_eq!(kicks(&actions), [1]);
+    let mut cpu1 = CpuIf::new(4);
+    cpu1.sync(&mut s, 1);
+    assert_eq!((cpu1.lr(0).virtual_id, cpu1.lr(0).state), (40, LrState::Pending));
+}
+
 #[test]
 fn sgir_filters_kick_their_targets() {
     let mut s = booted(4, 32, 4);
@@ -696,8 +781,11 @@ fn state_round_trips_through_serde() {
         }
         if let Ok(mut t) = postcard::from_bytes::<VgicServer>(&junk) {
             let _ = t.handle(VgicRequest::Sync { vcpu: VcpuId(0), status: LrStatus::default() });
-            let _ =
-                t.handle(VgicRequest::Mmio { vcpu: VcpuId(0), access: access(0x104, AccessSize::Word, false, 0, 0) });
+            let _ = t.handle(VgicRequest::Mmio {
+                vcpu: VcpuId(0),
+                access: access(0x104, AccessSize::Word, false, 0, 0),
+                status: None,
+            });
         }
     }
 }
@@ -728,6 +816,7 @@ fn garbage_requests_never_panic() {
                     rt: rng.below(16) as u8,
                     sign_extend: rng.chance(50),
                 },
+                status: rng.chance(50).then_some(status),
             },
             2 => VgicRequest::SetLine {
                 intid: IntId(rng.below(1100) as u16),
@@ -922,7 +1011,11 @@ impl Machine {
     }
 
     fn mmio_write(&mut self, v: u8, off: u64, value: u32) {
-        let actions = write(&mut self.s, v, off, value);
+        // Half the accesses carry the status of the vCPU's CPU interface,
+        // as the router's do.
+        let status = self.rng.chance(50).then(|| self.cpus[usize::from(v)].hw.status());
+        let access = access(off, AccessSize::Word, true, value, 0);
+        let actions = req(&mut self.s, VgicRequest::Mmio { vcpu: VcpuId(v), access, status });
         self.apply(v, &actions, false);
         // A kick of the vCPU being handled is a Sync before it runs again.
         self.before_guest(v, true);
