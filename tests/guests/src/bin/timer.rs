@@ -14,10 +14,16 @@
 //!    late its interrupt is, so the count measures lost ticks, and the
 //!    printed lateness measures latency;
 //! 2. the physical timer (CNTP_*, the tree's physical-timer PPI): a few
-//!    shots of 2 ms, each checked for CNTP_CTL.ISTATUS clear before and set
-//!    at arrival, and for arriving no earlier than CNTP_CVAL; then one with
+//!    shots of 2 ms, each checked just after arming for CNTP_CTL.ISTATUS and
+//!    CNTP_TVAL agreeing with CNTPCT read around them, and at arrival for
+//!    ISTATUS set and no earlier than CNTP_CVAL; then one with
 //!    CNTP_CTL.IMASK set, which must raise ISTATUS but no interrupt, with
-//!    CNTP_TVAL then reading negative;
+//!    CNTP_TVAL then reading negative. (Just after arming, ISTATUS is
+//!    usually clear and TVAL near the shot, but not always: a CPU of a VM
+//!    may be held up between two instructions for longer than the shot, e.g.
+//!    under QEMU's TCG with more vCPUs than host cores. So the check brackets
+//!    each register read between counter reads, which holds however long the
+//!    CPU waits, and such shots are only counted.)
 //! 3. a WFI loop with IRQs masked (CPSR.I) that must wake for each of 100
 //!    virtual-timer ticks (WFI wakes on a pending interrupt whatever
 //!    CPSR.I says; the loop acknowledges by polling GICC_IAR). The
@@ -81,8 +87,13 @@ static PHYS_EARLY: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPU
 static PHYS_NO_ISTATUS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static PHYS_LATE_MAX: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static PHYS_BAD_BEFORE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-/// The last CNTP_CTL and CNTP_TVAL read wrong just after arming.
-static PHYS_BAD_DETAIL: [[AtomicU32; 2]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; 2] }; MAX_CPUS];
+/// Shots already due when CNTP_CTL was read just after arming (consistently:
+/// the CPU was held up between the instructions).
+static PHYS_DUE_AT_ARMING: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// The last CNTP_CTL and CNTP_TVAL read wrong just after arming, with the
+/// counter's distance to CNTP_CVAL just before the first and just after the
+/// second.
+static PHYS_BAD_DETAIL: [[AtomicU32; 4]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; 4] }; MAX_CPUS];
 static PHYS_MASKED_OK: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static PHYS_MASKED_INFO: [[AtomicU32; 4]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; 4] }; MAX_CPUS];
 static WFI_TICKED: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
@@ -247,12 +258,27 @@ fn physical(me: usize, gic: &Gic) {
         store64(&PHYS_CVAL[me], cval);
         arch::write_cntp_cval(cval);
         arch::write_cntp_ctl(CTL_ENABLE);
+        // Each register read happens at a count between the counter reads
+        // around it: ISTATUS is (count >= CVAL) then, and TVAL is
+        // CVAL - count. TVAL can be no more than the shot.
+        let before = arch::read_cntpct();
         let ctl = arch::read_cntp_ctl();
-        let tval = arch::read_cntp_tval() as i32;
-        if ctl & CTL_ISTATUS != 0 || tval <= 0 || tval as u64 > shot {
+        let between = arch::read_cntpct();
+        let tval = i64::from(arch::read_cntp_tval() as i32);
+        let after = arch::read_cntpct();
+        let istatus = ctl & CTL_ISTATUS != 0;
+        let istatus_ok = if istatus { between >= cval } else { before < cval };
+        let distance = |count: u64| cval as i64 - count as i64;
+        let tval_ok = distance(after) <= tval && tval <= distance(between) && tval <= shot as i64;
+        if !(istatus_ok && tval_ok) {
             PHYS_BAD_BEFORE[me].fetch_add(1, Ordering::SeqCst);
-            PHYS_BAD_DETAIL[me][0].store(ctl, Ordering::SeqCst);
-            PHYS_BAD_DETAIL[me][1].store(tval as u32, Ordering::SeqCst);
+            let detail = &PHYS_BAD_DETAIL[me];
+            detail[0].store(ctl, Ordering::SeqCst);
+            detail[1].store(tval as u32, Ordering::SeqCst);
+            detail[2].store(distance(before) as u32, Ordering::SeqCst);
+            detail[3].store(distance(after) as u32, Ordering::SeqCst);
+        } else if istatus {
+            PHYS_DUE_AT_ARMING[me].fetch_add(1, Ordering::SeqCst);
         }
         arch::irq_enable();
         smp::wait_for(WAIT_MS, || PHYS_TAKEN[me].load(Ordering::SeqCst) > n);
@@ -408,9 +434,11 @@ fn main(boot: BootInfo) -> ! {
             taken == PHYS_SHOTS && early == 0 && no_istatus == 0 && bad_before == 0,
             format_args!(
                 "cpu{i}: physical timer: {taken} of {PHYS_SHOTS} shots arrived, {early} before CNTP_CVAL, {no_istatus} \
-                 without ISTATUS, {bad_before} with ISTATUS or TVAL wrong just after arming{}; at most {} us late",
+                 without ISTATUS, {bad_before} with ISTATUS or TVAL wrong just after arming{}; at most {} us late; \
+                 {} already due when read after arming (the CPU was held up)",
                 BadDetail(bad_before, &PHYS_BAD_DETAIL[i], ticks(freq, PHYS_SHOT_US)),
-                us(u64::from(PHYS_LATE_MAX[i].load(Ordering::SeqCst)))
+                us(u64::from(PHYS_LATE_MAX[i].load(Ordering::SeqCst))),
+                PHYS_DUE_AT_ARMING[i].load(Ordering::SeqCst)
             ),
         );
         let info = &PHYS_MASKED_INFO[i];
@@ -439,8 +467,8 @@ fn main(boot: BootInfo) -> ! {
     report.finish()
 }
 
-/// ` (last: CNTP_CTL .., CNTP_TVAL .. of ..)` when something was wrong.
-struct BadDetail<'a>(u32, &'a [AtomicU32; 2], u64);
+/// ` (last: CNTP_CTL .., CNTP_TVAL .. of .., ...)` when something was wrong.
+struct BadDetail<'a>(u32, &'a [AtomicU32; 4], u64);
 
 impl core::fmt::Display for BadDetail<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -449,10 +477,12 @@ impl core::fmt::Display for BadDetail<'_> {
         }
         write!(
             f,
-            " (last: CNTP_CTL {:#x}, CNTP_TVAL {} for a shot of {})",
+            " (last: CNTP_CTL {:#x}, CNTP_TVAL {} for a shot of {}, CNTP_CVAL - CNTPCT {} before and {} after)",
             self.1[0].load(Ordering::SeqCst),
             self.1[1].load(Ordering::SeqCst) as i32,
-            self.2
+            self.2,
+            self.1[2].load(Ordering::SeqCst) as i32,
+            self.1[3].load(Ordering::SeqCst) as i32
         )
     }
 }
