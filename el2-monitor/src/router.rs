@@ -22,8 +22,9 @@ pub struct PhysIrqs {
     pub maintenance: u16,
     /// The SGI the monitor sends to kick another CPU.
     pub kick: u16,
-    /// The virtual timer's PPI (deactivated by the guest through a
-    /// hardware-linked list register, never by the monitor).
+    /// The virtual timer's PPI (it stays active while the guest handles
+    /// the virtual interrupt it stands for; it is deactivated when the vGIC
+    /// server asks, with `DeactivatePhysical`, never by the router).
     pub vtimer: u16,
     /// The Hyp timer's PPI.
     pub hyp_timer: u16,
@@ -192,33 +193,16 @@ fn route_irq(table: &RouteTable, vcpu: VcpuId, intid: u16, hw: &mut impl Hardwar
 }
 
 /// Whether the monitor deactivates a physical interrupt once it has been
-/// delivered (everything but the virtual timer, which the guest deactivates
-/// through its hardware-linked list register).
+/// delivered: everything but the virtual timer, whose deactivation waits
+/// until the guest has finished the virtual interrupt (the vGIC server then
+/// asks for it with `DeactivatePhysical`), so that it cannot fire again
+/// meanwhile.
 pub fn monitor_deactivates(table: &RouteTable, intid: u16) -> bool {
     intid != table.irqs.vtimer
 }
 
-/// Where the delivery loop records what crosses the router (a trace for
-/// replay), if anywhere.
-pub trait Tracer {
-    /// A request is about to be delivered; returns its sequence number.
-    fn request(&mut self, message: &Message) -> u64;
-    /// The answer to request `seq`.
-    fn reply(&mut self, seq: u64, server: ipc::ServerId, result: &Result<Reply, ServerError>);
-}
-
-/// Record nothing.
-pub struct NoTrace;
-
-impl Tracer for NoTrace {
-    fn request(&mut self, _: &Message) -> u64 {
-        0
-    }
-    fn reply(&mut self, _: u64, _: ipc::ServerId, _: &Result<Reply, ServerError>) {}
-}
-
 /// The delivery loop for one trap (or one event) of vCPU `vcpu`.
-pub struct Delivery<'a, S: Servers, H: Hardware, T: Tracer = NoTrace> {
+pub struct Delivery<'a, S: Servers, H: Hardware> {
     /// The servers.
     pub servers: &'a mut S,
     /// The hardware.
@@ -227,8 +211,6 @@ pub struct Delivery<'a, S: Servers, H: Hardware, T: Tracer = NoTrace> {
     pub stats: &'a mut Stats,
     /// The vCPU being handled.
     pub vcpu: VcpuId,
-    /// Where requests and replies are recorded.
-    pub tracer: &'a mut T,
 }
 
 /// The architectural answer to a trap whose server refused it.
@@ -247,7 +229,7 @@ fn refusal_answer(message: &Message) -> Option<Action> {
     }
 }
 
-impl<S: Servers, H: Hardware, T: Tracer> Delivery<'_, S, H, T> {
+impl<S: Servers, H: Hardware> Delivery<'_, S, H> {
     /// Deliver `first` and everything its replies send; apply the rest.
     pub fn run(&mut self, first: Message) {
         let mut queue: EventQueue<MAX_MESSAGES_PER_TRAP> = EventQueue::new();
@@ -268,10 +250,7 @@ impl<S: Servers, H: Hardware, T: Tracer> Delivery<'_, S, H, T> {
             let server = message.server();
             self.stats.messages[server.index()] += 1;
             log::debug!("vcpu{} -> {}: {:?}", self.vcpu.0, server.name(), message);
-            let seq = self.tracer.request(&message);
-            let result = self.servers.call(&message);
-            self.tracer.reply(seq, server, &result);
-            match result {
+            match self.servers.call(&message) {
                 Ok(reply) => {
                     log::debug!("vcpu{} <- {}: {:?}", self.vcpu.0, server.name(), reply.actions);
                     for action in reply.actions {
@@ -470,7 +449,7 @@ mod tests {
                 })
             },
         };
-        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(1), tracer: &mut NoTrace }
+        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(1) }
             .run(Message::Vcpu(VcpuRequest::Trap(trap(mmio(0x0900_0000)))));
         assert_eq!(servers.seen.len(), 3);
         assert!(
@@ -485,52 +464,6 @@ mod tests {
             ]
         );
         assert_eq!(stats.messages, [1, 2, 0]);
-    }
-
-    /// One traced event: a sequence number with its request or its reply.
-    type Traced = (u64, Option<Message>, Option<Result<Reply, ServerError>>);
-
-    #[derive(Default)]
-    struct Recorder {
-        log: Vec<Traced>,
-        next: u64,
-    }
-
-    impl Tracer for Recorder {
-        fn request(&mut self, message: &Message) -> u64 {
-            self.next += 1;
-            self.log.push((self.next, Some(message.clone()), None));
-            self.next
-        }
-        fn reply(&mut self, seq: u64, _: ipc::ServerId, result: &Result<Reply, ServerError>) {
-            self.log.push((seq, None, Some(result.clone())));
-        }
-    }
-
-    #[test]
-    fn the_tracer_sees_completed_requests_and_their_replies() {
-        let mut hw = FakeHw::default();
-        let mut stats = Stats::default();
-        let mut tracer = Recorder::default();
-        let mut servers = Script {
-            seen: Vec::new(),
-            answer: |m: &Message| match m {
-                Message::Vcpu(_) => Ok(Reply::of(&[Action::Send(Message::Vgic(VgicRequest::Idle {
-                    vcpu: VcpuId(1),
-                    status: LrStatus::default(),
-                }))])
-                .unwrap()),
-                _ => Err(ServerError::Unexpected),
-            },
-        };
-        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(1), tracer: &mut tracer }
-            .run(Message::Vcpu(VcpuRequest::Trap(trap(Trap::Wfi))));
-        let seqs: Vec<u64> = tracer.log.iter().map(|e| e.0).collect();
-        assert_eq!(seqs, [1, 1, 2, 2]);
-        assert!(
-            matches!(tracer.log[2].1, Some(Message::Vgic(VgicRequest::Idle { status, .. })) if status.elrsr == 0xf)
-        );
-        assert_eq!(tracer.log[3].2, Some(Err(ServerError::Unexpected)));
     }
 
     #[test]
@@ -576,7 +509,7 @@ mod tests {
         let mut stats = Stats::default();
         let mut servers = Script { seen: Vec::new(), answer: |_: &Message| Err(ServerError::Unexpected) };
         let mut run = |m: Message, hw: &mut FakeHw| {
-            Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu: VcpuId(1), tracer: &mut NoTrace }.run(m);
+            Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu: VcpuId(1) }.run(m);
         };
         run(Message::Vcpu(VcpuRequest::Trap(trap(mmio(0x0a00_0000)))), &mut hw);
         run(Message::Vcpu(VcpuRequest::Trap(trap(Trap::Wfi))), &mut hw);
@@ -617,8 +550,7 @@ mod tests {
             seen: Vec::new(),
             answer: |m: &Message| Ok(Reply::of(&[Action::Send(m.clone()), Action::Send(m.clone())]).unwrap()),
         };
-        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(0), tracer: &mut NoTrace }
-            .run(ping);
+        Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(0) }.run(ping);
         assert_eq!(servers.seen.len(), MAX_MESSAGES_PER_TRAP);
         assert!(stats.dropped > 0);
         // Idle requests get the real list-register status filled in.

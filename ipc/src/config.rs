@@ -125,6 +125,9 @@ pub struct VmConfig {
     pub spis: u16,
     /// Monitor log level: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace.
     pub log_level: u8,
+    /// Record every request and reply as trace records on the host link
+    /// (`splitvisor run --trace FILE`).
+    pub trace: bool,
     /// The generic timer's interrupts (guest DTB and host).
     pub timer: TimerIntids,
 }
@@ -231,6 +234,7 @@ mod tests {
             uart_intid: 33,
             spis: 64,
             log_level: 3,
+            trace: false,
             timer: TimerIntids::ARCHITECTED,
         }
     }

@@ -62,13 +62,18 @@ pub fn encode_console(bytes: &[u8], out: &mut impl FnMut(u8)) {
     }
 }
 
-/// Send one record (COBS, as in `postcard`'s framing: a code byte before
-/// each run of at most 254 non-zero bytes). Written here because the
-/// monitor streams records straight to the UART without a buffer, which
-/// postcard's slice-based COBS functions cannot do.
+/// Send one record: [`ESCAPE`], the kind, the payload as a COBS frame.
 pub fn encode_record(kind: RecordKind, payload: &[u8], out: &mut impl FnMut(u8)) {
     out(ESCAPE);
     out(kind.byte());
+    encode_cobs(payload, out);
+}
+
+/// Write `payload` as one COBS frame ended by a zero byte (the framing
+/// postcard's `to_slice_cobs` produces, so `wire::decode_frame` reads it).
+/// Written here because the monitor streams records straight to the UART
+/// without a buffer, which postcard's slice-based COBS functions cannot do.
+pub fn encode_cobs(payload: &[u8], out: &mut impl FnMut(u8)) {
     for run in payload.split(|&b| b == 0) {
         let mut chunks = run.chunks(254).peekable();
         if chunks.peek().is_none() {

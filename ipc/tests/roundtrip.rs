@@ -227,6 +227,7 @@ fn config() -> VmConfig {
         uart_intid: 33,
         spis: 960,
         log_level: 5,
+        trace: true,
         timer: TimerIntids::ARCHITECTED,
     }
 }
@@ -410,8 +411,8 @@ fn the_sample_configuration_sets_every_field() {
     let c = config();
     assert_eq!(c.validate(), Ok(()));
     // Exhaustive: a new field does not compile here until it is looked at.
-    let VmConfig { vcpus, ram, entry, boot_regs, gicd, gicc, uart, uart_intid, spis, log_level, timer } = c;
-    assert!(vcpus > 1 && entry != 0 && boot_regs != [0; 3] && uart_intid != 0);
+    let VmConfig { vcpus, ram, entry, boot_regs, gicd, gicc, uart, uart_intid, spis, log_level, trace, timer } = c;
+    assert!(vcpus > 1 && entry != 0 && boot_regs != [0; 3] && uart_intid != 0 && trace);
     assert!(ram.size != 0 && ram.pa != ram.ipa && gicd != gicc && uart.size != 0);
     assert!(spis != 0 && log_level != 0 && timer.guest_phys != timer.guest_virt);
 }

@@ -58,6 +58,31 @@ pub enum Command {
     /// where it is, build its initramfs.
     #[command(subcommand)]
     Guest(GuestCommand),
+    /// Read a trace recorded with `run --trace`.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+    /// Run the servers on the host from a trace's initial state, feed each
+    /// its recorded requests and compare every reply with the recorded one
+    /// (exit 0 when all match; 1 with the first divergence).
+    Replay {
+        /// The trace file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// `splitvisor trace ...`.
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// One line per record, then a summary per server and request kind.
+    Show {
+        /// The trace file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// JSON lines instead (one record per line, no summary).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `splitvisor guest ...`.
@@ -156,6 +181,10 @@ pub struct RunArgs {
     /// With --gdb: start with the CPUs stopped until gdb continues them.
     #[arg(long, requires = "gdb")]
     pub gdb_wait: bool,
+    /// Record every message to a server and its reply in FILE (see
+    /// `splitvisor trace show` and `splitvisor replay`).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// `splitvisor dtb`.

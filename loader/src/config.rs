@@ -73,6 +73,8 @@ pub struct ConfigInputs {
     pub dtb: u64,
     /// The monitor's log level.
     pub log_level: LogLevel,
+    /// Record a trace.
+    pub trace: bool,
 }
 
 fn u32_of(value: u64, what: &str) -> Result<u32, VmConfigError> {
@@ -112,6 +114,7 @@ pub fn build(platform: &Platform, inputs: &ConfigInputs) -> Result<VmConfig, VmC
         uart_intid: spi_intid(platform.uart_irq)?,
         spis: u16::try_from(platform.spis()).map_err(|_| VmConfigError::Range(format!("{} SPIs", platform.spis())))?,
         log_level: inputs.log_level as u8,
+        trace: inputs.trace,
         // The guest's timer PPIs are the platform's: the guest DTB lists
         // them, and the host's virtual timer is the platform's virtual one.
         timer: TimerIntids {
@@ -147,6 +150,7 @@ mod tests {
             entry: 0x4001_0000,
             dtb: 0x4800_0000,
             log_level: LogLevel::Debug,
+            trace: false,
         }
     }
 

@@ -41,6 +41,7 @@ pub mod platform;
 pub mod qemu;
 pub mod setup;
 pub mod stats;
+pub mod trace;
 
 use config::LogLevel;
 use console::ConsoleInput;
@@ -106,6 +107,9 @@ pub enum Error {
     /// `run` without a kernel.
     #[error("no kernel to run (pass --kernel PATH)")]
     NoKernel,
+    /// A trace could not be written or read.
+    #[error(transparent)]
+    Trace(#[from] trace::TraceError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -131,12 +135,13 @@ pub fn run(args: &cli::RunArgs, log_level: LogLevel) -> Result<Outcome, Error> {
     let signals = qemu::StopSignals::install().map_err(Error::Signals)?;
     let deadline = args.timeout.map(|secs| Instant::now() + Duration::from_secs(secs));
     let filter = LogFilter { show: log_level.filter(), stats: args.stats };
+    let trace = args.trace.as_deref().map(trace::TraceSink::create).transpose()?;
     let mut stats = stats::Stats::default();
     let flags = console::StdioFlags::save();
     // Raw mode from here: every error above printed on a normal terminal.
     let console = ConsoleInput::from_stdin();
     let result = loop {
-        let ran = qemu::run(&staged.invocation, deadline, &signals, &console, filter);
+        let ran = qemu::run(&staged.invocation, deadline, &signals, &console, filter, trace.as_ref());
         // QEMU leaves the descriptors it shared with us non-blocking.
         flags.restore();
         let end = match ran {
@@ -152,10 +157,45 @@ pub fn run(args: &cli::RunArgs, log_level: LogLevel) -> Result<Outcome, Error> {
     };
     // The terminal as it was before the table and the last words.
     drop(console);
+    if let Some(trace) = &trace {
+        trace.flush()?;
+    }
     if args.stats {
         eprint!("{}", stats.render());
     }
     result
+}
+
+/// `splitvisor trace ...`.
+pub fn trace_command(command: &cli::TraceCommand) -> Result<(), Error> {
+    match command {
+        cli::TraceCommand::Show { file, json } => {
+            let stdout = std::io::stdout();
+            trace::show(file, *json, &mut stdout.lock())?;
+        }
+    }
+    Ok(())
+}
+
+/// `splitvisor replay`: 0 when every reply matches, 1 at the first
+/// divergence (which is printed).
+pub fn replay(file: &std::path::Path) -> Result<u8, Error> {
+    match trace::replay(file)? {
+        trace::Replayed::Matched(counts) => {
+            println!(
+                "replay: every reply matched ({} vcpu, {} vgic, {} vtimer requests)",
+                counts[0], counts[1], counts[2]
+            );
+            Ok(0)
+        }
+        trace::Replayed::Diverged(d) => {
+            println!("replay: divergence at record #{} (request #{} to {}):", d.index, d.seq, d.server.name());
+            println!("  request:  {:?}", d.request);
+            println!("  recorded: {:?}", d.expected);
+            println!("  replayed: {:?}", d.actual);
+            Ok(1)
+        }
+    }
 }
 
 /// `splitvisor dtb`.

@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         }),
         Command::Dtb(args) => loader::dtb(args).map(|()| 0),
         Command::Guest(command) => loader::guest_command(command).map(|()| 0),
+        Command::Trace(command) => loader::trace_command(command).map(|()| 0),
+        Command::Replay { file } => loader::replay(file),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -188,6 +188,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
             entry: kernel.entry,
             dtb: plan.dtb.0.start,
             log_level,
+            trace: args.trace.is_some(),
         },
     )?;
     let blob = config::encode(&vm)?;

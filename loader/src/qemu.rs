@@ -30,6 +30,7 @@ use ipc::hostlink::{Demux, Event, RecordKind};
 
 use crate::console::{self, ConsoleInput};
 use crate::stats;
+use crate::trace::TraceSink;
 
 /// The machine every splitvisor VM runs on.
 pub const MACHINE: &str = "virt,virtualization=on,gic-version=2";
@@ -361,6 +362,7 @@ pub fn run(
     signals: &StopSignals,
     console: &ConsoleInput,
     filter: LogFilter,
+    trace: Option<&TraceSink>,
 ) -> Result<RunEnd, QemuError> {
     log::debug!("starting {}", inv.display());
     let started = Instant::now();
@@ -372,7 +374,7 @@ pub fn run(
         .spawn()
         .map_err(|e| spawn_error(inv.qemu.as_os_str(), e))?;
     let feeding = console.attach(child.stdin.take());
-    let link = child.stdout.take().map(|stdout| read_link(stdout, filter));
+    let link = child.stdout.take().map(|stdout| read_link(stdout, filter, trace.cloned()));
     let qemu_messages = child.stderr.take().map(forward_qemu_messages);
     let io_error = |source| QemuError::Io { program: inv.qemu.display().to_string(), source };
     let ended = loop {
@@ -422,7 +424,7 @@ struct LinkReport {
 /// Take the host link apart: console bytes to our standard output, log
 /// records to standard error as `filter` says, the exit status and the
 /// statistics into the report.
-fn read_link(mut link: ChildStdout, filter: LogFilter) -> thread::JoinHandle<LinkReport> {
+fn read_link(mut link: ChildStdout, filter: LogFilter, trace: Option<TraceSink>) -> thread::JoinHandle<LinkReport> {
     thread::spawn(move || {
         let mut demux = Demux::new();
         let mut report = LinkReport::default();
@@ -451,7 +453,14 @@ fn read_link(mut link: ChildStdout, filter: LogFilter) -> thread::JoinHandle<Lin
                         match kind {
                             RecordKind::Log => monitor_log_line(&payload, filter, &mut report.stats),
                             RecordKind::Exit => report.exit = payload.first().copied(),
-                            RecordKind::Trace => log::debug!("trace record of {} bytes (not recording)", payload.len()),
+                            RecordKind::Trace => match &trace {
+                                Some(sink) => {
+                                    if let Err(e) = sink.append(&payload) {
+                                        log::error!("{e}; the trace is incomplete");
+                                    }
+                                }
+                                None => log::debug!("a trace record of {} bytes, but no --trace", payload.len()),
+                            },
                         }
                     }
                     Some(Event::Damaged) => {
@@ -646,7 +655,7 @@ mod tests {
     const SHOW_INFO: LogFilter = LogFilter { show: log::LevelFilter::Info, stats: false };
 
     fn run(inv: &Invocation, deadline: Option<Instant>, signals: &StopSignals) -> Result<Outcome, QemuError> {
-        super::run(inv, deadline, signals, &ConsoleInput::Null, SHOW_INFO).map(|end| end.outcome)
+        super::run(inv, deadline, signals, &ConsoleInput::Null, SHOW_INFO, None).map(|end| end.outcome)
     }
 
     #[test]
@@ -690,14 +699,14 @@ mod tests {
         link.extend(record(RecordKind::Exit, &[0]));
         let (_dir, fake) = fake_qemu(&format!("{}\necho 'qemu-system-arm: something' >&2\nexit 0", printf(&link)));
         let filter = LogFilter { show: log::LevelFilter::Warn, stats: true };
-        let end = super::run(&fake, None, &signals, &ConsoleInput::Null, filter).unwrap();
+        let end = super::run(&fake, None, &signals, &ConsoleInput::Null, filter, None).unwrap();
         assert_eq!(end.outcome, Outcome::PowerOff);
         assert_eq!(
             end.stats,
             vec![vec![("trap.mmio".to_string(), 7), ("msg.vcpu".to_string(), 7)], vec![("trap.mmio".to_string(), 1)]]
         );
         // Without --stats, nothing is kept.
-        let end = super::run(&fake, None, &signals, &ConsoleInput::Null, SHOW_INFO).unwrap();
+        let end = super::run(&fake, None, &signals, &ConsoleInput::Null, SHOW_INFO, None).unwrap();
         assert!(end.stats.is_empty());
     }
 }

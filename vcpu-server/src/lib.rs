@@ -210,6 +210,7 @@ mod tests {
             uart_intid: 33,
             spis: 64,
             log_level: 3,
+            trace: false,
             timer: TimerIntids::ARCHITECTED,
         }
     }

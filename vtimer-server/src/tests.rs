@@ -23,6 +23,7 @@ fn config() -> VmConfig {
         uart_intid: 33,
         spis: 64,
         log_level: 3,
+        trace: false,
         timer: TimerIntids::ARCHITECTED,
     }
 }

@@ -25,6 +25,7 @@ fn config(vcpus: u8, spis: u16) -> VmConfig {
         uart_intid: 33,
         spis,
         log_level: 0,
+        trace: false,
         timer: TimerIntids::ARCHITECTED,
     }
 }

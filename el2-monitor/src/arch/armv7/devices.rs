@@ -89,9 +89,14 @@ const GICC_IAR_INTID: u32 = 0x3ff;
 /// GICH_VTR.ListRegs: number of list registers minus one.
 const GICH_VTR_LISTREGS: u32 = 0x3f;
 /// The priority the monitor gives its own interrupts.
-const MONITOR_PRIORITY: u8 = 0xa0;
+pub const MONITOR_PRIORITY: u8 = 0xa0;
+/// The priority of the kick SGI: above the others, so that a parked CPU can
+/// mask everything else and still be woken by it.
+pub const KICK_PRIORITY: u8 = 0x80;
 /// GICC_PMR: let every priority the monitor uses through.
-const PRIORITY_MASK_ALL: u32 = 0xf0;
+pub const PRIORITY_MASK_ALL: u8 = 0xf0;
+/// GICC_PMR for a parked CPU: only the kick gets through.
+pub const PRIORITY_MASK_KICK_ONLY: u8 = MONITOR_PRIORITY;
 /// PL011 FR.TXFF: transmit FIFO full.
 const UART_FR_TXFF: u32 = 1 << 5;
 /// PL011 FR.RXFE: receive FIFO empty.
@@ -126,11 +131,11 @@ impl Gic {
         self.gicd.ctlr.set(GICD_CTLR_ENABLE);
     }
 
-    /// Enable one interrupt, routed to `cpu` when it is an SPI.
-    pub fn enable(&self, intid: u16, cpu: usize) {
+    /// Enable one interrupt at `priority`, routed to `cpu` when it is an SPI.
+    pub fn enable(&self, intid: u16, cpu: usize, priority: u8) {
         let n = usize::from(intid);
         if let Some(p) = self.gicd.ipriorityr.get(n) {
-            p.set(MONITOR_PRIORITY);
+            p.set(priority);
         }
         if intid >= 32 {
             if let Some(t) = self.gicd.itargetsr.get(n) {
@@ -144,9 +149,15 @@ impl Gic {
 
     /// Set up this CPU's interface.
     pub fn init_cpu(&self) {
-        self.gicc.pmr.set(PRIORITY_MASK_ALL);
+        self.set_priority_mask(PRIORITY_MASK_ALL);
         self.gicc.bpr.set(0);
         self.gicc.ctlr.set(GICC_CTLR_ENABLE | GICC_CTLR_EOIMODE);
+    }
+
+    /// Set this CPU's priority mask (GICC_PMR): only interrupts of a higher
+    /// priority (a lower value) are signalled, and only they wake a WFI.
+    pub fn set_priority_mask(&self, mask: u8) {
+        self.gicc.pmr.set(u32::from(mask));
     }
 
     /// Acknowledge the highest-priority pending interrupt and drop the

@@ -13,6 +13,7 @@ mod hostlink;
 mod logger;
 mod mmu;
 mod platform;
+mod trace;
 mod vcpu;
 
 use el2_monitor::router::{self, Delivery, PhysIrqs, RouteTable, Routed, Servers, Stats};
@@ -71,10 +72,22 @@ struct ServerSet {
 
 impl Servers for &ServerSet {
     fn call(&mut self, message: &Message) -> Result<Reply, ServerError> {
+        // With tracing on, the request and its reply are recorded while the
+        // server's lock is held, so each server's records are in the order
+        // it handled them, whatever the other CPUs do.
+        fn traced<S: Server>(server: &Mutex<S>, message: &Message) -> Result<Reply, ServerError> {
+            let mut server = server.lock();
+            let seq = trace::request(message);
+            let result = server.handle_message(message.clone());
+            if let Some(seq) = seq {
+                trace::reply(seq, S::ID, &result);
+            }
+            result
+        }
         match message.server() {
-            ServerId::Vcpu => self.vcpu.lock().handle_message(message.clone()),
-            ServerId::Vgic => self.vgic.lock().handle_message(message.clone()),
-            ServerId::Vtimer => self.vtimer.lock().handle_message(message.clone()),
+            ServerId::Vcpu => traced(&self.vcpu, message),
+            ServerId::Vgic => traced(&self.vgic, message),
+            ServerId::Vtimer => traced(&self.vtimer, message),
         }
     }
 }
@@ -152,8 +165,8 @@ fn kick(vcpu: VcpuId) {
 fn power_on(vcpu: VcpuId, entry: u32, context_id: u32) {
     if let Some(slot) = MAILBOX.get(vcpu.index()) {
         *slot.lock() = Some((entry, context_id));
-        // SAFETY: DSB and SEV only order memory and wake CPUs in WFE.
-        unsafe { core::arch::asm!("dsb ish", "sev", options(nostack, preserves_flags)) };
+        // The lock's release orders the mailbox before the SGI's write.
+        kick(vcpu);
     }
 }
 
@@ -194,6 +207,9 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
         fatal_with(ipc::exit::BAD_CONFIG, format_args!("VM configuration invalid: {e}"));
     }
     logger::init(logger::level_from_config(config.log_level));
+    if config.trace {
+        trace::start(&config);
+    }
     check_fits(&config, &platform);
     log::info!(
         "splitvisor: {} vCPU(s), guest RAM {:#x}+{:#x} at PA {:#x}, entry {:#x}",
@@ -228,7 +244,7 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
     };
     let vm = VM.call_once(|| Vm { config, platform, table, gic, servers });
     vm.gic.init_distributor();
-    vm.gic.enable(vm.platform.uart_intid, 0);
+    vm.gic.enable(vm.platform.uart_intid, 0, devices::MONITOR_PRIORITY);
 
     for cpu in 1..usize::from(vm.config.vcpus) {
         start_cpu(&vm.platform, cpu);
@@ -298,9 +314,10 @@ extern "C" fn boot_secondary(cpu: u32) -> ! {
 fn init_cpu(cpu: usize) {
     let vm = vm();
     vm.gic.init_cpu();
-    for intid in [vm.table.irqs.maintenance, KICK_SGI, vm.table.irqs.vtimer, vm.table.irqs.hyp_timer] {
-        vm.gic.enable(intid, cpu);
+    for intid in [vm.table.irqs.maintenance, vm.table.irqs.vtimer, vm.table.irqs.hyp_timer] {
+        vm.gic.enable(intid, cpu, devices::MONITOR_PRIORITY);
     }
+    vm.gic.enable(KICK_SGI, cpu, devices::KICK_PRIORITY);
     // Route physical interrupts and aborts to Hyp, enable stage 2, turn set/way
     // invalidation into clean+invalidate; the rest of the trap controls come
     // from the vCPU server when the vCPU starts.
@@ -317,14 +334,26 @@ fn init_cpu(cpu: usize) {
 }
 
 /// Wait for this CPU's vCPU to be powered on, then run it.
+///
+/// The CPU sleeps in WFI with every interrupt but the kick masked (QEMU
+/// runs a WFE as a yield, so waiting with WFE would spin a host CPU). The
+/// virtual interface is switched off: a CPU without a vCPU has nothing to
+/// list; the vGIC server rewrites it when the vCPU starts.
 fn park(cpu: usize) -> ! {
+    let gic = gic();
+    gic.write_hcr(0);
+    gic.set_priority_mask(devices::PRIORITY_MASK_KICK_ONLY);
     loop {
         let request = MAILBOX.get(cpu).and_then(|m| m.lock().take());
         if let Some((entry, context_id)) = request {
+            gic.set_priority_mask(devices::PRIORITY_MASK_ALL);
             start_vcpu(cpu, entry, [context_id, 0, 0]);
         }
-        // SAFETY: WFE only idles until an event (SEV from power_on).
-        unsafe { core::arch::asm!("wfe", options(nostack, preserves_flags)) };
+        // Take the kicks that woke us, then sleep until the next.
+        while let Some(intid) = gic.acknowledge() {
+            gic.deactivate(intid);
+        }
+        wait_for_interrupt();
     }
 }
 
@@ -373,7 +402,7 @@ fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
     // Counted apart and added after: an action (a shutdown) may read all
     // counters while this delivery runs.
     let mut stats = Stats::default();
-    Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu, tracer: &mut router::NoTrace }.run(message);
+    Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu }.run(message);
     if let Some(total) = STATS.get(vcpu.index()) {
         total.lock().add(&stats);
     }
