@@ -172,6 +172,29 @@ const TWO_MIB: u64 = 2 << 20;
 const PAGE: u64 = 4096;
 
 impl VmConfig {
+    /// A valid configuration laid out like QEMU `virt`'s map (guest RAM
+    /// 128 MiB at 1 GiB backed at 1 GiB + 32 MiB, GICD at 0x0800_0000, GICC
+    /// at 0x0801_0000, the PL011 at 0x0900_0000 on INTID 33, 64 SPIs, the
+    /// architected timer PPIs), for tests, fuzzing and examples: change what
+    /// a test is about with struct update syntax. A real VM's configuration
+    /// is built by the loader from the platform's own device tree.
+    pub fn example(vcpus: u8) -> VmConfig {
+        VmConfig {
+            vcpus,
+            ram: MemWindow { ipa: 0x4000_0000, pa: 0x4200_0000, size: 128 << 20 },
+            entry: 0x4000_8000,
+            boot_regs: [0, 0xffff_ffff, 0x4800_0000],
+            gicd: DeviceRegion { base: 0x0800_0000, size: 0x1_0000 },
+            gicc: DeviceRegion { base: 0x0801_0000, size: 0x1_0000 },
+            uart: DeviceRegion { base: 0x0900_0000, size: 0x1000 },
+            uart_intid: 33,
+            spis: 64,
+            log_level: 3,
+            trace: false,
+            timer: TimerIntids::ARCHITECTED,
+        }
+    }
+
     /// Check everything the monitor relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.vcpus == 0 || usize::from(self.vcpus) > MAX_VCPUS {
@@ -223,20 +246,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn sample() -> VmConfig {
-        VmConfig {
-            vcpus: 2,
-            ram: MemWindow { ipa: 0x4000_0000, pa: 0x4200_0000, size: 128 << 20 },
-            entry: 0x4000_8000,
-            boot_regs: [0, 0xffff_ffff, 0x4800_0000],
-            gicd: DeviceRegion { base: 0x0800_0000, size: 0x1_0000 },
-            gicc: DeviceRegion { base: 0x0801_0000, size: 0x1_0000 },
-            uart: DeviceRegion { base: 0x0900_0000, size: 0x1000 },
-            uart_intid: 33,
-            spis: 64,
-            log_level: 3,
-            trace: false,
-            timer: TimerIntids::ARCHITECTED,
-        }
+        VmConfig::example(2)
     }
 
     #[test]

@@ -17,9 +17,9 @@ use ipc::msg::{LrStatus, TimerKind, MAX_INPUT_BYTES};
 use ipc::trace::TraceRecord;
 use ipc::wire::{self, BLOB_MAGIC, MAX_BLOB_SIZE};
 use ipc::{
-    AccessSize, Action, Cp15Access, Cp15WideAccess, DeviceRegion, Envelope, GuestReg, IntId, MemWindow, Message,
-    MmioAccess, Reply, ServerError, ServerId, ShutdownReason, TimerIntids, Trap, TrapConfig, TrapMsg, VcpuId,
-    VcpuRequest, VgicRequest, VmConfig, VtimerRequest, WireError, MAX_ACTIONS, MAX_MESSAGE_SIZE, WIRE_VERSION,
+    AccessSize, Action, Cp15Access, Cp15WideAccess, Envelope, GuestReg, IntId, MemWindow, Message, MmioAccess, Reply,
+    ServerError, ServerId, ShutdownReason, TimerIntids, Trap, TrapConfig, TrapMsg, VcpuId, VcpuRequest, VgicRequest,
+    VmConfig, VtimerRequest, WireError, MAX_ACTIONS, MAX_MESSAGE_SIZE, WIRE_VERSION,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -217,18 +217,11 @@ fn lr_status() -> LrStatus {
 
 fn config() -> VmConfig {
     VmConfig {
-        vcpus: 8,
         ram: MemWindow { ipa: 0x4000_0000, pa: 0x80_0000_0000 - (256 << 20), size: 256 << 20 },
-        entry: 0x4000_8000,
-        boot_regs: [0, 0xffff_ffff, 0x4800_0000],
-        gicd: DeviceRegion { base: 0x0800_0000, size: 0x1_0000 },
-        gicc: DeviceRegion { base: 0x0801_0000, size: 0x1_0000 },
-        uart: DeviceRegion { base: 0x0900_0000, size: 0x1000 },
-        uart_intid: 33,
         spis: 960,
         log_level: 5,
         trace: true,
-        timer: TimerIntids::ARCHITECTED,
+        ..VmConfig::example(8)
     }
 }
 

@@ -268,20 +268,7 @@ mod tests {
     use ipc::{Action, TrapMsg, VcpuId, VcpuRequest};
 
     fn config() -> ipc::VmConfig {
-        ipc::VmConfig {
-            vcpus: 1,
-            ram: ipc::MemWindow { ipa: 0x4000_0000, pa: 0x4040_0000, size: 64 << 20 },
-            entry: 0x4001_0000,
-            boot_regs: [0, 0xffff_ffff, 0x4800_0000],
-            gicd: ipc::DeviceRegion { base: 0x0800_0000, size: 0x1000 },
-            gicc: ipc::DeviceRegion { base: 0x0801_0000, size: 0x2000 },
-            uart: ipc::DeviceRegion { base: 0x0900_0000, size: 0x1000 },
-            uart_intid: 33,
-            spis: 256,
-            log_level: 3,
-            trace: true,
-            timer: ipc::config::TimerIntids::ARCHITECTED,
-        }
+        ipc::VmConfig { vcpus: 1, trace: true, ..ipc::VmConfig::example(1) }
     }
 
     /// Record a run the way the monitor does: each request, then the real

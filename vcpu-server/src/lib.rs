@@ -196,23 +196,10 @@ mod tests {
     use crate::pl011::offset;
     use crate::psci::{fid, PowerState};
     use ipc::msg::{LrStatus, VgicRequest, MAX_INPUT_BYTES};
-    use ipc::{AccessSize, Cp15Access, Cp15WideAccess, DeviceRegion, MmioAccess, TimerIntids};
+    use ipc::{AccessSize, Cp15Access, Cp15WideAccess, MmioAccess};
 
     fn config(vcpus: u8) -> VmConfig {
-        VmConfig {
-            vcpus,
-            ram: MemWindow { ipa: 0x4000_0000, pa: 0x4000_0000, size: 128 << 20 },
-            entry: 0x4000_8000,
-            boot_regs: [0, 0xffff_ffff, 0x4800_0000],
-            gicd: DeviceRegion { base: 0x0800_0000, size: 0x1_0000 },
-            gicc: DeviceRegion { base: 0x0801_0000, size: 0x1_0000 },
-            uart: DeviceRegion { base: 0x0900_0000, size: 0x1000 },
-            uart_intid: 33,
-            spis: 64,
-            log_level: 3,
-            trace: false,
-            timer: TimerIntids::ARCHITECTED,
-        }
+        VmConfig { ram: MemWindow { ipa: 0x4000_0000, pa: 0x4000_0000, size: 128 << 20 }, ..VmConfig::example(vcpus) }
     }
 
     fn trap(vcpu: u8, trap: Trap) -> VcpuRequest {

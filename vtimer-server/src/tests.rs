@@ -4,7 +4,6 @@ extern crate std;
 
 use super::*;
 use crate::regs::ctl;
-use ipc::{DeviceRegion, MemWindow};
 
 const V0: VcpuId = VcpuId(0);
 const V1: VcpuId = VcpuId(1);
@@ -12,20 +11,7 @@ const V1: VcpuId = VcpuId(1);
 const T0: u64 = 0x0000_0123_4567_89ab;
 
 fn config() -> VmConfig {
-    VmConfig {
-        vcpus: 2,
-        ram: MemWindow { ipa: 0x4000_0000, pa: 0x4200_0000, size: 128 << 20 },
-        entry: 0x4000_8000,
-        boot_regs: [0, 0xffff_ffff, 0x4800_0000],
-        gicd: DeviceRegion { base: 0x0800_0000, size: 0x1_0000 },
-        gicc: DeviceRegion { base: 0x0801_0000, size: 0x1_0000 },
-        uart: DeviceRegion { base: 0x0900_0000, size: 0x1000 },
-        uart_intid: 33,
-        spis: 64,
-        log_level: 3,
-        trace: false,
-        timer: TimerIntids::ARCHITECTED,
-    }
+    VmConfig::example(2)
 }
 
 fn server() -> VtimerServer {

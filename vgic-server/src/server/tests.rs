@@ -9,25 +9,11 @@ use std::vec::Vec as StdVec;
 
 use super::*;
 use crate::testutil::Rng;
-use ipc::{MemWindow, TimerIntids};
 
 const GICD: u64 = 0x0800_0000;
 
 fn config(vcpus: u8, spis: u16) -> VmConfig {
-    VmConfig {
-        vcpus,
-        ram: MemWindow { ipa: 0x4000_0000, pa: 0x4000_0000, size: 128 << 20 },
-        entry: 0x4000_8000,
-        boot_regs: [0, 0xffff_ffff, 0x4800_0000],
-        gicd: DeviceRegion { base: GICD, size: 0x1_0000 },
-        gicc: DeviceRegion { base: 0x0801_0000, size: 0x1_0000 },
-        uart: DeviceRegion { base: 0x0900_0000, size: 0x1000 },
-        uart_intid: 33,
-        spis,
-        log_level: 0,
-        trace: false,
-        timer: TimerIntids::ARCHITECTED,
-    }
+    VmConfig { spis, log_level: 0, ..VmConfig::example(vcpus) }
 }
 
 fn access(off: u64, size: AccessSize, write: bool, value: u32, rt: u8) -> MmioAccess {
