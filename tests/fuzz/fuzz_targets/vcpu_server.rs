@@ -1,0 +1,677 @@
+//! The vCPU server on arbitrary sequences of well-typed requests.
+//!
+//! The harness plays the monitor: it starts vCPU 0, starts a vCPU only after
+//! a `PowerOn` named it, sends traps only from vCPUs that run, and forwards
+//! console input within the room the server reported. It also sends
+//! anything at all (`Raw`), as a confused monitor or a corrupted message
+//! could, and then only checks what must hold for any input.
+//!
+//! Invariants after every step:
+//! - the state survives a postcard round trip, and the restored copy
+//!   answers the next request exactly like the original;
+//! - replies are well formed (`check::reply_shape`), never `ReplyFull`, and
+//!   a refused request changes nothing;
+//! - PSCI follows the specification's state machine (Arm DEN 0022D, 5.1 and
+//!   the CPU_ON/CPU_OFF/AFFINITY_INFO descriptions; 6.5 "CPU power state
+//!   coordination"), tracked in the harness from the Start/CPU_ON/CPU_OFF
+//!   history: each call's return code is the one the specification gives
+//!   for that history, and the server's power states equal the model's;
+//! - every trap gets its architected answer (abort, undef, step past);
+//! - the console: output is exactly what the guest wrote to UARTDR, the
+//!   reported room never exceeds the FIFO, the interrupt line is sent only
+//!   when it changes, and input forwarded within the reported room reaches
+//!   the guest in order and without an overrun (until the guest turns on
+//!   loopback, which disconnects the input by design).
+#![no_main]
+
+use std::collections::VecDeque;
+
+use arbitrary::Arbitrary;
+use ipc::msg::{LrStatus, MAX_INPUT_BYTES};
+use ipc::{
+    AccessSize, Action, Cp15Access, GuestReg, Message, MmioAccess, Reply, Server, ServerError, ServerId,
+    ShutdownReason, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest, VmConfig, MAX_VCPUS,
+};
+use libfuzzer_sys::fuzz_target;
+use splitvisor_fuzz::check::{self, Answering};
+use splitvisor_fuzz::config::FuzzConfig;
+use vcpu_server::psci::PowerState;
+use vcpu_server::VcpuServer;
+
+/// PSCI 1.0 / SMCCC 1.1 function IDs (DEN 0022D table 5.1, DEN 0028).
+mod fid {
+    pub const SMCCC_VERSION: u32 = 0x8000_0000;
+    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    pub const PSCI_VERSION: u32 = 0x8400_0000;
+    pub const CPU_SUSPEND: u32 = 0x8400_0001;
+    pub const CPU_OFF: u32 = 0x8400_0002;
+    pub const CPU_ON: u32 = 0x8400_0003;
+    pub const AFFINITY_INFO: u32 = 0x8400_0004;
+    pub const MIGRATE: u32 = 0x8400_0005;
+    pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
+    pub const MIGRATE_INFO_UP_CPU: u32 = 0x8400_0007;
+    pub const SYSTEM_OFF: u32 = 0x8400_0008;
+    pub const SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const PSCI_FEATURES: u32 = 0x8400_000A;
+    pub const ALL: [u32; 13] = [
+        SMCCC_VERSION,
+        SMCCC_ARCH_FEATURES,
+        PSCI_VERSION,
+        CPU_SUSPEND,
+        CPU_OFF,
+        CPU_ON,
+        AFFINITY_INFO,
+        MIGRATE,
+        MIGRATE_INFO_TYPE,
+        MIGRATE_INFO_UP_CPU,
+        SYSTEM_OFF,
+        SYSTEM_RESET,
+        PSCI_FEATURES,
+    ];
+}
+
+/// PSCI return codes (DEN 0022D table 5.2).
+mod ret {
+    pub const SUCCESS: i32 = 0;
+    pub const NOT_SUPPORTED: i32 = -1;
+    pub const INVALID_PARAMETERS: i32 = -2;
+    pub const ALREADY_ON: i32 = -4;
+    pub const ON_PENDING: i32 = -5;
+    pub const INTERNAL_FAILURE: i32 = -6;
+    pub const INVALID_ADDRESS: i32 = -9;
+}
+
+/// PL011 registers and bits the checks need (DDI 0183, 3.2 and 3.3).
+const UARTDR: u64 = 0x000;
+const UARTRSR: u64 = 0x004;
+const UARTCR: u64 = 0x030;
+const CR_LBE: u64 = 1 << 7;
+const DR_OE: u32 = 1 << 11;
+const RSR_OE: u32 = 1 << 3;
+const RX_FIFO: u8 = 16;
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    /// The monitor starts a vCPU a PowerOn named.
+    Start { pick: u8 },
+    /// A PSCI/SMCCC call from a running vCPU.
+    Psci { caller: u8, smc: bool, imm: u16, function: u8, target: u8, high_bits: u32, entry: u32, args: [u32; 3] },
+    /// An access to the PL011 from a running vCPU.
+    Uart { caller: u8, offset: u16, size: u8, write: bool, value: u32, rt: u8, sign_extend: bool },
+    /// Any access anywhere.
+    Mmio { caller: u8, access: MmioAccess },
+    /// ACTLR or a set/way operation.
+    Cp15 { caller: u8, which: u8, write: bool, value: u32, rt: u8 },
+    /// Any other trap from a running vCPU.
+    Trap { caller: u8, trap: Trap },
+    /// Console input: within the room, or beyond it.
+    Console { bytes: Vec<u8>, beyond_room: bool },
+    /// Anything at all.
+    Raw(VcpuRequest),
+}
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    config: FuzzConfig,
+    /// The guest's console driver at boot: FIFOs on (UARTLCR_H.FEN and an
+    /// 8-bit word, as Linux's amba-pl011 sets them), and an interrupt mask.
+    fifo: bool,
+    imsc: Option<u8>,
+    ops: Vec<Op>,
+}
+
+struct Harness {
+    config: VmConfig,
+    power: [PowerState; MAX_VCPUS],
+    /// The receive room last reported, less what was forwarded since.
+    console_budget: u8,
+    /// Bytes forwarded that the guest has not read yet, in order; `None`
+    /// once the receive path can legitimately lose or add bytes (overrun
+    /// forced by the harness, loopback).
+    rx: Option<VecDeque<u8>>,
+    uart_line: bool,
+    actlr: [u32; MAX_VCPUS],
+}
+
+fn r0(value: i32) -> Action {
+    Action::SetReg { reg: GuestReg::Gpr(0), value: value as u32 }
+}
+
+impl Harness {
+    fn vcpus(&self) -> u8 {
+        self.config.vcpus
+    }
+
+    fn running(&self) -> Vec<u8> {
+        (0..self.vcpus()).filter(|&v| self.power[usize::from(v)] == PowerState::On).collect()
+    }
+
+    fn pending(&self) -> Vec<u8> {
+        (0..self.vcpus()).filter(|&v| self.power[usize::from(v)] == PowerState::OnPending).collect()
+    }
+
+    fn resync(&mut self, server: &VcpuServer) {
+        for v in 0..self.vcpus() {
+            self.power[usize::from(v)] = server.psci().power(VcpuId(v)).expect("the VM has this vCPU");
+            self.actlr[usize::from(v)] = server.cp15().actlr(VcpuId(v)).expect("the VM has this vCPU");
+        }
+    }
+
+    fn entry_valid(&self, entry: u32) -> bool {
+        let (addr, len) = if entry & 1 != 0 { (entry & !1, 2) } else { (entry, 4) };
+        (entry & 1 != 0 || entry & 3 == 0) && self.config.ram.contains_ipa(u64::from(addr), len)
+    }
+
+    /// DEN 0022D: what a call from running vCPU `caller` must return, and the
+    /// power-state change it makes.
+    fn psci(&mut self, caller: VcpuId, imm: u16, args: [u32; 4]) -> Vec<Action> {
+        let [function, a1, a2, a3] = args;
+        let answer = |code: i32| vec![r0(code), Action::AdvancePc];
+        if imm != 0 {
+            return answer(ret::NOT_SUPPORTED);
+        }
+        let target = |mpidr: u32| (mpidr < u32::from(self.vcpus())).then_some(mpidr as usize);
+        match function {
+            fid::SMCCC_VERSION => answer(0x0001_0001),
+            fid::SMCCC_ARCH_FEATURES => answer(if [fid::SMCCC_VERSION, fid::SMCCC_ARCH_FEATURES].contains(&a1) {
+                0
+            } else {
+                ret::NOT_SUPPORTED
+            }),
+            fid::PSCI_VERSION => answer(0x0001_0000),
+            fid::PSCI_FEATURES => {
+                let implemented = [
+                    fid::PSCI_VERSION,
+                    fid::CPU_SUSPEND,
+                    fid::CPU_OFF,
+                    fid::CPU_ON,
+                    fid::AFFINITY_INFO,
+                    fid::MIGRATE_INFO_TYPE,
+                    fid::SYSTEM_OFF,
+                    fid::SYSTEM_RESET,
+                    fid::PSCI_FEATURES,
+                    fid::SMCCC_VERSION,
+                ];
+                answer(if implemented.contains(&a1) { 0 } else { ret::NOT_SUPPORTED })
+            }
+            fid::CPU_SUSPEND if a1 & 0xFCFE_0000 != 0 => answer(ret::INVALID_PARAMETERS),
+            fid::CPU_SUSPEND => {
+                let mut a = answer(ret::SUCCESS);
+                a.push(Action::Send(Message::Vgic(VgicRequest::Idle { vcpu: caller, status: LrStatus::default() })));
+                a
+            }
+            fid::CPU_OFF => {
+                self.power[caller.index()] = PowerState::Off;
+                vec![Action::PowerOff]
+            }
+            fid::CPU_ON => match target(a1) {
+                None => answer(ret::INVALID_PARAMETERS),
+                Some(t) if t == caller.index() => answer(ret::ALREADY_ON),
+                Some(t) => match self.power[t] {
+                    PowerState::On => answer(ret::ALREADY_ON),
+                    PowerState::OnPending => answer(ret::ON_PENDING),
+                    PowerState::Off if !self.entry_valid(a2) => answer(ret::INVALID_ADDRESS),
+                    PowerState::Off => {
+                        self.power[t] = PowerState::OnPending;
+                        let mut a = answer(ret::SUCCESS);
+                        a.push(Action::PowerOn { vcpu: VcpuId(t as u8), entry: a2, context_id: a3 });
+                        a
+                    }
+                },
+            },
+            fid::AFFINITY_INFO => match (target(a1), a2) {
+                (Some(t), 0) => answer(match self.power[t] {
+                    PowerState::On => 0,
+                    PowerState::Off => 1,
+                    PowerState::OnPending => 2,
+                }),
+                _ => answer(ret::INVALID_PARAMETERS),
+            },
+            fid::MIGRATE_INFO_TYPE => answer(2),
+            fid::SYSTEM_OFF | fid::SYSTEM_RESET => {
+                let mut a = answer(ret::INTERNAL_FAILURE);
+                let reason = if function == fid::SYSTEM_OFF { ShutdownReason::PowerOff } else { ShutdownReason::Reset };
+                a.push(Action::Shutdown(reason));
+                a
+            }
+            _ => answer(ret::NOT_SUPPORTED),
+        }
+    }
+
+    /// Console effects in a reply: output, line changes, room reports.
+    fn console_effects(&mut self, reply: &Reply, written: Option<u8>) {
+        let mut output = Vec::new();
+        for action in &reply.actions {
+            match action {
+                Action::ConsoleWrite { bytes } => output.extend_from_slice(bytes),
+                Action::ConsoleReady { room } => {
+                    assert!(*room <= RX_FIFO, "room {room} beyond the receive FIFO");
+                    self.console_budget = *room;
+                }
+                Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target, hw })) => {
+                    assert_eq!(intid.0, self.config.uart_intid, "a line other than the UART's");
+                    assert_eq!((*target, *hw), (None, None), "the UART's SPI is neither private nor hardware");
+                    assert_ne!(*level, self.uart_line, "SetLine without a change of level");
+                    self.uart_line = *level;
+                }
+                _ => {}
+            }
+        }
+        match written {
+            Some(byte) if self.rx.is_some() => assert_eq!(output, [byte], "UARTDR write did not reach the console"),
+            Some(_) => assert!(output.len() <= 1),
+            None => assert!(output.is_empty(), "console output without a UARTDR write: {reply:?}"),
+        }
+    }
+}
+
+fn trap(vcpu: VcpuId, trap: Trap) -> VcpuRequest {
+    VcpuRequest::Trap(TrapMsg { vcpu, trap, pc: 0x4000_1000, cpsr: 0x1d3 })
+}
+
+/// What a running guest's trap must get, for the traps whose answer does
+/// not depend on the server's state. `None`: see the other checks.
+fn fixed_answer(vcpu: VcpuId, t: &Trap) -> Option<Result<Vec<Action>, ServerError>> {
+    Some(Ok(match *t {
+        Trap::DataAbortNoSyndrome { far, .. } => vec![Action::InjectDataAbort { far }],
+        Trap::PrefetchAbort { far, .. } => vec![Action::InjectPrefetchAbort { far }],
+        Trap::Unknown { .. } | Trap::Cp15Wide(_) => vec![Action::InjectUndef],
+        Trap::Wfe => vec![Action::AdvancePc],
+        Trap::Wfi => vec![
+            Action::AdvancePc,
+            Action::Send(Message::Vgic(VgicRequest::Idle { vcpu, status: LrStatus::default() })),
+        ],
+        Trap::Irq { .. } | Trap::HypTimer => return Some(Err(ServerError::Unexpected)),
+        _ => return None,
+    }))
+}
+
+fn pick(list: &[u8], n: u8) -> Option<VcpuId> {
+    (!list.is_empty()).then(|| VcpuId(list[usize::from(n) % list.len()]))
+}
+
+/// What the harness expects of one reply.
+enum Expect {
+    /// Exactly this.
+    Exact(Result<Vec<Action>, ServerError>),
+    /// A PL011 access from a running vCPU, checked in detail.
+    Uart(MmioAccess),
+    /// Only what holds for any input.
+    Any,
+}
+
+const SIZES: [AccessSize; 4] = [AccessSize::Byte, AccessSize::Half, AccessSize::Word, AccessSize::Double];
+
+impl Harness {
+    fn in_uart(&self, a: &MmioAccess) -> bool {
+        self.config.uart.contains(a.ipa)
+    }
+
+    /// The expectation for a trap from running vCPU `caller`.
+    fn trap(&mut self, caller: VcpuId, t: &Trap) -> Expect {
+        match *t {
+            Trap::Hvc { imm, args } => Expect::Exact(Ok(self.psci(caller, imm, args))),
+            Trap::Smc { args } => Expect::Exact(Ok(self.psci(caller, 0, args))),
+            Trap::Mmio(a) if self.in_uart(&a) => Expect::Uart(a),
+            Trap::Mmio(a) => Expect::Exact(Ok(vec![Action::InjectDataAbort { far: a.far }])),
+            Trap::Cp15(a) => Expect::Exact(Ok(self.cp15(caller, &a))),
+            _ => Expect::Exact(fixed_answer(caller, t).expect("every other trap has a fixed answer")),
+        }
+    }
+
+    /// Trapped CP15 (DDI 0406C B4.1.4 ACTLR, B4.2.1 set/way operations): the
+    /// server emulates ACTLR (only SMP writable) and turns set/way
+    /// operations into a whole-cache clean and invalidate.
+    fn cp15(&mut self, caller: VcpuId, a: &Cp15Access) -> Vec<Action> {
+        const SMP: u32 = 1 << 6;
+        if a.rt > check::MAX_GPR {
+            return vec![Action::InjectUndef];
+        }
+        let actlr = &mut self.actlr[caller.index()];
+        match ((a.opc1, a.crn, a.crm, a.opc2), a.write) {
+            ((0, 1, 0, 1), false) => {
+                vec![Action::SetReg { reg: GuestReg::Gpr(a.rt), value: *actlr }, Action::AdvancePc]
+            }
+            ((0, 1, 0, 1), true) => {
+                *actlr = (*actlr & !SMP) | (a.value & SMP);
+                vec![Action::AdvancePc]
+            }
+            ((0, 7, 6 | 10 | 14, 2), true) => vec![Action::CleanInvalidateDcache, Action::AdvancePc],
+            _ => vec![Action::InjectUndef],
+        }
+    }
+
+    /// The PL011 access checks (DDI 0183 and the bus contract of
+    /// `vcpu_server::mmio`: any width but 64 bits, aligned, inside the
+    /// block; loads into R0-R14).
+    fn uart(&mut self, a: &MmioAccess, reply: &Reply) {
+        let bytes = u64::from(a.size.bytes());
+        let end = self.config.uart.base + self.config.uart.size;
+        let refused = a.size == AccessSize::Double
+            || (!a.write && a.rt > check::MAX_GPR)
+            || !a.ipa.is_multiple_of(bytes)
+            || a.ipa + bytes > end;
+        if refused {
+            assert_eq!(reply.actions.as_slice(), [Action::InjectDataAbort { far: a.far }], "{a:?}");
+            return;
+        }
+        let (last, effects) = reply.actions.split_last().expect("an access gets an answer");
+        assert_eq!(*last, Action::AdvancePc, "{a:?}: {reply:?}");
+        let offset = a.ipa - self.config.uart.base;
+        let shift = (offset % 4) * 8;
+        let register = offset - offset % 4;
+        let mut written = None;
+        let effects = if a.write {
+            if register == UARTDR && shift == 0 {
+                written = Some(a.value as u8);
+            }
+            if register == UARTCR && ((a.value & a.size.mask()) << shift) & CR_LBE != 0 {
+                // Loopback: the console input is disconnected and
+                // transmitted characters are received instead.
+                self.rx = None;
+            }
+            effects
+        } else {
+            let (set, effects) = effects.split_last().expect("a load sets its register");
+            let Action::SetReg { reg: GuestReg::Gpr(rt), value } = *set else { panic!("{a:?}: {reply:?}") };
+            assert_eq!(rt, a.rt);
+            assert!(check::load_value_fits(value, a.size, a.sign_extend), "{a:?} loaded {value:#x}");
+            let word = (u64::from(value) & a.size.mask()) << shift;
+            let lanes = a.size.mask() << shift;
+            if let Some(rx) = &mut self.rx {
+                if register == UARTDR {
+                    // Any read of UARTDR takes the oldest character.
+                    let expected = rx.pop_front();
+                    if lanes & 0xff != 0 {
+                        assert_eq!(word & 0xff, u64::from(expected.unwrap_or(0)), "received out of order");
+                    }
+                    assert_eq!(word & u64::from(DR_OE), 0, "overrun flagged though input kept within the room");
+                }
+                if register == UARTRSR {
+                    assert_eq!(word & u64::from(RSR_OE), 0, "overrun flagged though input kept within the room");
+                }
+            }
+            effects
+        };
+        for e in effects {
+            assert!(
+                matches!(e, Action::ConsoleWrite { .. } | Action::ConsoleReady { .. } | Action::Send(_)),
+                "{a:?}: unexpected {e:?}"
+            );
+        }
+        self.console_effects(reply, written);
+    }
+}
+
+fn uart_access(
+    config: &VmConfig,
+    offset: u16,
+    size: u8,
+    write: bool,
+    value: u32,
+    rt: u8,
+    sign_extend: bool,
+) -> MmioAccess {
+    // Mostly a PL011 register (DDI 0183 Table 3-1) and a byte lane of it,
+    // sometimes anywhere in (or just past) the block.
+    const REGS: [u16; 15] =
+        [0x000, 0x004, 0x018, 0x020, 0x024, 0x028, 0x02C, 0x030, 0x034, 0x038, 0x03C, 0x040, 0x044, 0x048, 0xFE0];
+    let size = SIZES[usize::from(size % 4)];
+    let offset = match REGS.get(usize::from(offset >> 12) % 16) {
+        Some(reg) => reg + (offset & 3) + if *reg == 0xFE0 { offset & 0x1c } else { 0 },
+        None => offset % 0x1008,
+    };
+    let ipa = config.uart.base + u64::from(offset);
+    MmioAccess {
+        ipa,
+        far: 0xF000_0000 | (ipa as u32 & 0xFFFF),
+        size,
+        write,
+        value: if write { u64::from(value) & size.mask() } else { 0 },
+        rt: rt % 16,
+        sign_extend: !write && sign_extend,
+    }
+}
+
+fn psci_args(h: &Harness, function: u8, target: u8, high_bits: u32, entry: u32, args: [u32; 3]) -> [u32; 4] {
+    let n = u32::from(h.vcpus());
+    let function = match function % 16 {
+        i @ 0..13 => fid::ALL[usize::from(i)],
+        13 => fid::ALL[usize::from(target) % 13] | 1 << 30, // the SMC64 twin
+        14 => fid::CPU_ON | high_bits << 16,
+        _ => high_bits,
+    };
+    let a1 = match function {
+        fid::CPU_ON | fid::AFFINITY_INFO if high_bits.is_multiple_of(4) => {
+            (u32::from(target) % (n + 1)) | (high_bits & !0xff)
+        }
+        fid::CPU_ON | fid::AFFINITY_INFO => u32::from(target) % (n + 1),
+        fid::PSCI_FEATURES | fid::SMCCC_ARCH_FEATURES if high_bits.is_multiple_of(2) => {
+            fid::ALL[usize::from(target) % 13]
+        }
+        _ => args[0],
+    };
+    let ram = h.config.ram;
+    let a2 = match function {
+        fid::CPU_ON if entry >> 31 == 0 => (ram.ipa + u64::from(entry) % ram.size) as u32,
+        fid::AFFINITY_INFO if args[1].is_multiple_of(2) => 0,
+        _ => entry,
+    };
+    [function, a1, a2, args[2]]
+}
+
+fn run(input: &Input) {
+    splitvisor_fuzz::logsink::init();
+    let config = input.config.build_or_default();
+    let vcpus = config.vcpus;
+    let mut server = VcpuServer::new(&config);
+    let mut shadow = server.clone();
+    let mut h = Harness {
+        config: config.clone(),
+        power: [PowerState::Off; MAX_VCPUS],
+        console_budget: 0,
+        rx: Some(VecDeque::new()),
+        uart_line: false,
+        actlr: [0; MAX_VCPUS],
+    };
+    h.power[0] = PowerState::OnPending;
+    let actlr_reset = if vcpus > 1 { 1 << 6 } else { 0 };
+    assert_eq!(
+        h.power[..usize::from(vcpus)],
+        (0..vcpus).map(|v| server.psci().power(VcpuId(v)).unwrap()).collect::<Vec<_>>()[..]
+    );
+
+    // The monitor starts vCPU 0 first; its console driver sets the UART up.
+    let mut boot = vec![Op::Start { pick: 0 }];
+    // A word write to register `REGS[index]` of `uart_access`.
+    let uart_write = |index: u16, value: u32| Op::Uart {
+        caller: 0,
+        offset: index << 12,
+        size: 2,
+        write: true,
+        value,
+        rt: 0,
+        sign_extend: false,
+    };
+    if input.fifo {
+        boot.push(uart_write(6, 0x70)); // UARTLCR_H: FEN, 8-bit words
+    }
+    if let Some(mask) = input.imsc {
+        boot.push(uart_write(9, u32::from(mask) << 4)); // UARTIMSC
+    }
+    for op in boot.iter().chain(input.ops.iter().take(200)) {
+        let mut faithful = true;
+        let mut answering = Answering::Trap;
+        let (request, expect) = match op {
+            Op::Start { pick: n } => {
+                let Some(v) = pick(&h.pending(), *n) else { continue };
+                h.power[v.index()] = PowerState::On;
+                h.actlr[v.index()] = actlr_reset;
+                answering = Answering::NotATrap;
+                (VcpuRequest::Start { vcpu: v }, Expect::Any)
+            }
+            Op::Psci { caller, smc, imm, function, target, high_bits, entry, args } => {
+                let Some(c) = pick(&h.running(), *caller) else { continue };
+                let args = psci_args(&h, *function, *target, *high_bits, *entry, *args);
+                let t = if *smc {
+                    Trap::Smc { args }
+                } else {
+                    Trap::Hvc { imm: if imm % 8 == 0 { *imm } else { 0 }, args }
+                };
+                let e = h.trap(c, &t);
+                (trap(c, t), e)
+            }
+            Op::Uart { caller, offset, size, write, value, rt, sign_extend } => {
+                let Some(c) = pick(&h.running(), *caller) else { continue };
+                let a = uart_access(&config, *offset, *size, *write, *value, *rt, *sign_extend);
+                (trap(c, Trap::Mmio(a)), Expect::Uart(a))
+            }
+            Op::Mmio { caller, access } => {
+                let Some(c) = pick(&h.running(), *caller) else { continue };
+                let mut a = *access;
+                a.rt %= 16;
+                a.value &= a.size.mask();
+                if !a.write {
+                    a.value = 0;
+                }
+                let e = h.trap(c, &Trap::Mmio(a));
+                (trap(c, Trap::Mmio(a)), e)
+            }
+            Op::Cp15 { caller, which, write, value, rt } => {
+                let Some(c) = pick(&h.running(), *caller) else { continue };
+                let (opc1, crn, crm, opc2) =
+                    [(0, 1, 0, 1), (0, 7, 6, 2), (0, 7, 10, 2), (0, 7, 14, 2)][usize::from(which % 4)];
+                let a = Cp15Access {
+                    opc1,
+                    crn,
+                    crm,
+                    opc2,
+                    write: *write,
+                    rt: rt % 16,
+                    value: if *write { *value } else { 0 },
+                };
+                let e = h.trap(c, &Trap::Cp15(a));
+                (trap(c, Trap::Cp15(a)), e)
+            }
+            Op::Trap { caller, trap: t } => {
+                let Some(c) = pick(&h.running(), *caller) else { continue };
+                let mut t = *t;
+                // The monitor's decoder never produces these out of range.
+                match &mut t {
+                    Trap::Mmio(a) => {
+                        a.rt %= 16;
+                        a.value &= a.size.mask();
+                        if !a.write {
+                            a.value = 0;
+                        }
+                    }
+                    Trap::Cp15(a) => a.rt %= 16,
+                    _ => {}
+                }
+                let e = h.trap(c, &t);
+                (trap(c, t), e)
+            }
+            Op::Console { bytes, beyond_room } => {
+                answering = Answering::NotATrap;
+                let take = if *beyond_room { bytes.len() } else { bytes.len().min(usize::from(h.console_budget)) };
+                let take = take.min(MAX_INPUT_BYTES);
+                let mut v = heapless::Vec::<u8, MAX_INPUT_BYTES>::new();
+                v.extend_from_slice(&bytes[..take]).expect("within capacity");
+                if take > usize::from(h.console_budget) {
+                    h.rx = None;
+                }
+                h.console_budget = h.console_budget.saturating_sub(take as u8);
+                if let Some(rx) = &mut h.rx {
+                    rx.extend(&bytes[..take]);
+                }
+                (VcpuRequest::ConsoleInput { bytes: v }, Expect::Any)
+            }
+            Op::Raw(r) => {
+                faithful = false;
+                // The receive path may now see anything.
+                h.rx = None;
+                if !matches!(r, VcpuRequest::Trap(_)) {
+                    answering = Answering::NotATrap;
+                }
+                (r.clone(), Expect::Any)
+            }
+        };
+
+        let before = server.clone();
+        let got = server.handle(request.clone());
+        assert_eq!(shadow.handle(request.clone()), got, "a restored copy answers differently");
+        assert_eq!(shadow, server, "a restored copy ends in another state");
+        assert_ne!(got, Err(ServerError::ReplyFull), "a reply overflowed: {request:?}");
+        match &got {
+            Ok(reply) => check::reply_shape(ServerId::Vcpu, reply, vcpus, answering),
+            Err(_) => assert_eq!(server, before, "a refused request changed the state: {request:?}"),
+        }
+
+        match (expect, &got) {
+            (Expect::Exact(e), _) => {
+                let got = got.as_ref().map(|r| r.actions.to_vec()).map_err(|e| *e);
+                assert_eq!(got, e, "{request:?}");
+            }
+            (Expect::Uart(a), Ok(reply)) => h.uart(&a, reply),
+            (Expect::Uart(a), Err(e)) => panic!("{a:?} refused: {e:?}"),
+            (Expect::Any, Ok(reply)) => {
+                if let VcpuRequest::Start { .. } = request {
+                    let policy = match reply.actions.first() {
+                        Some(Action::ConfigureTraps(p)) => *p,
+                        other => panic!("Start answered {other:?}"),
+                    };
+                    // What the other servers rely on: PSCI over SMC, ACTLR and
+                    // set/way emulation, the emulated physical timer, idling.
+                    assert!(policy.smc && policy.actlr && policy.set_way && policy.phys_timer && policy.wfi);
+                    assert!(
+                        matches!(reply.actions.as_slice(), [_, Action::ConsoleReady { .. }]),
+                        "Start answered {reply:?}"
+                    );
+                }
+                if faithful {
+                    h.console_effects(reply, None);
+                } else {
+                    lenient_console(&mut h, reply);
+                }
+            }
+            (Expect::Any, Err(e)) => assert!(
+                matches!(e, ServerError::NoSuchVcpu(_) | ServerError::Unexpected) && !faithful,
+                "{request:?} refused: {e:?}"
+            ),
+        }
+
+        if faithful {
+            for v in 0..vcpus {
+                assert_eq!(
+                    server.psci().power(VcpuId(v)),
+                    Some(h.power[usize::from(v)]),
+                    "vCPU {v}'s power state differs from the PSCI history"
+                );
+            }
+        } else {
+            h.resync(&server);
+        }
+        shadow = check::round_trip(&server);
+    }
+}
+
+/// Track the line and the room from a reply the harness cannot predict.
+fn lenient_console(h: &mut Harness, reply: &Reply) {
+    for action in &reply.actions {
+        match action {
+            Action::ConsoleReady { room } => {
+                assert!(*room <= RX_FIFO);
+                h.console_budget = *room;
+            }
+            Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, .. }))
+                if intid.0 == h.config.uart_intid =>
+            {
+                assert_ne!(*level, h.uart_line, "SetLine without a change of level");
+                h.uart_line = *level;
+            }
+            _ => {}
+        }
+    }
+}
+
+fuzz_target!(|input: Input| run(&input));
