@@ -129,15 +129,22 @@ fn check_kernel(bytes: &[u8], ram: Span, kernel: &images::Kernel) {
     }
 }
 
-/// An ELF segment's bytes are the file's bytes at its offset.
+/// An ELF segment's bytes are the file's bytes at its offset (the program
+/// headers read from the header's e_phoff, e_phentsize and e_phnum).
 fn check_elf_data(bytes: &[u8], kernel: &images::Kernel) {
-    let phnum = usize::from(u16::from_le_bytes([bytes[44], bytes[45]]));
+    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u32_at(28), u16_at(42), u16_at(44)) else {
+        panic!("a loaded ELF has a whole header");
+    };
     for s in &kernel.segments {
-        let from_file = (0..phnum).any(|i| {
-            let at = EHDR + i * PHDR;
-            let word = |k: usize| u32::from_le_bytes(bytes[at + 4 * k..at + 4 * k + 4].try_into().expect("4 bytes"));
-            let (offset, paddr, filesz) = (word(1) as usize, u64::from(word(3)), word(4) as usize);
-            paddr == s.ipa && bytes.get(offset..offset + filesz) == Some(&s.data[..])
+        let from_file = (0..usize::from(phnum)).any(|i| {
+            let at = phoff as usize + i * usize::from(phentsize);
+            let (Some(offset), Some(paddr), Some(filesz)) = (u32_at(at + 4), u32_at(at + 12), u32_at(at + 16)) else {
+                return false;
+            };
+            u64::from(paddr) == s.ipa
+                && bytes.get(offset as usize..offset as usize + filesz as usize) == Some(&s.data[..])
         });
         assert!(from_file, "segment at {:#x} does not hold its file bytes", s.ipa);
     }
