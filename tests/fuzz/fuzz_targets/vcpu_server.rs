@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use ipc::msg::{LrStatus, MAX_INPUT_BYTES};
 use ipc::{
     AccessSize, Action, Cp15Access, GuestReg, Message, MmioAccess, Reply, Server, ServerError, ServerId,
@@ -35,6 +35,7 @@ use ipc::{
 use libfuzzer_sys::fuzz_target;
 use splitvisor_fuzz::check::{self, Answering};
 use splitvisor_fuzz::config::FuzzConfig;
+use splitvisor_fuzz::trace_seed;
 use vcpu_server::psci::PowerState;
 use vcpu_server::VcpuServer;
 
@@ -90,7 +91,7 @@ const DR_OE: u32 = 1 << 11;
 const RSR_OE: u32 = 1 << 3;
 const RX_FIFO: u8 = 16;
 
-#[derive(Debug, Arbitrary)]
+#[derive(Clone, Debug, Arbitrary)]
 enum Op {
     /// The monitor starts a vCPU a PowerOn named.
     Start { pick: u8 },
@@ -460,9 +461,10 @@ fn psci_args(h: &Harness, function: u8, target: u8, high_bits: u32, entry: u32, 
     [function, a1, a2, args[2]]
 }
 
-fn run(input: &Input) {
+/// Run `boot` and then `ops` against a server built from `config`.
+fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
     splitvisor_fuzz::logsink::init();
-    let config = input.config.build_or_default();
+    let config = config.clone();
     let vcpus = config.vcpus;
     let mut server = VcpuServer::new(&config);
     let mut shadow = server.clone();
@@ -481,25 +483,7 @@ fn run(input: &Input) {
         (0..vcpus).map(|v| server.psci().power(VcpuId(v)).unwrap()).collect::<Vec<_>>()[..]
     );
 
-    // The monitor starts vCPU 0 first; its console driver sets the UART up.
-    let mut boot = vec![Op::Start { pick: 0 }];
-    // A word write to register `REGS[index]` of `uart_access`.
-    let uart_write = |index: u16, value: u32| Op::Uart {
-        caller: 0,
-        offset: index << 12,
-        size: 2,
-        write: true,
-        value,
-        rt: 0,
-        sign_extend: false,
-    };
-    if input.fifo {
-        boot.push(uart_write(6, 0x70)); // UARTLCR_H: FEN, 8-bit words
-    }
-    if let Some(mask) = input.imsc {
-        boot.push(uart_write(9, u32::from(mask) << 4)); // UARTIMSC
-    }
-    for op in boot.iter().chain(input.ops.iter().take(200)) {
+    for op in boot.iter().chain(ops) {
         let mut faithful = true;
         let mut answering = Answering::Trap;
         let (request, expect) = match op {
@@ -655,6 +639,29 @@ fn run(input: &Input) {
     }
 }
 
+/// What the monitor and the guest do first: vCPU 0 is started, its console
+/// driver sets the UART up.
+fn boot(input: &Input) -> Vec<Op> {
+    let mut boot = vec![Op::Start { pick: 0 }];
+    // A word write to register `REGS[index]` of `uart_access`.
+    let uart_write = |index: u16, value: u32| Op::Uart {
+        caller: 0,
+        offset: index << 12,
+        size: 2,
+        write: true,
+        value,
+        rt: 0,
+        sign_extend: false,
+    };
+    if input.fifo {
+        boot.push(uart_write(6, 0x70)); // UARTLCR_H: FEN, 8-bit words
+    }
+    if let Some(mask) = input.imsc {
+        boot.push(uart_write(9, u32::from(mask) << 4)); // UARTIMSC
+    }
+    boot
+}
+
 /// Track the line and the room from a reply the harness cannot predict.
 fn lenient_console(h: &mut Harness, reply: &Reply) {
     for action in &reply.actions {
@@ -674,4 +681,14 @@ fn lenient_console(h: &mut Harness, reply: &Reply) {
     }
 }
 
-fuzz_target!(|input: Input| run(&input));
+/// Requests from a trace seed, at most.
+const MAX_TRACE_REQUESTS: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    if let Some((config, requests)) = trace_seed::decode::<VcpuRequest>(data) {
+        let ops: Vec<Op> = requests.into_iter().take(MAX_TRACE_REQUESTS).map(Op::Raw).collect();
+        run(&config, &[], &ops);
+    } else if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
+        run(&input.config.build_or_default(), &boot(&input), &input.ops[..input.ops.len().min(200)]);
+    }
+});

@@ -42,13 +42,14 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use ipc::{AccessSize, Action, IntId, MmioAccess, Reply, Server, ServerError, ServerId, VcpuId, VgicRequest, VmConfig};
 use libfuzzer_sys::fuzz_target;
 use splitvisor_fuzz::check::{self, Answering};
 use splitvisor_fuzz::config::FuzzConfig;
 use splitvisor_fuzz::gicd_ref::FuzzAccess;
 use splitvisor_fuzz::gich::{lr, Gich, LRS};
+use splitvisor_fuzz::trace_seed;
 use vgic_server::regs;
 use vgic_server::VgicServer;
 
@@ -442,9 +443,11 @@ fn pick(list: &[u8], n: u8) -> Option<u8> {
     (!list.is_empty()).then(|| list[usize::from(n) % list.len()])
 }
 
-fn run(input: &Input) {
+/// Run `ops` against a server built from `config`, after the usual boot and
+/// `setup` (none for a trace, which has its own).
+fn run(config: &VmConfig, setup: Option<&Setup>, ops: &[Op]) {
     splitvisor_fuzz::logsink::init();
-    let config = input.config.build_or_default();
+    let config = config.clone();
     let n = config.vcpus;
     let lines = (32 + u32::from(config.spis)).div_ceil(32) * 32;
     let mut server = VgicServer::new(&config);
@@ -460,46 +463,47 @@ fn run(input: &Input) {
         phys_active: HashSet::new(),
         kicks: VecDeque::new(),
     };
-    // The monitor starts vCPU 0 (4 list registers, as QEMU's GICH_VTR
-    // says), the guest sets up its distributor.
-    let _ = h.send(&mut server, &mut shadow, VgicRequest::Start { vcpu: VcpuId(0), list_registers: 4 });
-    let setup = &input.setup;
-    if setup.start_all {
-        for v in 1..n {
-            let _ = h.send(&mut server, &mut shadow, VgicRequest::Start { vcpu: VcpuId(v), list_registers: 4 });
-        }
-    }
-    let word = |offset: u64, value: u32| MmioAccess {
-        ipa: config.gicd.base + offset,
-        far: 0xE000_0000 | offset as u32,
-        size: AccessSize::Word,
-        write: true,
-        value: u64::from(value),
-        rt: 0,
-        sign_extend: false,
-    };
-    let mut writes = Vec::new();
-    for v in h.started() {
-        for bank in 0..lines as u64 / 32 {
-            if setup.group1_all && (bank == 0 || v == 0) {
-                writes.push((v, word(0x080 + 4 * bank, u32::MAX)));
-            }
-            if setup.enable_all && (bank == 0 || v == 0) {
-                writes.push((v, word(0x100 + 4 * bank, u32::MAX)));
+    if let Some(setup) = setup {
+        // The monitor starts vCPU 0 (4 list registers, as QEMU's GICH_VTR
+        // says), the guest sets up its distributor.
+        let _ = h.send(&mut server, &mut shadow, VgicRequest::Start { vcpu: VcpuId(0), list_registers: 4 });
+        if setup.start_all {
+            for v in 1..n {
+                let _ = h.send(&mut server, &mut shadow, VgicRequest::Start { vcpu: VcpuId(v), list_registers: 4 });
             }
         }
-    }
-    if setup.enable_groups {
-        writes.push((0, word(0x000, 0b11)));
-    }
-    for (v, access) in writes {
-        let status = h.gich[usize::from(v)].as_ref().map(Gich::status);
-        let _ = h.send(&mut server, &mut shadow, VgicRequest::Mmio { vcpu: VcpuId(v), access, status });
+        let word = |offset: u64, value: u32| MmioAccess {
+            ipa: config.gicd.base + offset,
+            far: 0xE000_0000 | offset as u32,
+            size: AccessSize::Word,
+            write: true,
+            value: u64::from(value),
+            rt: 0,
+            sign_extend: false,
+        };
+        let mut writes = Vec::new();
+        for v in h.started() {
+            for bank in 0..lines as u64 / 32 {
+                if setup.group1_all && (bank == 0 || v == 0) {
+                    writes.push((v, word(0x080 + 4 * bank, u32::MAX)));
+                }
+                if setup.enable_all && (bank == 0 || v == 0) {
+                    writes.push((v, word(0x100 + 4 * bank, u32::MAX)));
+                }
+            }
+        }
+        if setup.enable_groups {
+            writes.push((0, word(0x000, 0b11)));
+        }
+        for (v, access) in writes {
+            let status = h.gich[usize::from(v)].as_ref().map(Gich::status);
+            let _ = h.send(&mut server, &mut shadow, VgicRequest::Mmio { vcpu: VcpuId(v), access, status });
+        }
     }
     h.settle(&mut server, &mut shadow);
     assert_eq!(shadow, server);
     shadow = check::round_trip(&server);
-    for op in input.ops.iter().take(200) {
+    for op in ops {
         match *op {
             Op::Start { vcpu, list_registers } => {
                 let v = VcpuId(vcpu % n);
@@ -595,4 +599,14 @@ fn run(input: &Input) {
     }
 }
 
-fuzz_target!(|input: Input| run(&input));
+/// Requests from a trace seed, at most.
+const MAX_TRACE_REQUESTS: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    if let Some((config, requests)) = trace_seed::decode::<VgicRequest>(data) {
+        let ops: Vec<Op> = requests.into_iter().take(MAX_TRACE_REQUESTS).map(Op::Raw).collect();
+        run(&config, None, &ops);
+    } else if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
+        run(&input.config.build_or_default(), Some(&input.setup), &input.ops[..input.ops.len().min(200)]);
+    }
+});

@@ -19,7 +19,7 @@
 //! Hyp timer is armed exactly when the output can rise by itself.
 #![no_main]
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use ipc::msg::TimerKind;
 use ipc::{
     Action, Cp15Access, Cp15WideAccess, GuestReg, Message, Reply, Server, ServerError, ServerId, TimerIntids, VcpuId,
@@ -28,6 +28,7 @@ use ipc::{
 use libfuzzer_sys::fuzz_target;
 use splitvisor_fuzz::check::{self, Answering};
 use splitvisor_fuzz::config::FuzzConfig;
+use splitvisor_fuzz::trace_seed;
 use vtimer_server::VtimerServer;
 
 /// CNTP_CTL bits (B4.1.26).
@@ -299,14 +300,14 @@ fn request(op: &Op, vcpus: u8, now: u64) -> VtimerRequest {
     }
 }
 
-fuzz_target!(|input: Input| {
+/// Run `steps` against a server built from `config`, the counter starting
+/// at `start_count`.
+fn run(config: &VmConfig, start_count: u64, steps: &[(Op, Time)]) {
     splitvisor_fuzz::logsink::init();
-    let config = input.config.build_or_default();
-    let mut server = VtimerServer::new(&config);
-    let mut model = Model::new(&config);
-    let mut clock = input.start_count;
+    let mut server = VtimerServer::new(config);
+    let mut model = Model::new(config);
+    let mut clock = start_count;
     let mut monotonic = true;
-    let steps = &input.steps[..input.steps.len().min(256)];
     for (i, (op, time)) in steps.iter().enumerate() {
         let now = match *time {
             Time::Tick(d) => clock.saturating_add(u64::from(d)),
@@ -369,5 +370,19 @@ fuzz_target!(|input: Input| {
             assert_eq!(restored.handle(probe.clone()), original.handle(probe));
             assert_eq!(restored, original);
         }
+    }
+}
+
+/// Requests from a trace seed, at most.
+const MAX_TRACE_REQUESTS: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    if let Some((config, requests)) = trace_seed::decode::<VtimerRequest>(data) {
+        // A recorded request carries its own count.
+        let steps: Vec<(Op, Time)> =
+            requests.into_iter().take(MAX_TRACE_REQUESTS).map(|r| (Op::Raw(r), Time::Tick(0))).collect();
+        run(&config, 0, &steps);
+    } else if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
+        run(&input.config.build_or_default(), input.start_count, &input.steps[..input.steps.len().min(256)]);
     }
 });
