@@ -90,18 +90,10 @@ impl FuzzConfig {
 /// input is wasted.
 pub fn qemu_virt(vcpus: u8) -> VmConfig {
     let config = VmConfig {
-        vcpus: 1 + vcpus % MAX_VCPUS as u8,
         ram: MemWindow { ipa: 0x4000_0000, pa: 0x4000_0000, size: 128 << 20 },
         entry: 0x4001_0000,
-        boot_regs: [0, 0xffff_ffff, 0x4800_0000],
-        gicd: DeviceRegion { base: 0x0800_0000, size: 0x1_0000 },
-        gicc: DeviceRegion { base: 0x0801_0000, size: 0x1_0000 },
-        uart: DeviceRegion { base: 0x0900_0000, size: 0x1000 },
-        uart_intid: 33,
         spis: 256,
-        log_level: 3,
-        trace: false,
-        timer: TimerIntids::ARCHITECTED,
+        ..VmConfig::example(1 + vcpus % MAX_VCPUS as u8)
     };
     debug_assert_eq!(config.validate(), Ok(()));
     config
