@@ -22,6 +22,9 @@ pub struct PhysIrqs {
     pub maintenance: u16,
     /// The SGI the monitor sends to kick another CPU.
     pub kick: u16,
+    /// The SGI that woke a CPU sleeping on a lock: it only ends a WFI, and
+    /// one still pending on the way back to the guest is dropped here.
+    pub wake: u16,
     /// The virtual timer's PPI (it stays active while the guest handles
     /// the virtual interrupt it stands for; it is deactivated when the vGIC
     /// server asks, with `DeactivatePhysical`, never by the router).
@@ -169,6 +172,8 @@ fn route_irq(table: &RouteTable, vcpu: VcpuId, intid: u16, hw: &mut impl Hardwar
     let irqs = &table.irqs;
     let message = if intid == irqs.maintenance {
         Message::Vgic(VgicRequest::Maintenance { vcpu, status: hw.lr_status() })
+    } else if intid == irqs.wake {
+        return Routed::Nothing;
     } else if intid == irqs.kick {
         Message::Vgic(VgicRequest::Sync { vcpu, status: hw.lr_status() })
     } else if intid == irqs.vtimer {
@@ -355,7 +360,7 @@ mod tests {
     fn table() -> RouteTable {
         RouteTable {
             gicd: DeviceRegion { base: 0x0800_0000, size: 0x1000 },
-            irqs: PhysIrqs { maintenance: 25, kick: 0, vtimer: 27, hyp_timer: 26, uart: 33 },
+            irqs: PhysIrqs { maintenance: 25, kick: 0, wake: 1, vtimer: 27, hyp_timer: 26, uart: 33 },
         }
     }
 
@@ -405,6 +410,8 @@ mod tests {
         );
         assert_eq!(server(routed(Trap::HypTimer, &mut hw)), Some(ServerId::Vtimer));
         assert_eq!(routed(Trap::Irq { intid: 99 }, &mut hw), Routed::Nothing);
+        // A lock's wake SGI only ends a WFI: no server hears of it.
+        assert_eq!(routed(Trap::Irq { intid: 1 }, &mut hw), Routed::Nothing);
     }
 
     #[test]

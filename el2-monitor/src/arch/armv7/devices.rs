@@ -35,6 +35,8 @@ register_structs! {
         (0x000c => pub iar: ReadOnly<u32>),
         (0x0010 => pub eoir: WriteOnly<u32>),
         (0x0014 => _r0),
+        (0x0018 => pub hppir: ReadOnly<u32>),
+        (0x001c => _r1),
         (0x1000 => pub dir: WriteOnly<u32>),
         (0x1004 => @END),
     }
@@ -84,6 +86,8 @@ const GICC_CTLR_EOIMODE: u32 = 1 << 9;
 const GICD_CTLR_ENABLE: u32 = 1 << 0;
 /// GICD_SGIR TargetListFilter = 0 (use the CPU target list), CPUTargetList at [23:16].
 const GICD_SGIR_TARGETS_SHIFT: u32 = 16;
+/// GICD_SGIR CPUTargetList: eight CPUs.
+const GICD_SGIR_TARGETS: u32 = 0xff;
 /// The INTID field of GICC_IAR.
 const GICC_IAR_INTID: u32 = 0x3ff;
 /// GICH_VTR.ListRegs: number of list registers minus one.
@@ -93,6 +97,9 @@ pub const MONITOR_PRIORITY: u8 = 0xa0;
 /// The priority of the kick SGI: above the others, so that a parked CPU can
 /// mask everything else and still be woken by it.
 pub const KICK_PRIORITY: u8 = 0x80;
+/// The priority of the wake SGI (a lock was released): above every other,
+/// so that when GICC_HPPIR names it, GICC_IAR returns it.
+pub const WAKE_PRIORITY: u8 = 0x40;
 /// GICC_PMR: let every priority the monitor uses through.
 pub const PRIORITY_MASK_ALL: u8 = 0xf0;
 /// GICC_PMR for a parked CPU: only the kick gets through.
@@ -179,7 +186,27 @@ impl Gic {
 
     /// Send SGI `sgi` to physical CPU `cpu`.
     pub fn send_sgi(&self, sgi: u16, cpu: usize) {
-        self.gicd.sgir.set(1 << (GICD_SGIR_TARGETS_SHIFT + cpu as u32) | u32::from(sgi & 0xf));
+        self.send_sgi_to(sgi, 1u32.checked_shl(cpu as u32).unwrap_or(0));
+    }
+
+    /// Send SGI `sgi` to every physical CPU whose bit is set in `cpus`.
+    pub fn send_sgi_to(&self, sgi: u16, cpus: u32) {
+        let targets = cpus & GICD_SGIR_TARGETS;
+        if targets != 0 {
+            self.gicd.sgir.set(targets << GICD_SGIR_TARGETS_SHIFT | u32::from(sgi & 0xf));
+        }
+    }
+
+    /// Acknowledge and deactivate every pending `intid` (from any source)
+    /// while it is the highest-priority pending interrupt, which it always
+    /// is when it has the highest priority the monitor uses.
+    pub fn take_pending(&self, intid: u16) {
+        while (self.gicc.hppir.get() & GICC_IAR_INTID) == u32::from(intid) {
+            match self.acknowledge() {
+                Some(taken) => self.deactivate(taken),
+                None => break,
+            }
+        }
     }
 
     /// Number of list registers this CPU interface has.

@@ -4,14 +4,14 @@
 //! from the guest's PL1 too, which would let a guest reach the host.
 
 use ipc::hostlink::{self, RecordKind};
-use spin::{Mutex, Once};
+use spin::Once;
 
 use super::devices::Uart;
 
 static UART: Once<Uart> = Once::new();
 /// Serialises everything written to the UART, so that a record is never
-/// cut by another CPU's bytes.
-static LOCK: Mutex<()> = Mutex::new(());
+/// cut by another CPU's bytes (a CPU that waits long sleeps, see `lock`).
+static LOCK: super::lock::SleepLock<(), super::Cpus> = super::lock::SleepLock::new(());
 
 /// PSCI SYSTEM_OFF (SMC32), answered by the platform firmware (QEMU).
 const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;

@@ -10,6 +10,7 @@ pub mod sysreg;
 mod boot;
 mod devices;
 mod hostlink;
+mod lock;
 mod logger;
 mod mmu;
 mod platform;
@@ -41,6 +42,8 @@ pub const STACK_SIZE: usize = 0x2_0000;
 /// The SGI the monitor uses to kick another CPU (physical SGIs are the
 /// monitor's own; the guest's SGIs are virtual).
 const KICK_SGI: u16 = 0;
+/// The physical SGI that wakes a CPU sleeping on a server's lock.
+const WAKE_SGI: u16 = 1;
 
 /// The guest's SCTLR at power-on: MMU, caches and alignment checks off, with
 /// the Cortex-A15's reset value for the rest (RES1 bits).
@@ -65,9 +68,33 @@ extern "C" {
 
 /// The three servers, each under its own lock.
 struct ServerSet {
-    vcpu: Mutex<VcpuServer>,
-    vgic: Mutex<VgicServer>,
-    vtimer: Mutex<VtimerServer>,
+    vcpu: ServerLock<VcpuServer>,
+    vgic: ServerLock<VgicServer>,
+    vtimer: ServerLock<VtimerServer>,
+}
+
+type ServerLock<T> = lock::SleepLock<T, Cpus>;
+
+/// Lock waits sleep in WFI and are ended by the wake SGI.
+struct Cpus;
+
+impl lock::Waker for Cpus {
+    fn ready() -> bool {
+        VM.get().is_some()
+    }
+
+    fn current() -> usize {
+        HTPIDR.get() as usize
+    }
+
+    fn wake(cpus: u32) {
+        gic().send_sgi_to(WAKE_SGI, cpus);
+    }
+
+    fn sleep() {
+        wait_for_interrupt();
+        gic().take_pending(WAKE_SGI);
+    }
 }
 
 impl Servers for &ServerSet {
@@ -75,7 +102,7 @@ impl Servers for &ServerSet {
         // With tracing on, the request and its reply are recorded while the
         // server's lock is held, so each server's records are in the order
         // it handled them, whatever the other CPUs do.
-        fn traced<S: Server>(server: &Mutex<S>, message: &Message) -> Result<Reply, ServerError> {
+        fn traced<S: Server>(server: &ServerLock<S>, message: &Message) -> Result<Reply, ServerError> {
             let mut server = server.lock();
             let seq = trace::request(message);
             let result = server.handle_message(message.clone());
@@ -232,15 +259,16 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
         irqs: PhysIrqs {
             maintenance: platform.maintenance_intid,
             kick: KICK_SGI,
+            wake: WAKE_SGI,
             vtimer: platform.timer_intids[2],
             hyp_timer: platform.timer_intids[3],
             uart: platform.uart_intid,
         },
     };
     let servers = ServerSet {
-        vcpu: Mutex::new(VcpuServer::new(&config)),
-        vgic: Mutex::new(VgicServer::new(&config)),
-        vtimer: Mutex::new(VtimerServer::new(&config)),
+        vcpu: ServerLock::new(VcpuServer::new(&config)),
+        vgic: ServerLock::new(VgicServer::new(&config)),
+        vtimer: ServerLock::new(VtimerServer::new(&config)),
     };
     let vm = VM.call_once(|| Vm { config, platform, table, gic, servers });
     vm.gic.init_distributor();
@@ -318,6 +346,7 @@ fn init_cpu(cpu: usize) {
         vm.gic.enable(intid, cpu, devices::MONITOR_PRIORITY);
     }
     vm.gic.enable(KICK_SGI, cpu, devices::KICK_PRIORITY);
+    vm.gic.enable(WAKE_SGI, cpu, devices::WAKE_PRIORITY);
     // Route physical interrupts and aborts to Hyp, enable stage 2, turn set/way
     // invalidation into clean+invalidate; the rest of the trap controls come
     // from the vCPU server when the vCPU starts.
@@ -344,14 +373,17 @@ fn park(cpu: usize) -> ! {
     gic.write_hcr(0);
     gic.set_priority_mask(devices::PRIORITY_MASK_KICK_ONLY);
     loop {
+        // Take the kicks first, then look at the mailbox: a kick that comes
+        // after the look stays pending and ends the WFI below at once. (The
+        // other order loses a wake-up: look, the request and its kick
+        // arrive, the kick is taken, and the CPU sleeps on the request.)
+        while let Some(intid) = gic.acknowledge() {
+            gic.deactivate(intid);
+        }
         let request = MAILBOX.get(cpu).and_then(|m| m.lock().take());
         if let Some((entry, context_id)) = request {
             gic.set_priority_mask(devices::PRIORITY_MASK_ALL);
             start_vcpu(cpu, entry, [context_id, 0, 0]);
-        }
-        // Take the kicks that woke us, then sleep until the next.
-        while let Some(intid) = gic.acknowledge() {
-            gic.deactivate(intid);
         }
         wait_for_interrupt();
     }
