@@ -28,6 +28,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -110,6 +111,9 @@ pub enum Error {
     /// A trace could not be written or read.
     #[error(transparent)]
     Trace(#[from] trace::TraceError),
+    /// `splitvisor bench` failed.
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -196,6 +200,17 @@ pub fn replay(file: &std::path::Path) -> Result<u8, Error> {
             Ok(1)
         }
     }
+}
+
+/// `splitvisor bench`: run the items, print the table.
+pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
+    setup::ensure_qemu()?;
+    let items =
+        if args.items.is_empty() { bench::ITEMS.iter().map(|s| s.to_string()).collect() } else { args.items.clone() };
+    let options = bench::Options { n: args.iterations, items, json: Some(args.json.clone()), timeout: args.timeout };
+    let figures = bench::run(&options)?;
+    print!("{}", bench::render(&figures));
+    Ok(())
 }
 
 /// `splitvisor dtb`.

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Guest(command) => loader::guest_command(command).map(|()| 0),
         Command::Trace(command) => loader::trace_command(command).map(|()| 0),
         Command::Replay { file } => loader::replay(file),
+        Command::Bench(args) => loader::bench(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
