@@ -389,6 +389,7 @@ impl VgicServer {
 
     fn refresh(&mut self, vcpu: VcpuId, status: &LrStatus, idle: bool) -> Result<Reply, ServerError> {
         self.check(vcpu)?;
+        self.dist.tidy();
         trace!("vcpu{}: {:?} {status:x?}", vcpu.0, Misr::decode(status.misr));
         let held_before = self.fold_status(vcpu, status);
         let wait = idle && !self.could_signal(vcpu);
@@ -507,7 +508,7 @@ impl VgicServer {
                 return true;
             }
         }
-        for (intid, state) in self.dist.spis() {
+        for (intid, state) in self.dist.busy_spis() {
             if state.active || !state.pending() || !state.enabled {
                 continue;
             }
@@ -568,7 +569,7 @@ impl VgicServer {
             }
         }
 
-        for (intid, state) in self.dist.spis() {
+        for (intid, state) in self.dist.busy_spis() {
             // Cheap filter first: most SPIs are idle.
             if !(state.active || state.pending() && state.enabled) {
                 continue;
@@ -700,7 +701,7 @@ impl VgicServer {
                 }
             }
         }
-        for (intid, s) in self.dist.spis() {
+        for (intid, s) in self.dist.busy_spis() {
             if !s.hw_owed() {
                 continue;
             }

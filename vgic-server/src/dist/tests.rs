@@ -538,3 +538,44 @@ fn hardware_backed_lines() {
     // Another vCPU's timer is untouched.
     assert_eq!(d.ppi(VcpuId(0), 27), Some(&IrqState::default()));
 }
+
+#[test]
+fn the_busy_spis_are_exactly_the_spis_that_are_not_idle() {
+    let mut rng = Rng::new(11);
+    let mut d = Distributor::new(4, 96);
+    let busy_by_scan = |d: &Distributor| -> std::vec::Vec<u16> {
+        d.spis().filter(|(_, s)| !s.idle()).map(|(i, _)| i).collect()
+    };
+    let busy_by_bitmap = |d: &Distributor| -> std::vec::Vec<u16> { d.busy_spis().map(|(i, _)| i).collect() };
+    for step in 0..20_000 {
+        let intid = PRIVATE + rng.below(96) as u16;
+        let irq = Irq::Spi { intid };
+        match rng.below(6) {
+            0 => {
+                let hw = (rng.below(4) == 0).then_some(IntId(intid));
+                let _ = d.set_line(irq, rng.below(2) == 0, hw);
+            }
+            1 => d.ack(irq),
+            2 => d.deactivate(irq),
+            3 => d.tidy(),
+            _ => {
+                // Any distributor register, any vCPU: enables, pending and
+                // active bits, priorities, targets, configuration.
+                let off = 0x100 + rng.below(0xc00);
+                let reg = decode(off, Word);
+                d.write(VcpuId(rng.below(4) as u8), reg, rng.next() as u32);
+            }
+        }
+        assert_eq!(busy_by_bitmap(&d), busy_by_scan(&d), "step {step}");
+    }
+    // A level-sensitive SPI raised and lowered again is forgotten by tidy.
+    let mut d = Distributor::new(2, 64);
+    let irq = Irq::Spi { intid: 40 };
+    let _ = d.set_line(irq, true, None);
+    assert_eq!(busy_by_bitmap(&d), [40]);
+    let _ = d.set_line(irq, false, None);
+    assert_eq!(busy_by_bitmap(&d), std::vec::Vec::<u16>::new());
+    assert_ne!(d.busy, [0; BUSY_WORDS], "the bit stays until tidy");
+    d.tidy();
+    assert_eq!(d.busy, [0; BUSY_WORDS]);
+}

@@ -7,7 +7,9 @@
 //! iteration, and the message path moves replies of about 650 bytes several
 //! times per trap; with `splitvisor bench`'s instruction counts those loops
 //! were 70 % of a null hypercall. Here aligned blocks move 32 bytes per
-//! LDM/STM pair. No crate offers ARM-optimised string routines for
+//! LDM/STM pair, and copies between differently aligned buffers use
+//! unaligned word accesses once the Hyp MMU is on (the monitor's memory is
+//! then Normal memory and HSCTLR.A is clear, see `mmu`) instead of bytes. No crate offers ARM-optimised string routines for
 //! `no_std` (Arm's optimized-routines are C), and these are short.
 //! Overlapping copies still go to `compiler_builtins`' `memmove`.
 
@@ -32,18 +34,34 @@ __aeabi_memcpy:
 __aeabi_memcpy4:
 __aeabi_memcpy8:
     mov     r12, r0
-    orr     r3, r0, r1
+    cmp     r2, #8
+    blo     3f
+    eor     r3, r0, r1
     tst     r3, #3
-    bne     3f
-    cmp     r2, #32
+    beq     0f
+    @ Differently misaligned: unaligned words need Normal memory, so the
+    @ Hyp MMU on (HSCTLR.M); before it is on, bytes.
+    mrc     p15, 4, r3, c1, c0, 0
+    tst     r3, #1
+    bne     5f
+    b       4f
+    @ Equally misaligned: bytes until both are word-aligned.
+0:  tst     r12, #3
+    beq     1f
+    ldrb    r3, [r1], #1
+    sub     r2, r2, #1
+    strb    r3, [r12], #1
+    b       0b
+1:  cmp     r2, #32
     blo     2f
     push    {{r4-r10}}
-1:  ldmia   r1!, {{r3-r10}}
+6:  ldmia   r1!, {{r3-r10}}
     sub     r2, r2, #32
     stmia   r12!, {{r3-r10}}
     cmp     r2, #32
-    bhs     1b
+    bhs     6b
     pop     {{r4-r10}}
+    @ Words (also unaligned ones: Normal memory, HSCTLR.A clear).
 2:  cmp     r2, #4
     blo     3f
     ldr     r3, [r1], #4
@@ -57,6 +75,22 @@ __aeabi_memcpy8:
     strb    r3, [r12], #1
     bne     4b
     bx      lr
+    @ Unaligned words, four at a time.
+5:  push    {{r4-r6}}
+7:  cmp     r2, #16
+    blo     8f
+    ldr     r3, [r1], #4
+    ldr     r4, [r1], #4
+    ldr     r5, [r1], #4
+    ldr     r6, [r1], #4
+    sub     r2, r2, #16
+    str     r3, [r12], #4
+    str     r4, [r12], #4
+    str     r5, [r12], #4
+    str     r6, [r12], #4
+    b       7b
+8:  pop     {{r4-r6}}
+    b       2b
     .size memcpy, . - memcpy
 
     @ void *memset(void *dst, int c, size_t n)

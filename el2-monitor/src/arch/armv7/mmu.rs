@@ -93,7 +93,9 @@ pub fn enable_hyp_mmu(build: bool) {
     ops::tlbiallh(0);
     ops::iciallu(0);
     super::sysreg::barrier();
-    HSCTLR.modify(HSCTLR_BITS::M::SET + HSCTLR_BITS::C::SET + HSCTLR_BITS::I::SET);
+    // A clear: unaligned word accesses to Normal memory are allowed (the
+    // monitor's memcpy relies on it, see `mem`).
+    HSCTLR.modify(HSCTLR_BITS::M::SET + HSCTLR_BITS::C::SET + HSCTLR_BITS::I::SET + HSCTLR_BITS::A::CLEAR);
     super::sysreg::barrier();
 }
 
