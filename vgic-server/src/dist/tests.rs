@@ -543,9 +543,8 @@ fn hardware_backed_lines() {
 fn the_busy_spis_are_exactly_the_spis_that_are_not_idle() {
     let mut rng = Rng::new(11);
     let mut d = Distributor::new(4, 96);
-    let busy_by_scan = |d: &Distributor| -> std::vec::Vec<u16> {
-        d.spis().filter(|(_, s)| !s.idle()).map(|(i, _)| i).collect()
-    };
+    let busy_by_scan =
+        |d: &Distributor| -> std::vec::Vec<u16> { d.spis().filter(|(_, s)| !s.idle()).map(|(i, _)| i).collect() };
     let busy_by_bitmap = |d: &Distributor| -> std::vec::Vec<u16> { d.busy_spis().map(|(i, _)| i).collect() };
     for step in 0..20_000 {
         let intid = PRIVATE + rng.below(96) as u16;
