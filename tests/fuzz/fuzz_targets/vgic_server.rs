@@ -10,6 +10,8 @@
 //! which only the checks that hold for any input stay on.
 //!
 //! Invariants, after every request (any input):
+//! - the SPIs the scans visit (the busy bitmap) are all the SPIs that are
+//!   not idle;
 //! - state survives a postcard round trip (checked after each step, which
 //!   may hold several requests); the restored copy answers every request of
 //!   the next step identically and ends in the same state; a refused
@@ -596,6 +598,12 @@ fn run(config: &VmConfig, setup: Option<&Setup>, ops: &[Op]) {
         // requests: it must have come to the same state.
         assert_eq!(shadow, server, "a restored copy ends in another state");
         shadow = check::round_trip(&server);
+        // The scans' shortcut: the busy SPIs are exactly those not idle.
+        let d = server.distributor();
+        assert!(
+            d.busy_spis().map(|(i, _)| i).eq(d.spis().filter(|(_, s)| !s.idle()).map(|(i, _)| i)),
+            "the busy-SPI bitmap lost an SPI that is not idle"
+        );
     }
 }
 
