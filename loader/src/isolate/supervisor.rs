@@ -435,10 +435,19 @@ impl Supervised {
     }
 
     /// Deliver the next message: on a failure restore and retry; on a second
-    /// failure follow the policy.
-    fn deliver(&mut self, message: &Message, options: &Options) -> Result<(Answer, Vec<Recovery>), Box<Stopped>> {
+    /// failure follow the policy. Each recovery is reported and added to
+    /// `recoveries`.
+    fn deliver(
+        &mut self,
+        message: &Message,
+        options: &Options,
+        recoveries: &mut Vec<Recovery>,
+    ) -> Result<Answer, Box<Stopped>> {
         self.number += 1;
-        let mut recoveries = Vec::new();
+        let mut note = |r: Recovery| {
+            log::warn!("{r}");
+            recoveries.push(r);
+        };
         let first = match self.attempt(self.number, message, options) {
             Ok(result) => {
                 if let Err(fault) = self.accept(message, &result, options) {
@@ -446,11 +455,9 @@ impl Supervised {
                     // its state. Restore it (the log holds this message).
                     let started = Instant::now();
                     let replayed = self.restore(options).map_err(|again| self.stopped(message, &fault, &again))?;
-                    let r = self.recovery(&fault, replayed, started.elapsed(), RecoveryOutcome::Restored);
-                    report(&r);
-                    recoveries.push(r);
+                    note(self.recovery(&fault, replayed, started.elapsed(), RecoveryOutcome::Restored));
                 }
-                return Ok((Answer { result, by_policy: false }, recoveries));
+                return Ok(Answer { result, by_policy: false });
             }
             Err(fault) => fault,
         };
@@ -458,33 +465,26 @@ impl Supervised {
         let replayed = self.restore(options).map_err(|again| self.stopped(message, &first, &again))?;
         match self.attempt(self.number, message, options) {
             Ok(result) => {
-                let r = self.recovery(&first, replayed, started.elapsed(), RecoveryOutcome::Retried);
-                report(&r);
-                recoveries.push(r);
+                note(self.recovery(&first, replayed, started.elapsed(), RecoveryOutcome::Retried));
                 if let Err(fault) = self.accept(message, &result, options) {
                     let started = Instant::now();
                     let replayed = self.restore(options).map_err(|again| self.stopped(message, &fault, &again))?;
-                    let r = self.recovery(&fault, replayed, started.elapsed(), RecoveryOutcome::Restored);
-                    report(&r);
-                    recoveries.push(r);
+                    note(self.recovery(&fault, replayed, started.elapsed(), RecoveryOutcome::Restored));
                 }
-                Ok((Answer { result, by_policy: false }, recoveries))
+                Ok(Answer { result, by_policy: false })
             }
             Err(again) => match options.on_fault {
                 FaultPolicy::Stop => {
                     self.instance = None;
-                    let r = self.recovery(&first, replayed, started.elapsed(), RecoveryOutcome::Stopped);
-                    report(&r);
+                    note(self.recovery(&first, replayed, started.elapsed(), RecoveryOutcome::Stopped));
                     Err(self.stopped(message, &first, &again))
                 }
                 FaultPolicy::Restart => {
                     // The server never took the message in: restore it to
                     // the state before it once more and answer by policy.
                     let replayed = self.restore(options).map_err(|third| self.stopped(message, &again, &third))?;
-                    let r = self.recovery(&first, replayed, started.elapsed(), RecoveryOutcome::AnsweredByPolicy);
-                    report(&r);
-                    recoveries.push(r);
-                    Ok((Answer { result: Ok(policy_reply(message)), by_policy: true }, recoveries))
+                    note(self.recovery(&first, replayed, started.elapsed(), RecoveryOutcome::AnsweredByPolicy));
+                    Ok(Answer { result: Ok(policy_reply(message)), by_policy: true })
                 }
             },
         }
@@ -499,10 +499,6 @@ impl Supervised {
             again: again.to_string(),
         })
     }
-}
-
-fn report(r: &Recovery) {
-    log::warn!("{r}");
 }
 
 /// Why an isolated replay could not go on.
@@ -572,8 +568,6 @@ impl Backend for Supervisor {
         let Some(server) = self.servers.iter_mut().find(|s| s.id == id) else {
             return Err(Halt::Start(id, Fault::Disconnected));
         };
-        let (answer, recoveries) = server.deliver(message, &self.options).map_err(Halt::Stopped)?;
-        self.recoveries.extend(recoveries);
-        Ok(answer)
+        server.deliver(message, &self.options, &mut self.recoveries).map_err(Halt::Stopped)
     }
 }
