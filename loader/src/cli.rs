@@ -98,8 +98,8 @@ or stops the replay (--on-server-fault stop).
 
 --inject SERVER:KIND@N[:repeat] or SERVER:KIND@random:SEED:RATE[:repeat]
 (repeatable): SERVER vcpu, vgic or vtimer; KIND panic, wild-write, hang or
-bad-reply; N the number of the message to that server (from 1); RATE a
-probability such as 0.01. A fault is transient (it fires on the first delivery
+bad-reply; N the number of the message to that server in the trace (from 1,
+counted on across guest resets); RATE a probability such as 0.01. A fault is transient (it fires on the first delivery
 of the message only) unless :repeat is given.
 
 Exit status:
@@ -120,8 +120,9 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, value_name = "HOW", default_value_t = Isolation::None)]
     pub isolate: Isolation,
     /// With --isolate process: how long a server process may take to answer
-    /// one message before it is taken for hung [default: 1000].
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// one message before it is taken for hung, at most an hour [default:
+    /// 1000].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub budget_ms: Option<u64>,
     /// With --isolate process: checkpoint each server every N messages to it
     /// [default: 256].
@@ -478,6 +479,7 @@ mod tests {
         assert_eq!(kind(&["replay", "--inject", "gic:panic@1", "t"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["replay", "--isolate", "thread", "t"]), ErrorKind::InvalidValue);
         assert_eq!(kind(&["replay", "--budget-ms", "0", "t"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["replay", "--budget-ms", "3600001", "t"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["replay", "--checkpoint-every", "0", "t"]), ErrorKind::ValueValidation);
         let err = parse(&["replay", "--inject", "vgic:explode@1", "t"]).unwrap_err().to_string();
         assert!(err.contains("unknown fault kind"), "{err}");

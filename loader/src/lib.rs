@@ -224,13 +224,16 @@ pub fn replay(args: &cli::ReplayArgs, log_level: LogLevel) -> Result<u8, Error> 
     let retried = replayed.recoveries.iter().filter(|r| r.outcome == isolate::RecoveryOutcome::Retried).count();
     let summary = format!(
         "{} vcpu, {} vgic, {} vtimer requests, each server in its own process; {} recoveries ({retried} retried \
-         successfully), {} answered by policy ({} of them differing) in {:.3} s",
+         successfully), {} answered by policy ({} of them differing); {} checkpoints ({} KiB, {:.1} ms) in {:.3} s",
         counts[0],
         counts[1],
         counts[2],
         replayed.recoveries.len(),
         driven.policy_answers,
         driven.policy_divergences,
+        replayed.checkpoints.taken,
+        replayed.checkpoints.bytes / 1024,
+        replayed.checkpoints.time.as_secs_f64() * 1e3,
         started.elapsed().as_secs_f64()
     );
     Ok(match &driven.end {

@@ -492,8 +492,8 @@ fn a_server_process_killed_with_sigkill_mid_replay_is_recovered() {
         .expect("running splitvisor");
     let pid = wait_for_pid(&pids.join("vgic.pid"));
     std::thread::sleep(Duration::from_millis(500));
-    let killed = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("running kill");
-    assert!(killed.success(), "kill -9 {pid} failed");
+    let target = rustix::process::Pid::from_raw(pid).expect("a pid is positive");
+    rustix::process::kill_process(target, rustix::process::Signal::KILL).expect("kill -9 of the vgic process");
     let run = finished(child.wait_with_output().expect("waiting for splitvisor"), started.elapsed());
     assert_eq!(run.code, Some(0), "{}", run.describe());
     assert!(run.stdout.contains("every reply matched"), "{}", run.describe());

@@ -72,7 +72,7 @@ impl Options {
     /// (starting a process is slower than answering a message, and slower
     /// still on a loaded machine): ten budgets, at least 5 s.
     pub fn startup_budget(&self) -> Duration {
-        (self.budget * 10).max(Duration::from_secs(5))
+        self.budget.saturating_mul(10).max(Duration::from_secs(5))
     }
 }
 
@@ -212,6 +212,8 @@ pub struct IsolatedReplay {
     pub driven: Driven<Halt>,
     /// Every recovery, in order.
     pub recoveries: Vec<Recovery>,
+    /// What the checkpoints cost.
+    pub checkpoints: supervisor::CheckpointStats,
 }
 
 /// `splitvisor replay --isolate process FILE`.
@@ -220,7 +222,11 @@ pub fn replay(path: &Path, options: Options) -> Result<IsolatedReplay, TraceErro
     let mut supervisor = Supervisor::new(options);
     let driven = trace::drive(path, &records, &mut supervisor)?;
     supervisor.shutdown();
-    Ok(IsolatedReplay { driven, recoveries: std::mem::take(&mut supervisor.recoveries) })
+    Ok(IsolatedReplay {
+        driven,
+        recoveries: std::mem::take(&mut supervisor.recoveries),
+        checkpoints: supervisor.checkpoints,
+    })
 }
 
 #[cfg(test)]

@@ -248,10 +248,10 @@ impl Instance {
         self.seq += 1;
         let seq = self.seq;
         self.send(seq, &ToServer::Snapshot)?;
-        let deadline = Instant::now() + budget;
+        let deadline = Instant::now().checked_add(budget);
         let mut buffer = StateBuffer::default();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(budget, |d| d.saturating_duration_since(Instant::now()));
             match self.receive(seq, left).map_err(|f| if let Fault::Hang(_) = f { Fault::Hang(budget) } else { f })? {
                 FromServer::State { total, bytes } => {
                     if buffer.add(total, &bytes).map_err(|e| Fault::BadState(e.to_string()))? {
@@ -328,6 +328,8 @@ struct Supervised {
     /// The number of the last message delivered (counted from 1 over the
     /// whole replay).
     number: u64,
+    /// What the checkpoints cost.
+    stats: CheckpointStats,
 }
 
 impl Supervised {
@@ -344,6 +346,7 @@ impl Supervised {
             checkpoint_after: number,
             log: Vec::new(),
             number,
+            stats: CheckpointStats::default(),
         };
         server.restore(options).map(|_| server)
     }
@@ -414,7 +417,11 @@ impl Supervised {
             return Ok(());
         }
         let Some(instance) = self.instance.as_mut() else { return Err(Fault::Disconnected) };
+        let started = Instant::now();
         let state = instance.snapshot(self.id, options.budget)?;
+        self.stats.taken += 1;
+        self.stats.bytes += state.len() as u64;
+        self.stats.time += started.elapsed();
         self.checkpoint = state;
         self.checkpoint_after = self.number;
         self.log.clear();
@@ -521,17 +528,46 @@ pub struct Supervisor {
     generations: [u32; 3],
     /// Every recovery, in order.
     pub recoveries: Vec<Recovery>,
+    /// What the checkpoints of servers no longer running cost.
+    pub checkpoints: CheckpointStats,
+}
+
+/// What taking checkpoints cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Checkpoints taken.
+    pub taken: u64,
+    /// Bytes of state fetched for them.
+    pub bytes: u64,
+    /// Time spent fetching them (asking, receiving, decoding).
+    pub time: Duration,
+}
+
+impl CheckpointStats {
+    fn add(&mut self, other: &CheckpointStats) {
+        self.taken += other.taken;
+        self.bytes += other.bytes;
+        self.time += other.time;
+    }
 }
 
 impl Supervisor {
     /// A supervisor that starts nothing until the first configuration.
     pub fn new(options: Options) -> Supervisor {
-        Supervisor { options, servers: Vec::new(), numbers: [0; 3], generations: [0; 3], recoveries: Vec::new() }
+        Supervisor {
+            options,
+            servers: Vec::new(),
+            numbers: [0; 3],
+            generations: [0; 3],
+            recoveries: Vec::new(),
+            checkpoints: CheckpointStats::default(),
+        }
     }
 
     /// Close every server process.
     pub fn shutdown(&mut self) {
         for mut server in self.servers.drain(..) {
+            self.checkpoints.add(&server.stats);
             if let Some(instance) = server.instance.take() {
                 instance.finish();
             }
