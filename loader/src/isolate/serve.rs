@@ -67,6 +67,12 @@ pub enum ServeError {
 /// Serve server `id` as instance `generation` on standard input and output
 /// until the input ends.
 pub fn serve_stdio(id: ServerId, generation: u32, injections: &[Injection]) -> Result<(), ServeError> {
+    // Die with the supervisor: a process that hangs (an injected `hang`)
+    // would otherwise outlive it. (A supervisor that ends normally closes
+    // our input first, and we end at its end.)
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
+        log::warn!("{} server: cannot ask to be killed with the supervisor: {e}", id.name());
+    }
     let stdin = io::stdin().lock();
     let stdout = io::stdout().lock();
     serve(id, generation, injections, stdin, stdout)
@@ -92,11 +98,13 @@ pub fn serve<R: Read, W: Write>(
                     .iter()
                     .find(|i| i.fires(id, number) && (i.repeat || number > attempted_through))
                     .map(|i| i.kind);
+                if let Some(kind) = fault {
+                    log::debug!("{} server: injected fault {kind} on message {number}", id.name());
+                }
                 let answer = match fault {
                     None => server.handle(message),
                     Some(FaultKind::Panic) => panic!("injected fault: {} panics on message {number}", id.name()),
                     Some(FaultKind::WildWrite) => {
-                        log::debug!("injected fault: {} writes wild on message {number}", id.name());
                         damage(&mut server);
                         std::process::abort()
                     }
