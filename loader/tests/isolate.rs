@@ -605,3 +605,30 @@ fn a_server_process_that_sends_garbage_is_refused() {
     }
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+#[test]
+fn message_numbers_and_recoveries_go_on_across_a_guest_reset() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("two-boots.trace");
+    let mut first = Model::new(1);
+    first.life(200);
+    let mut second = Model::new(2);
+    second.life(200);
+    let before = first.requests(ServerId::Vgic);
+    let mut both = Model::new(3);
+    both.records = first.records.iter().chain(&second.records).cloned().collect();
+    assert_eq!(both.records.iter().filter(|r| matches!(r, TraceRecord::Config(_))).count(), 2);
+    both.write(&path);
+    // The 20th vGIC message of the second boot.
+    let n = before + 20;
+    let spec = format!("vgic:panic@{n}");
+    let run = replay(&path, &["--isolate", "process", "--checkpoint-every", "16", "--inject", &spec]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert!(run.stdout.contains("every reply matched"), "{}", run.describe());
+    // The second boot's processes start from its own initial state, so the
+    // checkpoint is the one taken 16 messages into it.
+    let line =
+        format!("vgic server, message {n}: the process was killed by signal 6 (SIGABRT); restarted as generation 3");
+    assert!(run.stderr.contains(&line), "{line}\n{}", run.describe());
+    assert!(run.stderr.contains(&format!("from the checkpoint after message {}", before + 16)), "{}", run.describe());
+}
