@@ -32,7 +32,9 @@
 //!
 //! A transient injection fires only on a message's first delivery: the
 //! supervisor says in [`ToServer::Begin`] which message numbers an earlier
-//! instance was given; `:repeat` injections fire on every delivery.
+//! instance was given; `:repeat` injections fire on every delivery. The
+//! logged messages a restored instance is given again are handled with its
+//! log muted (what they log was logged the first time).
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -101,6 +103,14 @@ pub fn serve<R: Read, W: Write>(
                 if let Some(kind) = fault {
                     log::debug!("{} server: injected fault {kind} on message {number}", id.name());
                 }
+                // A message below `attempted_through` is a logged one
+                // replayed to restore the state: what it logs was logged
+                // when it was first handled.
+                let replayed = number < attempted_through;
+                let level = log::max_level();
+                if replayed {
+                    log::set_max_level(log::LevelFilter::Off);
+                }
                 let answer = match fault {
                     None => server.handle(message),
                     Some(FaultKind::Panic) => panic!("injected fault: {} panics on message {number}", id.name()),
@@ -113,6 +123,7 @@ pub fn serve<R: Read, W: Write>(
                     },
                     Some(FaultKind::BadReply) => Ok(spoil(server.handle(message), id)),
                 };
+                log::set_max_level(level);
                 stream.send(frame.seq, generation, &FromServer::Reply(Box::new(answer)))?;
             }
             ToServer::Snapshot => {
