@@ -396,7 +396,7 @@ fn a_process_replay_matches_like_the_in_process_one() {
 fn symptom(kind: &str) -> &'static str {
     match kind {
         "panic" | "wild-write" => "the process was killed by signal 6 (SIGABRT)",
-        "hang" => "the process did not answer within 300 ms",
+        "hang" => "the process did not answer within 1000 ms",
         "bad-reply" => "the process sent a reply that fails validation",
         _ => unreachable!(),
     }
@@ -408,12 +408,10 @@ fn every_server_and_fault_kind_is_recovered_and_the_replay_matches() {
     for server in ["vcpu", "vgic", "vtimer"] {
         for kind in ["panic", "wild-write", "hang", "bad-reply"] {
             // Message 77: past two checkpoints (every 32), so the restored
-            // state is a checkpoint and 12 logged messages.
+            // state is a checkpoint and 12 logged messages. The default
+            // budget (1 s) leaves room for a loaded machine.
             let spec = format!("{server}:{kind}@77");
-            let run = replay(
-                &path,
-                &["--isolate", "process", "--checkpoint-every", "32", "--budget-ms", "300", "--inject", &spec],
-            );
+            let run = replay(&path, &["--isolate", "process", "--checkpoint-every", "32", "--inject", &spec]);
             let context = format!("--inject {spec}\n{}", run.describe());
             assert_eq!(run.code, Some(0), "{context}");
             assert!(run.stdout.contains("every reply matched"), "{context}");
