@@ -106,7 +106,18 @@ pub struct Stats {
     pub refused: u64,
     /// Messages dropped because a trap caused too many.
     pub dropped: u64,
+    /// Counter ticks spent, per [`PROFILE_PARTS`] (zero unless the monitor
+    /// is built with its `profile` feature).
+    pub ticks: [u64; PROFILE_PARTS.len()],
 }
+
+/// What the `profile` build measures, in physical-counter ticks (under
+/// `splitvisor bench`, one tick is one instruction): `hyp` is everything
+/// from the Rust trap handler's first instruction to its last (the entry
+/// and exit code around it are not in it), servers included and `idle`
+/// excluded; `vcpu`, `vgic` and `vtimer` the time inside each server's
+/// `handle`; `idle` the time a vCPU's CPU slept in WFI for it.
+pub const PROFILE_PARTS: [&str; 5] = ["hyp", "vcpu", "vgic", "vtimer", "idle"];
 
 impl Stats {
     /// Add another set of counters to these.
@@ -119,6 +130,9 @@ impl Stats {
         }
         self.refused += other.refused;
         self.dropped += other.dropped;
+        for (t, o) in self.ticks.iter_mut().zip(other.ticks) {
+            *t += o;
+        }
     }
 }
 
@@ -131,7 +145,13 @@ impl core::fmt::Display for Stats {
         for (kind, n) in TRAP_KINDS.iter().zip(self.traps) {
             write!(f, "trap.{kind}={n} ")?;
         }
-        write!(f, "refused={} dropped={}", self.refused, self.dropped)
+        write!(f, "refused={} dropped={}", self.refused, self.dropped)?;
+        if self.ticks.iter().any(|&t| t != 0) {
+            for (part, n) in PROFILE_PARTS.iter().zip(self.ticks) {
+                write!(f, " ticks.{part}={n}")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -83,6 +83,29 @@ pub enum Command {
         #[arg(long = "inject", value_name = "SPEC")]
         inject: Vec<Injection>,
     },
+    /// Measure the message path in instructions: the `bench` test guest
+    /// under `run --icount` with a profiling monitor, one VM per item; prints
+    /// a table and writes it as JSON.
+    Bench(BenchArgs),
+}
+
+/// `splitvisor bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Repetitions of each operation in the smaller of an item's two runs
+    /// (the larger has twice as many).
+    #[arg(long, short = 'n', default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    pub iterations: u32,
+    /// The items to run (default: all): loop, hvc, gicd-read, gicd-write,
+    /// ipi, timer, console.
+    #[arg(long = "item", value_name = "ITEM")]
+    pub items: Vec<String>,
+    /// Where to write the figures as JSON.
+    #[arg(long, value_name = "FILE", default_value = "splitvisor-bench.json")]
+    pub json: PathBuf,
+    /// Seconds each VM run may take.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 const REPLAY_HELP: &str = "\
@@ -279,6 +302,12 @@ pub struct RunArgs {
     /// `splitvisor trace show` and `splitvisor replay`).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Deterministic timing by instruction count, for measurements: QEMU
+    /// runs one instruction per virtual nanosecond on one host thread, the
+    /// generic counter ticks at 1 GHz (one tick per instruction), and idle
+    /// time is skipped. Much slower than normal running.
+    #[arg(long)]
+    pub icount: bool,
 }
 
 /// `splitvisor dtb`.

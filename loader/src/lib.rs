@@ -29,6 +29,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -118,6 +119,9 @@ pub enum Error {
     /// A server process stopped serving.
     #[error("serve: {0}")]
     Serve(isolate::serve::ServeError),
+    /// `splitvisor bench` failed.
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -283,6 +287,17 @@ fn print_divergence(what: &str, d: &trace::Divergence) {
 /// process`).
 pub fn serve(server: ipc::ServerId, generation: u32, injections: &[ipc::fault::Injection]) -> Result<(), Error> {
     isolate::serve::serve_stdio(server, generation, injections).map_err(Error::Serve)
+}
+
+/// `splitvisor bench`: run the items, print the table.
+pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
+    setup::ensure_qemu()?;
+    let items =
+        if args.items.is_empty() { bench::ITEMS.iter().map(|s| s.to_string()).collect() } else { args.items.clone() };
+    let options = bench::Options { n: args.iterations, items, json: Some(args.json.clone()), timeout: args.timeout };
+    let figures = bench::run(&options)?;
+    print!("{}", bench::render(&figures));
+    Ok(())
 }
 
 /// `splitvisor dtb`.

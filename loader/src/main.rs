@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             loader::replay(args, cli.log_level)
         }
         Command::Serve { server, generation, inject } => loader::serve(*server, *generation, inject).map(|()| 0),
+        Command::Bench(args) => loader::bench(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

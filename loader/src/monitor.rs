@@ -202,6 +202,8 @@ pub struct Build {
     pub workspace: PathBuf,
     /// Cargo's target directory.
     pub target_dir: PathBuf,
+    /// Cargo features of the monitor to turn on (e.g. `profile`).
+    pub features: Vec<String>,
 }
 
 impl Build {
@@ -217,7 +219,7 @@ impl Build {
             .map(|d| std::path::absolute(&d).unwrap_or(d))
             .unwrap_or_else(|| workspace.join("target"));
         let cargo = std::env::var_os("CARGO").filter(|c| !c.is_empty()).unwrap_or_else(|| "cargo".into());
-        Build { cargo, workspace, target_dir }
+        Build { cargo, workspace, target_dir, features: Vec::new() }
     }
 
     /// The cargo command line.
@@ -226,6 +228,9 @@ impl Build {
         cmd.args(["build", "--quiet", "--release", "-p", PACKAGE, "--target", TARGET])
             .current_dir(&self.workspace)
             .env("CARGO_TARGET_DIR", &self.target_dir);
+        if !self.features.is_empty() {
+            cmd.arg("--features").arg(self.features.join(","));
+        }
         cmd
     }
 
@@ -240,7 +245,8 @@ impl Build {
             return Err(MonitorError::NoWorkspace(self.workspace.clone()));
         }
         log::info!(
-            "building the monitor: cargo build --release -p {PACKAGE} --target {TARGET} (in {}, target dir {})",
+            "building the monitor: cargo build --release -p {PACKAGE} --target {TARGET}{} (in {}, target dir {})",
+            if self.features.is_empty() { String::new() } else { format!(" --features {}", self.features.join(",")) },
             self.workspace.display(),
             self.target_dir.display()
         );
@@ -413,7 +419,8 @@ mod tests {
 
     #[test]
     fn build_command() {
-        let b = Build { cargo: "cargo".into(), workspace: "/ws".into(), target_dir: "/tgt".into() };
+        let b =
+            Build { cargo: "cargo".into(), workspace: "/ws".into(), target_dir: "/tgt".into(), features: Vec::new() };
         let cmd = b.command();
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args, ["build", "--quiet", "--release", "-p", "el2-monitor", "--target", "armv7a-none-eabi"]);

@@ -221,6 +221,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
         monitor: monitor_path,
         loads,
         gdb: args.gdb.map(|port| GdbStub { port, wait: args.gdb_wait }),
+        icount: args.icount,
     };
     if let Some(port) = args.gdb {
         log::info!(

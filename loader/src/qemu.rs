@@ -150,7 +150,18 @@ pub struct Invocation {
     pub loads: Vec<Load>,
     /// QEMU's gdb stub, if asked for.
     pub gdb: Option<GdbStub>,
+    /// Instruction-count timing (`--icount`).
+    pub icount: bool,
 }
+
+/// With `--icount`: QEMU's precise instruction counting, one instruction
+/// per virtual nanosecond, and idle time skipped rather than slept
+/// (`sleep=off`), so that runs repeat exactly.
+const ICOUNT: &str = "shift=0,sleep=off";
+/// With `--icount`: the generic counter at 1 GHz, so that one counter tick
+/// is one instruction (the `cortex-a15` CPU's `cntfrq` property; its
+/// default is 62.5 MHz, 16 instructions per tick).
+const ICOUNT_CNTFRQ: u64 = 1_000_000_000;
 
 /// QEMU's gdb stub (`-gdb tcp:127.0.0.1:PORT`, and `-S` to wait).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +192,7 @@ impl Invocation {
             "-M".into(),
             MACHINE.into(),
             "-cpu".into(),
-            CPU.into(),
+            if self.icount { format!("{CPU},cntfrq={ICOUNT_CNTFRQ}").into() } else { CPU.into() },
             "-smp".into(),
             self.smp.to_string().into(),
             "-m".into(),
@@ -198,6 +209,10 @@ impl Invocation {
         }
         for arg in ["-nographic", "-monitor", "none", "-serial", "stdio"] {
             args.push(arg.into());
+        }
+        if self.icount {
+            args.push("-icount".into());
+            args.push(ICOUNT.into());
         }
         if let Some(gdb) = self.gdb {
             // Loopback only: the stub gives whoever connects the machine.
@@ -542,6 +557,7 @@ mod tests {
             ram_mib: 260,
             monitor: "/m/el2-monitor".into(),
             gdb: None,
+            icount: false,
             loads: vec![
                 Load { file: "/t/kernel-0.bin".into(), addr: 0x4041_0000 },
                 Load { file: "/t/a,b.cfg".into(), addr: 0x4021_3000 },
@@ -581,6 +597,10 @@ mod tests {
         };
         assert_eq!(gdb(false), ["-gdb", "tcp:127.0.0.1:1234"]);
         assert_eq!(gdb(true), ["-gdb", "tcp:127.0.0.1:1234", "-S"]);
+        let icount: Vec<String> =
+            Invocation { icount: true, ..inv() }.args().into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(icount[3], "cortex-a15,cntfrq=1000000000");
+        assert_eq!(icount[expected.len()..], ["-icount", "shift=0,sleep=off"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -87,8 +87,21 @@ impl TraceSink {
 /// Read every record of a trace file.
 pub fn read(path: &Path) -> Result<Vec<TraceRecord>, TraceError> {
     let bytes = std::fs::read(path).map_err(|source| TraceError::Io { path: path.into(), source })?;
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let mut plain = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut plain).map_err(|e| TraceError::Malformed {
+            path: path.into(),
+            why: format!("a damaged gzip stream (offsets below count the uncompressed trace): {e}"),
+        })?;
+        return parse(path, &plain);
+    }
     parse(path, &bytes)
 }
+
+/// The start of a gzip member (RFC 1952: ID1, ID2, CM = deflate). A trace
+/// never starts so: it starts with its configuration record, whose postcard
+/// tag is a zero byte, so its COBS frame starts with the code byte 0x01.
+const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<TraceRecord>, TraceError> {
     let mut records = Vec::new();

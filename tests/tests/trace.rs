@@ -115,3 +115,53 @@ fn a_recorded_run_replays_exactly_and_an_altered_one_diverges() {
     assert_eq!(replayed.code(), Some(1), "{}", replayed.describe());
     assert!(replayed.stderr.contains("truncated"), "{}", replayed.describe());
 }
+
+/// The Debian boot recorded in `tests/traces` (see `tests/traces/record`):
+/// the servers of today must answer every request of that boot exactly as
+/// the servers that recorded it did. A change to a server that alters any
+/// reply of a real Linux boot fails here; when the change is intended,
+/// re-record with `tests/traces/record`.
+#[test]
+fn the_recorded_linux_boot_replays_exactly() {
+    let harness = harness();
+    let trace = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces").join("linux-2vcpu-boot.trace.gz");
+    let records = loader::trace::read(&trace).unwrap_or_else(|e| panic!("{e}"));
+    let requests = |server: ipc::ServerId| {
+        records
+            .iter()
+            .filter(|r| matches!(r, ipc::trace::TraceRecord::Request { message, .. } if message.server() == server))
+            .count()
+    };
+    // A whole boot, not a fragment: every server did real work.
+    for (server, least) in [(ipc::ServerId::Vcpu, 1_000), (ipc::ServerId::Vgic, 3_000), (ipc::ServerId::Vtimer, 1_000)]
+    {
+        assert!(requests(server) >= least, "{server:?}: {} requests, want at least {least}", requests(server));
+    }
+
+    let replayed = splitvisor(&harness, &["replay".as_ref(), trace.as_os_str()]);
+    assert_eq!(replayed.code(), Some(0), "{}", replayed.describe());
+    assert!(replayed.stdout.contains("every reply matched"), "{}", replayed.describe());
+
+    // The same boot with one vGIC reply altered (a list-register value)
+    // must be reported as a divergence.
+    let mut altered = Vec::new();
+    let mut done = false;
+    for mut record in records {
+        if !done {
+            if let ipc::trace::TraceRecord::Reply { server: ipc::ServerId::Vgic, result: Ok(reply), .. } = &mut record {
+                if let Some(ipc::Action::WriteListRegister { value, .. }) = reply.actions.first_mut() {
+                    *value ^= 1 << 28;
+                    done = true;
+                }
+            }
+        }
+        let mut out = [0u8; 4096];
+        altered.extend_from_slice(ipc::wire::encode_frame(&record, &mut out).expect("re-encoding a record"));
+    }
+    assert!(done, "the boot has no list-register write to alter");
+    let bad = harness.scratch().or_fail().join("linux-altered.trace");
+    std::fs::write(&bad, &altered).expect("writing the altered trace");
+    let replayed = splitvisor(&harness, &["replay".as_ref(), bad.as_os_str()]);
+    assert_eq!(replayed.code(), Some(1), "{}", replayed.describe());
+    assert!(replayed.stdout.contains("divergence at record #"), "{}", replayed.describe());
+}

@@ -87,6 +87,16 @@ impl Platform {
         self.cpus.count()
     }
 
+    /// The value of `key=value` on the command line (the last one wins).
+    pub fn bootarg(&self, key: &str) -> Option<&'static str> {
+        self.bootargs?
+            .split_whitespace()
+            .filter_map(|word| word.split_once('='))
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .next_back()
+    }
+
     /// Whether the command line asks to skip check `name` (see
     /// [`SKIP_PREFIX`]).
     pub fn skipped(&self, name: &str) -> bool {

@@ -12,8 +12,10 @@ mod devices;
 mod hostlink;
 mod lock;
 mod logger;
+mod mem;
 mod mmu;
 mod platform;
+mod profile;
 mod trace;
 mod vcpu;
 
@@ -105,7 +107,9 @@ impl Servers for &ServerSet {
         fn traced<S: Server>(server: &ServerLock<S>, message: &Message) -> Result<Reply, ServerError> {
             let mut server = server.lock();
             let seq = trace::request(message);
+            let start = profile::now();
             let result = server.handle_message(message.clone());
+            profile::add(HTPIDR.get() as usize, profile::Part::server(S::ID), start);
             if let Some(seq) = seq {
                 trace::reply(seq, S::ID, &result);
             }
@@ -134,9 +138,15 @@ static CONSOLE_ROOM: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8
 /// PowerOn requests waiting for a parked CPU: (entry, context id).
 static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 /// Per-CPU counters.
-static STATS: [Mutex<Stats>; MAX_CPUS] =
-    [const { Mutex::new(Stats { traps: [0; router::TRAP_KINDS.len()], messages: [0; 3], refused: 0, dropped: 0 }) };
-        MAX_CPUS];
+static STATS: [Mutex<Stats>; MAX_CPUS] = [const {
+    Mutex::new(Stats {
+        traps: [0; router::TRAP_KINDS.len()],
+        messages: [0; 3],
+        refused: 0,
+        dropped: 0,
+        ticks: [0; router::PROFILE_PARTS.len()],
+    })
+}; MAX_CPUS];
 
 fn vm() -> &'static Vm {
     match VM.get() {
@@ -169,8 +179,9 @@ fn fatal(why: &str) -> ! {
 fn shutdown(status: u8) -> ! {
     if let Some(vm) = VM.get() {
         let mut total = Stats::default();
-        for s in STATS.iter().take(usize::from(vm.config.vcpus)) {
+        for (cpu, s) in STATS.iter().take(usize::from(vm.config.vcpus)).enumerate() {
             total.add(&s.lock());
+            total.add(&Stats { ticks: profile::ticks(cpu), ..Stats::default() });
         }
         log::info!("VM stopped with status {status}");
         log::info!("stats: {total}");
@@ -443,6 +454,7 @@ fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
 /// Trap and interrupt entry from the vectors: kind 0 = trap, 1 = IRQ, 2 = FIQ.
 #[no_mangle]
 extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
+    let start = profile::now();
     let cpu = HTPIDR.get() as usize;
     let vcpu = VcpuId(cpu as u8);
     let vm = vm();
@@ -482,6 +494,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
             Next::Resume
         }
     };
+    profile::add(cpu, profile::Part::Hyp as usize, start);
     if next == Next::Park {
         park(cpu);
     }

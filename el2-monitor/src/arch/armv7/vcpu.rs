@@ -263,7 +263,11 @@ impl Hardware for Hw<'_> {
             Action::Kick { vcpu } => super::kick(*vcpu),
             Action::PowerOn { vcpu, entry, context_id } => super::power_on(*vcpu, *entry, *context_id),
             Action::PowerOff => self.next = Next::Park,
-            Action::WaitForInterrupt => super::wait_for_interrupt(),
+            Action::WaitForInterrupt => {
+                let start = super::profile::now();
+                super::wait_for_interrupt();
+                super::profile::add(super::HTPIDR.get() as usize, super::profile::Part::Idle as usize, start);
+            }
             Action::Shutdown(reason) => super::shutdown(match reason {
                 ShutdownReason::PowerOff => ipc::exit::POWER_OFF,
                 ShutdownReason::Reset => ipc::exit::RESET,
