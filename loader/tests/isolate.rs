@@ -630,3 +630,42 @@ fn message_numbers_and_recoveries_go_on_across_a_guest_reset() {
     assert!(run.stderr.contains(&line), "{line}\n{}", run.describe());
     assert!(run.stderr.contains(&format!("from the checkpoint after message {}", before + 16)), "{}", run.describe());
 }
+
+/// The Debian boot (2 vCPUs) recorded under QEMU and checked in under
+/// `tests/traces`.
+fn recorded_linux_boot() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/traces/linux-2vcpu-boot.trace.gz")
+}
+
+#[test]
+fn the_recorded_linux_boot_replays_exactly_with_every_server_failing_with_every_kind() {
+    let path = recorded_linux_boot();
+    let records = loader::trace::read(&path).unwrap_or_else(|e| panic!("{e}"));
+    let requests = |server: ServerId| {
+        records
+            .iter()
+            .filter(|r| matches!(r, TraceRecord::Request { message, .. } if message.server() == server))
+            .count()
+    };
+    // Faults deep into the boot, past several checkpoints.
+    let at = [(ServerId::Vcpu, 1_000), (ServerId::Vgic, 3_000), (ServerId::Vtimer, 700)];
+    for (server, n) in at {
+        assert!(requests(server) > n, "{}: {} requests", server.name(), requests(server));
+    }
+    for kind in ["panic", "wild-write", "hang", "bad-reply"] {
+        let specs: Vec<String> = at.iter().map(|(server, n)| format!("{}:{kind}@{n}", server.name())).collect();
+        let mut flags = vec!["--isolate", "process"];
+        for spec in &specs {
+            flags.extend(["--inject", spec.as_str()]);
+        }
+        let run = replay(&path, &flags);
+        let context = format!("{specs:?}\n{}", run.describe());
+        assert_eq!(run.code, Some(0), "{context}");
+        assert!(run.stdout.contains("every reply matched"), "{context}");
+        assert!(run.stdout.contains("3 recoveries (3 retried successfully)"), "{context}");
+        for (server, n) in at {
+            let line = format!("{} server, message {n}: {}", server.name(), symptom(kind));
+            assert!(run.stderr.contains(&line), "{line}\n{context}");
+        }
+    }
+}
