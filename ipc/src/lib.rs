@@ -6,7 +6,8 @@
 //! sends another), the VM configuration handed to the monitor at boot
 //! ([`VmConfig`]), trace records, the wire format ([`wire`]: postcard with a
 //! version, a size limit and COBS framing for byte streams) and the
-//! transports ([`transport`]).
+//! transports ([`transport`]), and fault-injection specifications
+//! ([`fault`]).
 //!
 //! It holds no policy: nothing here decides what a trap means.
 //!
@@ -20,6 +21,7 @@
 
 pub mod action;
 pub mod config;
+pub mod fault;
 #[cfg(feature = "arbitrary")]
 pub mod fuzzing;
 pub mod hostlink;

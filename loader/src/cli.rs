@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use ipc::fault::Injection;
+
 use crate::config::LogLevel;
+use crate::isolate::{FaultPolicy, Isolation};
 
 /// The most guest RAM: the guest's RAM starts at QEMU's RAM base (1 GiB on
 /// `virt`) and must end below 4 GiB for a 32-bit guest without LPAE.
@@ -64,10 +67,21 @@ pub enum Command {
     /// Run the servers on the host from a trace's initial state, feed each
     /// its recorded requests and compare every reply with the recorded one
     /// (exit 0 when all match; 1 with the first divergence).
-    Replay {
-        /// The trace file.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+    #[command(after_help = REPLAY_HELP)]
+    Replay(ReplayArgs),
+    /// Serve one server on standard input and output for the supervisor of
+    /// `replay --isolate process` (internal).
+    #[command(hide = true)]
+    Serve {
+        /// vcpu, vgic or vtimer.
+        #[arg(value_name = "SERVER")]
+        server: ipc::ServerId,
+        /// The generation of this instance (carried in every frame).
+        #[arg(long, default_value_t = 0)]
+        generation: u32,
+        /// A fault to carry out (SERVER:KIND@TRIGGER[:repeat]).
+        #[arg(long = "inject", value_name = "SPEC")]
+        inject: Vec<Injection>,
     },
     /// Measure the message path in instructions: the `bench` test guest
     /// under `run --icount` with a profiling monitor, one VM per item; prints
@@ -92,6 +106,86 @@ pub struct BenchArgs {
     /// Seconds each VM run may take.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+}
+
+const REPLAY_HELP: &str = "\
+With --isolate process, each server runs as its own OS process (`splitvisor`
+started again), supervised: a server process that dies (kill -9 included),
+hangs past --budget-ms, sends garbage or a reply that fails validation is
+restarted from its last checkpoint, the messages since are replayed into it,
+and the failed message is retried. Every recovery is reported on standard
+error (server, fault, message number, time). A message that fails again is
+answered as the monitor would answer the guest (--on-server-fault restart; it
+counts as a divergence only if that answer differs from the recorded reply)
+or stops the replay (--on-server-fault stop).
+
+--inject SERVER:KIND@N[:repeat] or SERVER:KIND@random:SEED:RATE[:repeat]
+(repeatable): SERVER vcpu, vgic or vtimer; KIND panic, wild-write, hang or
+bad-reply; N the number of the message to that server in the trace (from 1,
+counted on across guest resets); RATE a probability such as 0.01. A fault is transient (it fires on the first delivery
+of the message only) unless :repeat is given.
+
+Exit status:
+  0  every reply matched (faults, if any, were recovered)
+  1  a reply differed from the recorded one (the first is printed), or an error
+  2  wrong usage
+  4  a server failed again on a retried message with --on-server-fault stop,
+     or could not be restored (the report says which, and why)";
+
+/// `splitvisor replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The trace file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Where the servers run: in this process (none) or each in its own
+    /// supervised OS process (process).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Isolation::None)]
+    pub isolate: Isolation,
+    /// With --isolate process: how long a server process may take to answer
+    /// one message before it is taken for hung, at most an hour [default:
+    /// 1000].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub budget_ms: Option<u64>,
+    /// With --isolate process: checkpoint each server every N messages to it
+    /// [default: 256].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: Option<u64>,
+    /// With --isolate process: what to do with a message its server fails on
+    /// again after a restart [default: restart].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub on_server_fault: Option<FaultPolicy>,
+    /// With --isolate process: inject a fault (repeatable; see below).
+    #[arg(long = "inject", value_name = "SPEC")]
+    pub inject: Vec<Injection>,
+    /// With --isolate process: write each server process's pid to
+    /// DIR/SERVER.pid whenever one starts.
+    #[arg(long, value_name = "DIR")]
+    pub pid_dir: Option<PathBuf>,
+}
+
+impl ReplayArgs {
+    /// The default time budget of one message.
+    pub const BUDGET_MS: u64 = 1000;
+    /// The default checkpoint interval.
+    pub const CHECKPOINT_EVERY: u64 = 256;
+
+    /// The options that only mean something with `--isolate process`, given
+    /// without it: the first one's name.
+    pub fn isolation_only_flag(&self) -> Option<&'static str> {
+        if self.isolate == Isolation::Process {
+            return None;
+        }
+        [
+            (self.budget_ms.is_some(), "--budget-ms"),
+            (self.checkpoint_every.is_some(), "--checkpoint-every"),
+            (self.on_server_fault.is_some(), "--on-server-fault"),
+            (!self.inject.is_empty(), "--inject"),
+            (self.pid_dir.is_some(), "--pid-dir"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
 }
 
 /// `splitvisor trace ...`.
@@ -368,6 +462,58 @@ mod tests {
             panic!()
         };
         assert_eq!((init, output), (Some(PathBuf::from("my-init")), PathBuf::from("out.gz")));
+    }
+
+    #[test]
+    fn replay_flags() {
+        let Command::Replay(r) = parse(&["replay", "t"]).unwrap().command else { panic!() };
+        assert_eq!(
+            (r.isolate, r.budget_ms, r.checkpoint_every, r.on_server_fault),
+            (Isolation::None, None, None, None)
+        );
+        assert_eq!(r.isolation_only_flag(), None);
+        let Command::Replay(r) = parse(&[
+            "replay",
+            "--isolate",
+            "process",
+            "--budget-ms",
+            "250",
+            "--checkpoint-every",
+            "16",
+            "--on-server-fault",
+            "stop",
+            "--inject",
+            "vgic:panic@3",
+            "--inject",
+            "vcpu:hang@random:7:0.01:repeat",
+            "--pid-dir",
+            "pids",
+            "t",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!((r.isolate, r.budget_ms, r.checkpoint_every), (Isolation::Process, Some(250), Some(16)));
+        assert_eq!(r.on_server_fault, Some(FaultPolicy::Stop));
+        let specs: Vec<String> = r.inject.iter().map(|i| i.to_string()).collect();
+        assert_eq!(specs, ["vgic:panic@3", "vcpu:hang@random:7:0.01:repeat"]);
+        assert_eq!(r.pid_dir, Some(PathBuf::from("pids")));
+        assert_eq!(r.isolation_only_flag(), None);
+        let Command::Replay(r) = parse(&["replay", "--inject", "vgic:panic@3", "t"]).unwrap().command else { panic!() };
+        assert_eq!(r.isolation_only_flag(), Some("--inject"));
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(kind(&["replay", "--inject", "vgic:panic@0", "t"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["replay", "--inject", "gic:panic@1", "t"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["replay", "--isolate", "thread", "t"]), ErrorKind::InvalidValue);
+        assert_eq!(kind(&["replay", "--budget-ms", "0", "t"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["replay", "--budget-ms", "3600001", "t"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["replay", "--checkpoint-every", "0", "t"]), ErrorKind::ValueValidation);
+        let err = parse(&["replay", "--inject", "vgic:explode@1", "t"]).unwrap_err().to_string();
+        assert!(err.contains("unknown fault kind"), "{err}");
+        let help = parse(&["replay", "--help"]).unwrap_err().to_string();
+        assert!(help.contains("--on-server-fault stop") && help.contains("  4  "), "{help}");
     }
 
     #[test]

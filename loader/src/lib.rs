@@ -20,8 +20,9 @@
 //! monitor ELF and its build), [`config`] (the `ipc::VmConfig` blob),
 //! [`guest`] (the default guest), [`initramfs`] (cpio archives), [`plan`]
 //! (putting it together), [`qemu`] (command line and process), [`console`]
-//! (the terminal), [`setup`] (installing QEMU on first use) and [`stats`]
-//! (`--stats`).
+//! (the terminal), [`setup`] (installing QEMU on first use), [`stats`]
+//! (`--stats`), [`trace`] (traces and replay) and [`isolate`] (replay with
+//! each server in its own supervised process, fault injection).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -36,6 +37,7 @@ pub mod dtb;
 pub mod guest;
 pub mod images;
 pub mod initramfs;
+pub mod isolate;
 pub mod monitor;
 pub mod plan;
 pub mod platform;
@@ -111,6 +113,12 @@ pub enum Error {
     /// A trace could not be written or read.
     #[error(transparent)]
     Trace(#[from] trace::TraceError),
+    /// The path of the running executable is unknown.
+    #[error("cannot find the splitvisor executable to start server processes from: {0}")]
+    Exe(std::io::Error),
+    /// A server process stopped serving.
+    #[error("serve: {0}")]
+    Serve(isolate::serve::ServeError),
     /// `splitvisor bench` failed.
     #[error(transparent)]
     Bench(#[from] bench::BenchError),
@@ -182,24 +190,103 @@ pub fn trace_command(command: &cli::TraceCommand) -> Result<(), Error> {
 }
 
 /// `splitvisor replay`: 0 when every reply matches, 1 at the first
-/// divergence (which is printed).
-pub fn replay(file: &std::path::Path) -> Result<u8, Error> {
-    match trace::replay(file)? {
-        trace::Replayed::Matched(counts) => {
-            println!(
-                "replay: every reply matched ({} vcpu, {} vgic, {} vtimer requests)",
-                counts[0], counts[1], counts[2]
-            );
-            Ok(0)
-        }
-        trace::Replayed::Diverged(d) => {
-            println!("replay: divergence at record #{} (request #{} to {}):", d.index, d.seq, d.server.name());
-            println!("  request:  {:?}", d.request);
-            println!("  recorded: {:?}", d.expected);
-            println!("  replayed: {:?}", d.actual);
-            Ok(1)
-        }
+/// divergence (which is printed); with `--isolate process`, 4 when a server
+/// fault stopped the replay.
+pub fn replay(args: &cli::ReplayArgs, log_level: LogLevel) -> Result<u8, Error> {
+    let started = Instant::now();
+    let file = &args.file;
+    if args.isolate == isolate::Isolation::None {
+        return Ok(match trace::replay(file)? {
+            trace::Replayed::Matched(counts) => {
+                println!(
+                    "replay: every reply matched ({} vcpu, {} vgic, {} vtimer requests) in {:.3} s",
+                    counts[0],
+                    counts[1],
+                    counts[2],
+                    started.elapsed().as_secs_f64()
+                );
+                0
+            }
+            trace::Replayed::Diverged(d) => {
+                print_divergence("divergence", &d);
+                1
+            }
+        });
     }
+    let options = isolate::Options {
+        exe: std::env::current_exe().map_err(Error::Exe)?,
+        budget: Duration::from_millis(args.budget_ms.unwrap_or(cli::ReplayArgs::BUDGET_MS)),
+        checkpoint_every: args.checkpoint_every.unwrap_or(cli::ReplayArgs::CHECKPOINT_EVERY),
+        on_fault: args.on_server_fault.unwrap_or_default(),
+        injections: args.inject.clone(),
+        pid_dir: args.pid_dir.clone(),
+        log_level,
+    };
+    let replayed = isolate::replay(file, options)?;
+    let driven = &replayed.driven;
+    let counts = driven.counts;
+    let retried = replayed.recoveries.iter().filter(|r| r.outcome == isolate::RecoveryOutcome::Retried).count();
+    let summary = format!(
+        "{} vcpu, {} vgic, {} vtimer requests, each server in its own process; {} recoveries ({retried} retried \
+         successfully), {} answered by policy ({} of them differing); {} checkpoints ({} KiB, {:.1} ms) in {:.3} s",
+        counts[0],
+        counts[1],
+        counts[2],
+        replayed.recoveries.len(),
+        driven.policy_answers,
+        driven.policy_divergences,
+        replayed.checkpoints.taken,
+        replayed.checkpoints.bytes / 1024,
+        replayed.checkpoints.time.as_secs_f64() * 1e3,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(match &driven.end {
+        trace::End::Completed if driven.policy_divergences == 0 => {
+            println!("replay: every reply matched ({summary})");
+            0
+        }
+        trace::End::Completed => {
+            println!(
+                "replay: {} policy answer(s) differ from the recorded replies ({summary})",
+                driven.policy_divergences
+            );
+            if let Some(d) = &driven.first_policy_divergence {
+                print_divergence("first policy answer that differs", d);
+            }
+            1
+        }
+        trace::End::Diverged(d) => {
+            println!("replay: {summary}");
+            print_divergence("divergence", d);
+            1
+        }
+        trace::End::Halted { index, halt } => {
+            println!("replay: stopped at record #{index} ({summary})");
+            match halt {
+                isolate::supervisor::Halt::Stopped(stopped) => {
+                    eprintln!("splitvisor: replay stopped (--on-server-fault stop): {stopped}");
+                    eprintln!("splitvisor:   request: {:?}", stopped.request);
+                }
+                isolate::supervisor::Halt::Start(server, fault) => {
+                    eprintln!("splitvisor: replay stopped: the {} server process {fault}", server.name());
+                }
+            }
+            ipc::exit::MONITOR_FAULT
+        }
+    })
+}
+
+fn print_divergence(what: &str, d: &trace::Divergence) {
+    println!("replay: {what} at record #{} (request #{} to {}):", d.index, d.seq, d.server.name());
+    println!("  request:  {:?}", d.request);
+    println!("  recorded: {:?}", d.expected);
+    println!("  replayed: {:?}", d.actual);
+}
+
+/// `splitvisor serve SERVER` (the server process of `replay --isolate
+/// process`).
+pub fn serve(server: ipc::ServerId, generation: u32, injections: &[ipc::fault::Injection]) -> Result<(), Error> {
+    isolate::serve::serve_stdio(server, generation, injections).map_err(Error::Serve)
 }
 
 /// `splitvisor bench`: run the items, print the table.

@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use loader::cli::{Cli, Command};
 
 fn main() -> ExitCode {
@@ -24,7 +25,13 @@ fn main() -> ExitCode {
         Command::Dtb(args) => loader::dtb(args).map(|()| 0),
         Command::Guest(command) => loader::guest_command(command).map(|()| 0),
         Command::Trace(command) => loader::trace_command(command).map(|()| 0),
-        Command::Replay { file } => loader::replay(file),
+        Command::Replay(args) => {
+            if let Some(flag) = args.isolation_only_flag() {
+                Cli::command().error(ErrorKind::ArgumentConflict, format!("{flag} needs --isolate process")).exit();
+            }
+            loader::replay(args, cli.log_level)
+        }
+        Command::Serve { server, generation, inject } => loader::serve(*server, *generation, inject).map(|()| 0),
         Command::Bench(args) => loader::bench(args).map(|()| 0),
     };
     match result {

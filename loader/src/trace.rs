@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ipc::trace::TraceRecord;
-use ipc::{Message, Reply, Server, ServerError, ServerId};
+use ipc::{Message, Reply, Server, ServerError, ServerId, VmConfig};
 use vcpu_server::VcpuServer;
 use vgic_server::VgicServer;
 use vtimer_server::VtimerServer;
@@ -186,6 +186,10 @@ struct Servers {
 }
 
 impl Servers {
+    fn new(config: &VmConfig) -> Servers {
+        Servers { vcpu: VcpuServer::new(config), vgic: VgicServer::new(config), vtimer: VtimerServer::new(config) }
+    }
+
     fn handle(&mut self, message: Message) -> Result<Reply, ServerError> {
         match message.server() {
             ServerId::Vcpu => self.vcpu.handle_message(message),
@@ -221,6 +225,81 @@ pub struct Divergence {
     pub actual: Result<Reply, ServerError>,
 }
 
+/// A server's answer during a replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The reply or the error.
+    pub result: Result<Reply, ServerError>,
+    /// The server failed on the message and the answer is the fault
+    /// policy's, not the server's.
+    pub by_policy: bool,
+}
+
+/// What a replay runs the servers on: this process, or supervised server
+/// processes ([`crate::isolate`]).
+pub trait Backend {
+    /// Why it could not go on.
+    type Halt;
+    /// Start (or start again, after a guest reset) the servers of the VM
+    /// `config` describes.
+    fn boot(&mut self, config: &VmConfig) -> Result<(), Self::Halt>;
+    /// Deliver one message to its server.
+    fn handle(&mut self, message: &Message) -> Result<Answer, Self::Halt>;
+}
+
+/// The servers in this process.
+#[derive(Default)]
+struct InProcess(Option<Servers>);
+
+impl Backend for InProcess {
+    type Halt = std::convert::Infallible;
+
+    fn boot(&mut self, config: &VmConfig) -> Result<(), Self::Halt> {
+        self.0 = Some(Servers::new(config));
+        Ok(())
+    }
+
+    fn handle(&mut self, message: &Message) -> Result<Answer, Self::Halt> {
+        let result = match self.0.as_mut() {
+            Some(servers) => servers.handle(message.clone()),
+            // The driver boots before it delivers.
+            None => Err(ServerError::Unexpected),
+        };
+        Ok(Answer { result, by_policy: false })
+    }
+}
+
+/// How a replay on a [`Backend`] ended.
+#[derive(Debug)]
+pub enum End<H> {
+    /// Every reply matched (those answered by policy aside).
+    Completed,
+    /// The first reply of a server that differs from the recorded one.
+    Diverged(Box<Divergence>),
+    /// The backend could not go on at record `index`.
+    Halted {
+        /// The record of the request.
+        index: usize,
+        /// Why.
+        halt: H,
+    },
+}
+
+/// A replay on a [`Backend`].
+#[derive(Debug)]
+pub struct Driven<H> {
+    /// Requests delivered per server ([`ServerId::index`]).
+    pub counts: [u64; 3],
+    /// How it ended.
+    pub end: End<H>,
+    /// Requests answered by the fault policy.
+    pub policy_answers: u64,
+    /// Of those, the ones whose answer differs from the recorded reply.
+    pub policy_divergences: u64,
+    /// The first of those.
+    pub first_policy_divergence: Option<Box<Divergence>>,
+}
+
 /// `splitvisor replay`.
 pub fn replay(path: &Path) -> Result<Replayed, TraceError> {
     let records = read(path)?;
@@ -228,51 +307,85 @@ pub fn replay(path: &Path) -> Result<Replayed, TraceError> {
 }
 
 fn replay_records(path: &Path, records: &[TraceRecord]) -> Result<Replayed, TraceError> {
+    let driven = drive(path, records, &mut InProcess::default())?;
+    Ok(match driven.end {
+        End::Completed => Replayed::Matched(driven.counts),
+        End::Diverged(d) => Replayed::Diverged(d),
+        End::Halted { halt, .. } => match halt {},
+    })
+}
+
+/// Replay `records` (read from `path`) on `backend`: boot it on each
+/// configuration, deliver each request, compare each reply with the
+/// recorded one. A server's reply that differs ends the replay; an answer
+/// by the fault policy that differs is counted and the replay goes on (as
+/// the VM would).
+pub fn drive<B: Backend>(path: &Path, records: &[TraceRecord], backend: &mut B) -> Result<Driven<B::Halt>, TraceError> {
     let malformed = |why: String| TraceError::Malformed { path: path.into(), why };
-    let mut servers: Option<Servers> = None;
-    let mut answered: HashMap<u64, (Message, Result<Reply, ServerError>)> = HashMap::new();
-    let mut counts = [0u64; 3];
+    let mut booted = false;
+    let mut answered: HashMap<u64, (Message, Answer)> = HashMap::new();
+    let mut driven = Driven {
+        counts: [0; 3],
+        end: End::Completed,
+        policy_answers: 0,
+        policy_divergences: 0,
+        first_policy_divergence: None,
+    };
     for (index, record) in records.iter().enumerate() {
         match record {
             // A new boot (the first, or after a guest reset).
             TraceRecord::Config(config) => {
                 config.validate().map_err(|e| malformed(format!("record #{index}: configuration invalid: {e}")))?;
-                servers = Some(Servers {
-                    vcpu: VcpuServer::new(config),
-                    vgic: VgicServer::new(config),
-                    vtimer: VtimerServer::new(config),
-                });
+                if let Err(halt) = backend.boot(config) {
+                    driven.end = End::Halted { index, halt };
+                    return Ok(driven);
+                }
+                booted = true;
                 answered.clear();
             }
             TraceRecord::Request { seq, message } => {
-                let servers = servers
-                    .as_mut()
-                    .ok_or_else(|| malformed(format!("record #{index}: a request before the configuration")))?;
-                let actual = servers.handle(message.clone());
-                counts[message.server().index()] += 1;
-                answered.insert(*seq, (message.clone(), actual));
+                if !booted {
+                    return Err(malformed(format!("record #{index}: a request before the configuration")));
+                }
+                let answer = match backend.handle(message) {
+                    Ok(answer) => answer,
+                    Err(halt) => {
+                        driven.end = End::Halted { index, halt };
+                        return Ok(driven);
+                    }
+                };
+                driven.counts[message.server().index()] += 1;
+                driven.policy_answers += u64::from(answer.by_policy);
+                answered.insert(*seq, (message.clone(), answer));
             }
             TraceRecord::Reply { seq, server, result } => {
-                let (request, actual) = answered.remove(seq).ok_or_else(|| {
+                let (request, answer) = answered.remove(seq).ok_or_else(|| {
                     malformed(format!("record #{index}: a reply to request #{seq}, which was never made"))
                 })?;
-                if actual != *result || request.server() != *server {
-                    return Ok(Replayed::Diverged(Box::new(Divergence {
+                if answer.result != *result || request.server() != *server {
+                    let divergence = Box::new(Divergence {
                         index,
                         seq: *seq,
                         server: *server,
                         request,
                         expected: result.clone(),
-                        actual,
-                    })));
+                        actual: answer.result,
+                    });
+                    if answer.by_policy {
+                        driven.policy_divergences += 1;
+                        driven.first_policy_divergence.get_or_insert(divergence);
+                        continue;
+                    }
+                    driven.end = End::Diverged(divergence);
+                    return Ok(driven);
                 }
             }
         }
     }
-    if servers.is_none() {
+    if !booted {
         return Err(malformed("no configuration record: not a trace".into()));
     }
-    Ok(Replayed::Matched(counts))
+    Ok(driven)
 }
 
 #[cfg(test)]
@@ -288,8 +401,7 @@ mod tests {
     /// server's reply.
     fn recorded(requests: &[Message]) -> Vec<TraceRecord> {
         let c = config();
-        let mut servers =
-            Servers { vcpu: VcpuServer::new(&c), vgic: VgicServer::new(&c), vtimer: VtimerServer::new(&c) };
+        let mut servers = Servers::new(&c);
         let mut records = vec![TraceRecord::Config(c)];
         for (seq, m) in requests.iter().enumerate() {
             let seq = seq as u64;

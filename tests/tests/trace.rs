@@ -53,6 +53,28 @@ fn a_recorded_run_replays_exactly_and_an_altered_one_diverges() {
     assert_eq!(replayed.code(), Some(0), "{}", replayed.describe());
     assert!(replayed.stdout.contains("every reply matched"), "{}", replayed.describe());
 
+    // Each server in its own process, each made to fail once: still exact.
+    let isolated = splitvisor(
+        &harness,
+        &[
+            "replay".as_ref(),
+            "--isolate".as_ref(),
+            "process".as_ref(),
+            "--checkpoint-every".as_ref(),
+            "8".as_ref(),
+            "--inject".as_ref(),
+            "vcpu:panic@12".as_ref(),
+            "--inject".as_ref(),
+            "vgic:bad-reply@5".as_ref(),
+            "--inject".as_ref(),
+            "vtimer:wild-write@3".as_ref(),
+            trace.as_os_str(),
+        ],
+    );
+    assert_eq!(isolated.code(), Some(0), "{}", isolated.describe());
+    assert!(isolated.stdout.contains("every reply matched"), "{}", isolated.describe());
+    assert!(isolated.stdout.contains("3 recoveries (3 retried successfully)"), "{}", isolated.describe());
+
     let shown = splitvisor(&harness, &["trace".as_ref(), "show".as_ref(), trace.as_os_str()]);
     assert_eq!(shown.code(), Some(0), "{}", shown.describe());
     assert!(shown.stdout.contains("config: 2 vCPU(s)"), "{}", shown.describe());

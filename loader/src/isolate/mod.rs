@@ -1,0 +1,267 @@
+//! Process isolation on the host: `splitvisor replay --isolate process`
+//! runs each server as its own OS process (`splitvisor serve SERVER`, over
+//! ipc's byte-stream transport on its standard input and output), supervised
+//! ([`supervisor`]): a server process that dies, hangs, sends garbage or a
+//! reply that fails validation ([`validate`]) is restarted and its state
+//! restored exactly to what it was before the failed message (a checkpoint
+//! plus the messages logged since), and the message is retried. Faults can be
+//! injected ([`serve`], `--inject`, [`ipc::fault`]).
+//!
+//! Modules: [`proto`] (what the supervisor and a server process say),
+//! [`serve`] (the server process), [`supervisor`], [`validate`].
+
+pub mod proto;
+pub mod serve;
+pub mod supervisor;
+pub mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipc::fault::Injection;
+use ipc::{Action, Message, Reply, ServerId, Trap, VcpuRequest, VgicRequest, VtimerRequest};
+
+use crate::config::LogLevel;
+use crate::trace::{self, Driven, TraceError};
+use supervisor::{Halt, Supervisor};
+
+/// Where `splitvisor replay` runs the servers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// In the replaying process itself.
+    #[default]
+    None,
+    /// Each server in its own supervised OS process.
+    Process,
+}
+
+/// What is done with a message its server failed on twice (once, then
+/// again after its state was restored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FaultPolicy {
+    /// Restore the server once more and answer the message as the monitor
+    /// would answer the guest (see [`policy_reply`]), then go on.
+    #[default]
+    Restart,
+    /// Stop with a report.
+    Stop,
+}
+
+/// How the supervisor works.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `splitvisor` executable to start server processes from.
+    pub exe: PathBuf,
+    /// How long a server process may take to answer one message.
+    pub budget: Duration,
+    /// Take a checkpoint of a server every this many messages to it.
+    pub checkpoint_every: u64,
+    /// What to do with a message that fails twice.
+    pub on_fault: FaultPolicy,
+    /// Faults to inject.
+    pub injections: Vec<Injection>,
+    /// Write each server process's pid to `DIR/SERVER.pid` when it starts.
+    pub pid_dir: Option<PathBuf>,
+    /// The server processes' log level.
+    pub log_level: LogLevel,
+}
+
+impl Options {
+    /// How long a new process may take to start and take in its state
+    /// (starting a process is slower than answering a message, and slower
+    /// still on a loaded machine): ten budgets, at least 5 s.
+    pub fn startup_budget(&self) -> Duration {
+        self.budget.saturating_mul(10).max(Duration::from_secs(5))
+    }
+}
+
+/// What a recovery ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryOutcome {
+    /// The message was retried on the restored server and succeeded.
+    Retried,
+    /// The retry failed too; the message was answered by the policy.
+    AnsweredByPolicy,
+    /// The retry failed too; the replay stopped (`--on-server-fault stop`).
+    Stopped,
+    /// The server failed while giving its state for a checkpoint, after its
+    /// reply was accepted; it was restored (the message stands).
+    Restored,
+}
+
+/// One recovery of a server process.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// The server.
+    pub server: ServerId,
+    /// The number of the message it failed on (counted from 1 per server).
+    pub message: u64,
+    /// What went wrong.
+    pub fault: String,
+    /// The generation of the instance that took over.
+    pub generation: u32,
+    /// The checkpoint it started from: the state after this message.
+    pub checkpoint_after: u64,
+    /// Logged messages replayed into it.
+    pub replayed: usize,
+    /// From the detection of the fault to the end of the recovery (the
+    /// retried reply accepted, or the policy applied).
+    pub took: Duration,
+    /// How it ended.
+    pub outcome: RecoveryOutcome,
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let outcome = match self.outcome {
+            RecoveryOutcome::Retried => "retried it: recovered",
+            RecoveryOutcome::AnsweredByPolicy => "the retry failed too: answered by policy",
+            RecoveryOutcome::Stopped => "the retry failed too: stopping",
+            RecoveryOutcome::Restored => "while giving a checkpoint: restored",
+        };
+        write!(
+            f,
+            "{} server, message {}: the process {}; restarted as generation {} from the checkpoint after message {} \
+             and {} logged message(s), {outcome} in {:.1} ms",
+            self.server.name(),
+            self.message,
+            self.fault,
+            self.generation,
+            self.checkpoint_after,
+            self.replayed,
+            self.took.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// Why a replay stopped on a server fault.
+#[derive(Clone, Debug)]
+pub struct Stopped {
+    /// The server.
+    pub server: ServerId,
+    /// The number of the message it failed on.
+    pub message_number: u64,
+    /// The message.
+    pub request: Message,
+    /// The first failure.
+    pub first: String,
+    /// The failure of the retry (or of the restoration).
+    pub again: String,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the {} server failed on its message {}: the process {}; after a restart it {}",
+            self.server.name(),
+            self.message_number,
+            self.first,
+            self.again
+        )
+    }
+}
+
+/// The answer `--on-server-fault restart` gives a message its server failed
+/// on twice: what the monitor answers the guest when it cannot get a
+/// server's answer. A trap with a faulting address (an MMIO access, a data
+/// abort without syndrome, a prefetch abort) gets an external abort on that
+/// address; a trapped instruction (HVC, SMC, CP15, an unknown class) an
+/// undefined instruction exception; WFI and WFE complete (they may complete
+/// at any time); notifications (Start, SetLine, Sync, Idle, Fired, console
+/// input, physical interrupts, the Hyp timer) get nothing.
+pub fn policy_reply(message: &Message) -> Reply {
+    let action = match message {
+        Message::Vcpu(VcpuRequest::Trap(trap)) => match trap.trap {
+            Trap::Mmio(access) => Some(Action::InjectDataAbort { far: access.far }),
+            Trap::DataAbortNoSyndrome { far, .. } => Some(Action::InjectDataAbort { far }),
+            Trap::PrefetchAbort { far, .. } => Some(Action::InjectPrefetchAbort { far }),
+            Trap::Hvc { .. } | Trap::Smc { .. } | Trap::Cp15(_) | Trap::Cp15Wide(_) | Trap::Unknown { .. } => {
+                Some(Action::InjectUndef)
+            }
+            Trap::Wfi | Trap::Wfe => Some(Action::AdvancePc),
+            Trap::Irq { .. } | Trap::HypTimer => None,
+        },
+        Message::Vgic(VgicRequest::Mmio { access, .. }) => Some(Action::InjectDataAbort { far: access.far }),
+        Message::Vtimer(VtimerRequest::Cp15 { .. }) | Message::Vtimer(VtimerRequest::Cp15Wide { .. }) => {
+            Some(Action::InjectUndef)
+        }
+        Message::Vcpu(VcpuRequest::Start { .. } | VcpuRequest::ConsoleInput { .. })
+        | Message::Vgic(
+            VgicRequest::Start { .. }
+            | VgicRequest::SetLine { .. }
+            | VgicRequest::Maintenance { .. }
+            | VgicRequest::Sync { .. }
+            | VgicRequest::Idle { .. },
+        )
+        | Message::Vtimer(VtimerRequest::Start { .. } | VtimerRequest::Fired { .. }) => None,
+    };
+    let mut reply = Reply::none();
+    if let Some(action) = action {
+        // One action always fits.
+        let _ = reply.push(action);
+    }
+    reply
+}
+
+/// An isolated replay.
+#[derive(Debug)]
+pub struct IsolatedReplay {
+    /// How it went.
+    pub driven: Driven<Halt>,
+    /// Every recovery, in order.
+    pub recoveries: Vec<Recovery>,
+    /// What the checkpoints cost.
+    pub checkpoints: supervisor::CheckpointStats,
+}
+
+/// `splitvisor replay --isolate process FILE`.
+pub fn replay(path: &Path, options: Options) -> Result<IsolatedReplay, TraceError> {
+    let records = trace::read(path)?;
+    let mut supervisor = Supervisor::new(options);
+    let driven = trace::drive(path, &records, &mut supervisor)?;
+    supervisor.shutdown();
+    Ok(IsolatedReplay {
+        driven,
+        recoveries: std::mem::take(&mut supervisor.recoveries),
+        checkpoints: supervisor.checkpoints,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc::{AccessSize, MmioAccess, TrapMsg, VcpuId};
+
+    #[test]
+    fn policy_answers_are_architectural() {
+        let trap = |trap| Message::Vcpu(VcpuRequest::Trap(TrapMsg { vcpu: VcpuId(0), trap, pc: 0, cpsr: 0x1d3 }));
+        let access = MmioAccess {
+            ipa: 0x0900_0000,
+            far: 0xc080_0000,
+            size: AccessSize::Word,
+            write: false,
+            value: 0,
+            rt: 0,
+            sign_extend: false,
+        };
+        assert_eq!(policy_reply(&trap(Trap::Mmio(access))).actions[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
+        assert_eq!(policy_reply(&trap(Trap::Hvc { imm: 0, args: [0; 4] })).actions[..], [Action::InjectUndef]);
+        assert_eq!(
+            policy_reply(&trap(Trap::PrefetchAbort { ipa: 0, far: 8 })).actions[..],
+            [Action::InjectPrefetchAbort { far: 8 }]
+        );
+        assert_eq!(policy_reply(&trap(Trap::Wfi)).actions[..], [Action::AdvancePc]);
+        assert!(policy_reply(&trap(Trap::Irq { intid: 27 })).actions.is_empty());
+        let mmio = Message::Vgic(VgicRequest::Mmio { vcpu: VcpuId(1), access, status: None });
+        assert_eq!(policy_reply(&mmio).actions[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
+        let sync = Message::Vgic(VgicRequest::Sync { vcpu: VcpuId(0), status: Default::default() });
+        assert!(policy_reply(&sync).actions.is_empty());
+        // Every policy answer passes validation.
+        let config = ipc::VmConfig::example(2);
+        for m in [trap(Trap::Mmio(access)), trap(Trap::Wfe), mmio, sync] {
+            assert_eq!(validate::check(&policy_reply(&m), &config), Ok(()));
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Reply validation: what the supervisor checks in every reply of a server
+//! process before it takes it, independently of the recorded trace (the
+//! monitor has no recording to compare with; it has these rules).
+//!
+//! A reply fails when an action names something the VM does not have: a
+//! register that does not exist, a vCPU beyond the configured count, an entry
+//! point outside guest RAM, a list register beyond those a CPU interface
+//! reports, a malformed list-register value, an invalid interrupt; and the
+//! same for the messages it forwards to other servers. Those are the
+//! server's bugs, never the guest's: the servers turn every guest request
+//! into well-formed actions.
+
+use ipc::{Action, GuestReg, IntId, Message, Reply, VcpuId, VcpuRequest, VgicRequest, VmConfig, VtimerRequest};
+use vgic_server::lr::{lr_bits, MAX_LRS};
+
+/// The highest general-purpose register a reply may name: `GuestReg::Gpr`
+/// is R0-R14 of the guest's mode (R15 is [`GuestReg::Pc`]).
+const LAST_GPR: u8 = 14;
+
+/// GICH_LRn bits \[22:20\]: reserved (IHI 0048B chapter 5, GICH_LRn).
+const LR_RESERVED: u32 = 0x7 << 20;
+/// GICH_LRn bits \[18:13\] when HW is 0: reserved (beside EOI, bit 19, and
+/// CPUID, bits \[12:10\]; IHI 0048B chapter 5, GICH_LRn).
+const LR_RESERVED_SOFTWARE: u32 = 0x3f << 13;
+
+/// Why a reply was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidReply {
+    /// `SetReg` of a register that does not exist.
+    #[error("sets r{0}, which does not exist")]
+    NoSuchRegister(u8),
+    /// An action or forwarded message names a vCPU the VM does not have.
+    #[error("names vCPU {}, which the VM does not have", .0.0)]
+    NoSuchVcpu(VcpuId),
+    /// `PowerOn` at an entry point outside guest RAM.
+    #[error("starts a vCPU at {0:#x}, outside guest RAM")]
+    EntryOutsideRam(u32),
+    /// `WriteListRegister` of a list register that does not exist.
+    #[error("writes list register {0}, which does not exist")]
+    NoSuchListRegister(u8),
+    /// `WriteListRegister` of a value with reserved bits set or an invalid
+    /// interrupt in it.
+    #[error("writes the malformed list-register value {0:#010x}")]
+    MalformedListRegister(u32),
+    /// An interrupt number that is not an interrupt (1020 and above), or a
+    /// physical interrupt to deactivate that is an SGI.
+    #[error("names INTID {}, which is not valid there", .0.0)]
+    BadIntid(IntId),
+}
+
+/// Check every action of `reply` (and every message it forwards) against
+/// the VM `config` describes.
+pub fn check(reply: &Reply, config: &VmConfig) -> Result<(), InvalidReply> {
+    reply.actions.iter().try_for_each(|action| check_action(action, config))
+}
+
+fn vcpu(v: VcpuId, config: &VmConfig) -> Result<(), InvalidReply> {
+    if v.0 < config.vcpus {
+        Ok(())
+    } else {
+        Err(InvalidReply::NoSuchVcpu(v))
+    }
+}
+
+fn intid(i: IntId) -> Result<(), InvalidReply> {
+    if i.0 < IntId::LIMIT {
+        Ok(())
+    } else {
+        Err(InvalidReply::BadIntid(i))
+    }
+}
+
+fn check_action(action: &Action, config: &VmConfig) -> Result<(), InvalidReply> {
+    match action {
+        Action::SetReg { reg: GuestReg::Gpr(n), .. } if *n > LAST_GPR => Err(InvalidReply::NoSuchRegister(*n)),
+        Action::Kick { vcpu: v } => vcpu(*v, config),
+        Action::PowerOn { vcpu: v, entry, .. } => {
+            vcpu(*v, config)?;
+            // Bit 0 selects Thumb state; the instruction is at entry & !1.
+            if config.ram.contains_ipa(u64::from(entry & !1), 2) {
+                Ok(())
+            } else {
+                Err(InvalidReply::EntryOutsideRam(*entry))
+            }
+        }
+        Action::WriteListRegister { index, value } => {
+            if usize::from(*index) >= MAX_LRS {
+                return Err(InvalidReply::NoSuchListRegister(*index));
+            }
+            check_list_register(*value)
+        }
+        Action::DeactivatePhysical { intid: i } => {
+            // Only a PPI or an SPI is linked to a list register (an SGI's
+            // deactivation is the guest's own).
+            intid(*i)?;
+            if i.is_sgi() {
+                return Err(InvalidReply::BadIntid(*i));
+            }
+            Ok(())
+        }
+        Action::Send(message) => check_message(message, config),
+        Action::SetReg { .. }
+        | Action::AdvancePc
+        | Action::InjectUndef
+        | Action::InjectDataAbort { .. }
+        | Action::InjectPrefetchAbort { .. }
+        | Action::CleanInvalidateDcache
+        | Action::ConsoleWrite { .. }
+        | Action::ConfigureTraps(_)
+        | Action::SetCntvoff { .. }
+        | Action::SetHypTimer { .. }
+        | Action::WriteGichHcr { .. }
+        | Action::PowerOff
+        | Action::WaitForInterrupt
+        | Action::Shutdown(_)
+        | Action::ConsoleReady { .. } => Ok(()),
+    }
+}
+
+fn check_list_register(value: u32) -> Result<(), InvalidReply> {
+    let malformed = Err(InvalidReply::MalformedListRegister(value));
+    let state = (value >> lr_bits::STATE_SHIFT) & lr_bits::STATE_MASK;
+    if state == 0 {
+        // An invalid entry: its other fields mean nothing.
+        return Ok(());
+    }
+    let virtual_id = value & lr_bits::VIRTUAL_ID_MASK;
+    if value & LR_RESERVED != 0 || virtual_id >= u32::from(IntId::LIMIT) {
+        return malformed;
+    }
+    if value & lr_bits::HW != 0 {
+        let physical = (value >> lr_bits::PHYSICAL_ID_SHIFT) & lr_bits::PHYSICAL_ID_MASK;
+        // A hardware link is to a PPI or an SPI.
+        if !(16..u32::from(IntId::LIMIT)).contains(&physical) {
+            return malformed;
+        }
+    } else if value & LR_RESERVED_SOFTWARE != 0 {
+        return malformed;
+    }
+    Ok(())
+}
+
+fn check_message(message: &Message, config: &VmConfig) -> Result<(), InvalidReply> {
+    match message {
+        Message::Vcpu(VcpuRequest::Start { vcpu: v }) => vcpu(*v, config),
+        Message::Vcpu(VcpuRequest::Trap(trap)) => vcpu(trap.vcpu, config),
+        Message::Vcpu(VcpuRequest::ConsoleInput { .. }) => Ok(()),
+        Message::Vgic(VgicRequest::Start { vcpu: v, .. })
+        | Message::Vgic(VgicRequest::Mmio { vcpu: v, .. })
+        | Message::Vgic(VgicRequest::Maintenance { vcpu: v, .. })
+        | Message::Vgic(VgicRequest::Sync { vcpu: v, .. })
+        | Message::Vgic(VgicRequest::Idle { vcpu: v, .. }) => vcpu(*v, config),
+        Message::Vgic(VgicRequest::SetLine { intid: i, target, hw, .. }) => {
+            intid(*i)?;
+            if let Some(v) = target {
+                vcpu(*v, config)?;
+            }
+            hw.map_or(Ok(()), intid)
+        }
+        Message::Vtimer(VtimerRequest::Start { vcpu: v, .. })
+        | Message::Vtimer(VtimerRequest::Cp15 { vcpu: v, .. })
+        | Message::Vtimer(VtimerRequest::Cp15Wide { vcpu: v, .. })
+        | Message::Vtimer(VtimerRequest::Fired { vcpu: v, .. }) => vcpu(*v, config),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(actions: &[Action]) -> Reply {
+        Reply::of(actions).unwrap()
+    }
+
+    #[test]
+    fn good_replies_pass() {
+        let c = VmConfig::example(2);
+        let pending_hw = (1 << lr_bits::STATE_SHIFT) | lr_bits::HW | (27 << lr_bits::PHYSICAL_ID_SHIFT) | 27;
+        let pending_sgi = (1 << lr_bits::STATE_SHIFT) | (1 << lr_bits::CPUID_SHIFT) | lr_bits::EOI | 3;
+        let good = reply(&[
+            Action::SetReg { reg: GuestReg::Gpr(14), value: 1 },
+            Action::SetReg { reg: GuestReg::Pc, value: 1 },
+            Action::Kick { vcpu: VcpuId(1) },
+            Action::PowerOn { vcpu: VcpuId(1), entry: 0x4000_8001, context_id: 0 },
+            Action::WriteListRegister { index: 3, value: pending_hw },
+            Action::WriteListRegister { index: 0, value: pending_sgi },
+            // An invalid entry may hold anything.
+            Action::WriteListRegister { index: 1, value: 0xcfff_ffff },
+            Action::DeactivatePhysical { intid: IntId(27) },
+            Action::Send(Message::Vgic(VgicRequest::SetLine {
+                intid: IntId(27),
+                level: true,
+                target: Some(VcpuId(0)),
+                hw: Some(IntId(27)),
+            })),
+        ]);
+        assert_eq!(check(&good, &c), Ok(()));
+    }
+
+    #[test]
+    fn each_kind_of_bad_reply_is_named() {
+        let c = VmConfig::example(2);
+        let cases = [
+            (Action::SetReg { reg: GuestReg::Gpr(15), value: 0 }, InvalidReply::NoSuchRegister(15)),
+            (Action::Kick { vcpu: VcpuId(2) }, InvalidReply::NoSuchVcpu(VcpuId(2))),
+            (
+                Action::PowerOn { vcpu: VcpuId(9), entry: 0x4000_8000, context_id: 0 },
+                InvalidReply::NoSuchVcpu(VcpuId(9)),
+            ),
+            (
+                Action::PowerOn { vcpu: VcpuId(1), entry: 0x3fff_fffe, context_id: 0 },
+                InvalidReply::EntryOutsideRam(0x3fff_fffe),
+            ),
+            (
+                Action::PowerOn { vcpu: VcpuId(1), entry: 0x4800_0000, context_id: 0 },
+                InvalidReply::EntryOutsideRam(0x4800_0000),
+            ),
+            (Action::WriteListRegister { index: 4, value: 0 }, InvalidReply::NoSuchListRegister(4)),
+            (
+                Action::WriteListRegister { index: 0, value: 0x1000_03ff },
+                InvalidReply::MalformedListRegister(0x1000_03ff),
+            ),
+            (
+                Action::WriteListRegister { index: 0, value: 0x1010_0020 },
+                InvalidReply::MalformedListRegister(0x1010_0020),
+            ),
+            (
+                Action::WriteListRegister { index: 0, value: 0x1000_2020 },
+                InvalidReply::MalformedListRegister(0x1000_2020),
+            ),
+            // HW with a physical SGI.
+            (
+                Action::WriteListRegister { index: 0, value: 0x9000_0420 },
+                InvalidReply::MalformedListRegister(0x9000_0420),
+            ),
+            (Action::DeactivatePhysical { intid: IntId(3) }, InvalidReply::BadIntid(IntId(3))),
+            (Action::DeactivatePhysical { intid: IntId(1023) }, InvalidReply::BadIntid(IntId(1023))),
+            (
+                Action::Send(Message::Vtimer(VtimerRequest::Start { vcpu: VcpuId(5), now: 0 })),
+                InvalidReply::NoSuchVcpu(VcpuId(5)),
+            ),
+            (
+                Action::Send(Message::Vgic(VgicRequest::SetLine {
+                    intid: IntId(2000),
+                    level: true,
+                    target: None,
+                    hw: None,
+                })),
+                InvalidReply::BadIntid(IntId(2000)),
+            ),
+        ];
+        for (action, why) in cases {
+            let bad = reply(&[Action::AdvancePc, action.clone()]);
+            assert_eq!(check(&bad, &c), Err(why), "{action:?}");
+            assert!(!why.to_string().is_empty());
+        }
+    }
+}
