@@ -12,7 +12,9 @@
 //! - [`guest`]: architectural arithmetic on guest state (advancing the PC
 //!   through an IT block, entering a guest exception vector);
 //! - [`router`]: which server owns a trap, and the delivery loop that follows
-//!   `Send` actions and collects what the hardware must do.
+//!   `Send` actions and collects what the hardware must do;
+//! - [`validate`]: the rules every reply must meet before it is applied
+//!   (also used by `splitvisor replay --isolate process`).
 //!
 //! The hardware part lives in `src/arch/armv7/` of the binary; it is the only
 //! place with `unsafe` code and assembly.
@@ -25,3 +27,4 @@ pub mod guest;
 pub mod ratelimit;
 pub mod router;
 pub mod syndrome;
+pub mod validate;

@@ -2,18 +2,18 @@
 //! runs each server as its own OS process (`splitvisor serve SERVER`, over
 //! ipc's byte-stream transport on its standard input and output), supervised
 //! ([`supervisor`]): a server process that dies, hangs, sends garbage or a
-//! reply that fails validation ([`validate`]) is restarted and its state
+//! reply that fails validation (`el2_monitor::validate`) is restarted and its state
 //! restored exactly to what it was before the failed message (a checkpoint
 //! plus the messages logged since), and the message is retried. Faults can be
 //! injected ([`serve`], `--inject`, [`ipc::fault`]).
 //!
 //! Modules: [`proto`] (what the supervisor and a server process say),
-//! [`serve`] (the server process), [`supervisor`], [`validate`].
+//! [`serve`] (the server process), [`supervisor`]; the reply rules are
+//! the monitor's own (`el2_monitor::validate`).
 
 pub mod proto;
 pub mod serve;
 pub mod supervisor;
-pub mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -261,7 +261,7 @@ mod tests {
         // Every policy answer passes validation.
         let config = ipc::VmConfig::example(2);
         for m in [trap(Trap::Mmio(access)), trap(Trap::Wfe), mmio, sync] {
-            assert_eq!(validate::check(&policy_reply(&m), &config), Ok(()));
+            assert_eq!(el2_monitor::validate::check(&policy_reply(&m), &config), Ok(()));
         }
     }
 }

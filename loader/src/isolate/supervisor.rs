@@ -30,9 +30,9 @@ use ipc::transport::TransportError;
 use ipc::{Envelope, Message, Reply, ServerError, ServerId, VmConfig};
 
 use super::proto::{send_state, AnyServer, FromServer, StateBuffer, ToServer};
-use super::validate::{self, InvalidReply};
 use super::{policy_reply, FaultPolicy, Options, Recovery, RecoveryOutcome, Stopped};
 use crate::trace::{Answer, Backend};
+use el2_monitor::validate::{self, InvalidReply};
 
 /// How often a new instance is tried before its server is given up.
 const RESTORE_ATTEMPTS: u32 = 3;

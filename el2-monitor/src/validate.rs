@@ -1,6 +1,6 @@
-//! Reply validation: what the supervisor checks in every reply of a server
-//! process before it takes it, independently of the recorded trace (the
-//! monitor has no recording to compare with; it has these rules).
+//! Reply validation: what the monitor checks in every reply before it
+//! applies it, and what `splitvisor replay --isolate process` checks in
+//! every reply of a server process (one rule set for both).
 //!
 //! A reply fails when an action names something the VM does not have: a
 //! register that does not exist, a vCPU beyond the configured count, an entry
@@ -24,29 +24,50 @@ const LR_RESERVED: u32 = 0x7 << 20;
 const LR_RESERVED_SOFTWARE: u32 = 0x3f << 13;
 
 /// Why a reply was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvalidReply {
     /// `SetReg` of a register that does not exist.
-    #[error("sets r{0}, which does not exist")]
     NoSuchRegister(u8),
     /// An action or forwarded message names a vCPU the VM does not have.
-    #[error("names vCPU {}, which the VM does not have", .0.0)]
     NoSuchVcpu(VcpuId),
     /// `PowerOn` at an entry point outside guest RAM.
-    #[error("starts a vCPU at {0:#x}, outside guest RAM")]
     EntryOutsideRam(u32),
     /// `WriteListRegister` of a list register that does not exist.
-    #[error("writes list register {0}, which does not exist")]
     NoSuchListRegister(u8),
     /// `WriteListRegister` of a value with reserved bits set or an invalid
     /// interrupt in it.
-    #[error("writes the malformed list-register value {0:#010x}")]
     MalformedListRegister(u32),
     /// An interrupt number that is not an interrupt (1020 and above), or a
     /// physical interrupt to deactivate that is an SGI.
-    #[error("names INTID {}, which is not valid there", .0.0)]
     BadIntid(IntId),
+    /// `SetReg` of the CPSR with a mode the guest may not run in (Hyp,
+    /// Monitor or a reserved encoding): that would hand the guest the
+    /// hypervisor's privilege.
+    ForbiddenMode(u32),
 }
+
+impl core::fmt::Display for InvalidReply {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InvalidReply::NoSuchRegister(n) => write!(f, "sets r{n}, which does not exist"),
+            InvalidReply::NoSuchVcpu(v) => write!(f, "names vCPU {}, which the VM does not have", v.0),
+            InvalidReply::EntryOutsideRam(e) => write!(f, "starts a vCPU at {e:#x}, outside guest RAM"),
+            InvalidReply::NoSuchListRegister(i) => write!(f, "writes list register {i}, which does not exist"),
+            InvalidReply::MalformedListRegister(v) => write!(f, "writes the malformed list-register value {v:#010x}"),
+            InvalidReply::BadIntid(i) => write!(f, "names INTID {}, which is not valid there", i.0),
+            InvalidReply::ForbiddenMode(cpsr) => {
+                write!(f, "sets the CPSR to {cpsr:#010x}, a mode the guest may not run in")
+            }
+        }
+    }
+}
+
+/// CPSR.M: the modes a guest may be in (ARM DDI 0406C B1.3.1): User, FIQ,
+/// IRQ, Supervisor, Abort, Undefined, System. Not Monitor (0x16) nor Hyp
+/// (0x1a), nor the reserved encodings.
+const GUEST_MODES: [u32; 7] = [0x10, 0x11, 0x12, 0x13, 0x17, 0x1b, 0x1f];
+/// CPSR.M's bits.
+const CPSR_MODE: u32 = 0x1f;
 
 /// Check every action of `reply` (and every message it forwards) against
 /// the VM `config` describes.
@@ -73,6 +94,9 @@ fn intid(i: IntId) -> Result<(), InvalidReply> {
 fn check_action(action: &Action, config: &VmConfig) -> Result<(), InvalidReply> {
     match action {
         Action::SetReg { reg: GuestReg::Gpr(n), .. } if *n > LAST_GPR => Err(InvalidReply::NoSuchRegister(*n)),
+        Action::SetReg { reg: GuestReg::Cpsr, value } if !GUEST_MODES.contains(&(value & CPSR_MODE)) => {
+            Err(InvalidReply::ForbiddenMode(*value))
+        }
         Action::Kick { vcpu: v } => vcpu(*v, config),
         Action::PowerOn { vcpu: v, entry, .. } => {
             vcpu(*v, config)?;
@@ -234,6 +258,8 @@ mod tests {
                 InvalidReply::MalformedListRegister(0x9000_0420),
             ),
             (Action::DeactivatePhysical { intid: IntId(3) }, InvalidReply::BadIntid(IntId(3))),
+            (Action::SetReg { reg: GuestReg::Cpsr, value: 0x1da }, InvalidReply::ForbiddenMode(0x1da)),
+            (Action::SetReg { reg: GuestReg::Cpsr, value: 0x1d6 }, InvalidReply::ForbiddenMode(0x1d6)),
             (Action::DeactivatePhysical { intid: IntId(1023) }, InvalidReply::BadIntid(IntId(1023))),
             (
                 Action::Send(Message::Vtimer(VtimerRequest::Start { vcpu: VcpuId(5), now: 0 })),
