@@ -130,6 +130,15 @@ pub struct VmConfig {
     pub trace: bool,
     /// The generic timer's interrupts (guest DTB and host).
     pub timer: TimerIntids,
+    /// Faults to inject into the servers (`splitvisor run --inject`).
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::heapless_vec))]
+    pub faults: heapless::Vec<crate::fault::Injection, { crate::fault::MAX_INJECTIONS }>,
+    /// What to do with a message a server fails on twice.
+    pub on_server_fault: crate::fault::OnServerFault,
+    /// Contain each request to a server (a panic or fault in it stops only
+    /// it), check its reply, and keep what restores its state
+    /// (`splitvisor run --no-isolation` turns it off, to measure its cost).
+    pub isolation: bool,
 }
 
 /// What is wrong with a [`VmConfig`].
@@ -192,6 +201,9 @@ impl VmConfig {
             log_level: 3,
             trace: false,
             timer: TimerIntids::ARCHITECTED,
+            faults: heapless::Vec::new(),
+            on_server_fault: crate::fault::OnServerFault::Restart,
+            isolation: true,
         }
     }
 

@@ -28,6 +28,7 @@ use crate::ids::ServerId;
 
 /// How an injected fault makes a server fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum FaultKind {
     /// The server panics while it handles the message.
     Panic,
@@ -67,6 +68,7 @@ impl fmt::Display for FaultKind {
 /// Written as a decimal fraction (`0.25`, `0.001`, `1`); six decimals are
 /// exactly representable, so parsing and printing round-trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Rate(u32);
 
 impl Rate {
@@ -140,6 +142,7 @@ impl FromStr for Rate {
 /// Which messages an injection fires on. Messages to a server are numbered
 /// from 1 in the order the server is given them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Trigger {
     /// The n-th message to the server, counted from 1 (`At(1)` is the first
     /// message; `At(0)` never fires).
@@ -168,6 +171,7 @@ impl fmt::Display for Trigger {
 /// One fault to inject: `server` fails with `kind` on the messages `trigger`
 /// selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Injection {
     /// The server made to fail.
     pub server: ServerId,
@@ -484,3 +488,20 @@ mod tests {
         assert_eq!(crate::wire::decode::<Injection>(bytes), Ok(injection));
     }
 }
+
+/// What the monitor does with a message its server failed on twice (once,
+/// then again after its state was restored): `splitvisor run
+/// --on-server-fault`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum OnServerFault {
+    /// Answer the guest architecturally (the answer to a refused request: an
+    /// injected abort or undefined instruction, a PSCI error) and go on.
+    #[default]
+    Restart,
+    /// Stop the VM with a report and exit status [`crate::exit::SERVER_FAULT`].
+    Stop,
+}
+
+/// How many faults one VM configuration can carry.
+pub const MAX_INJECTIONS: usize = 8;

@@ -52,6 +52,9 @@ pub mod exit {
     pub const MONITOR_FAULT: u8 = 4;
     /// The VM configuration handed to the monitor was missing or invalid.
     pub const BAD_CONFIG: u8 = 5;
+    /// A server failed a message again after its state was restored, and
+    /// the VM was set to stop then (`--on-server-fault stop`).
+    pub const SERVER_FAULT: u8 = 6;
     /// `splitvisor` stopped a guest that ran past `--timeout` (as timeout(1)).
     pub const TIMEOUT: u8 = 124;
 }

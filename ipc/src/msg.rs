@@ -222,6 +222,10 @@ pub enum ServerError {
     Unexpected,
     /// The reply would need more than [`crate::MAX_ACTIONS`] actions.
     ReplyFull,
+    /// The server failed on the request (it panicked, faulted or gave an
+    /// invalid reply) and failed again after its state was restored: the
+    /// request was not carried out.
+    Faulted,
 }
 
 impl From<ReplyFull> for ServerError {
@@ -237,6 +241,7 @@ impl core::fmt::Display for ServerError {
             ServerError::NoSuchVcpu(v) => write!(f, "no vCPU {}", v.0),
             ServerError::Unexpected => write!(f, "request not expected in this state"),
             ServerError::ReplyFull => write!(f, "reply needs too many actions"),
+            ServerError::Faulted => write!(f, "the server failed on the request twice"),
         }
     }
 }

@@ -119,13 +119,14 @@ fn trace_variant(r: &TraceRecord) -> usize {
     }
 }
 
-const SERVER_ERROR_VARIANTS: usize = 4;
+const SERVER_ERROR_VARIANTS: usize = 5;
 fn server_error_variant(e: &ServerError) -> usize {
     match e {
         ServerError::WrongServer => 0,
         ServerError::NoSuchVcpu(_) => 1,
         ServerError::Unexpected => 2,
         ServerError::ReplyFull => 3,
+        ServerError::Faulted => 4,
     }
 }
 
@@ -221,6 +222,11 @@ fn config() -> VmConfig {
         spis: 960,
         log_level: 5,
         trace: true,
+        faults: ["vgic:panic@3", "vcpu:bad-reply@random:7:0.25:repeat"]
+            .iter()
+            .map(|spec| spec.parse().expect("a valid injection"))
+            .collect(),
+        on_server_fault: ipc::fault::OnServerFault::Stop,
         ..VmConfig::example(8)
     }
 }
@@ -337,6 +343,7 @@ fn server_errors() -> Vec<ServerError> {
         ServerError::NoSuchVcpu(VcpuId(u8::MAX)),
         ServerError::Unexpected,
         ServerError::ReplyFull,
+        ServerError::Faulted,
     ]
 }
 
@@ -404,8 +411,25 @@ fn the_sample_configuration_sets_every_field() {
     let c = config();
     assert_eq!(c.validate(), Ok(()));
     // Exhaustive: a new field does not compile here until it is looked at.
-    let VmConfig { vcpus, ram, entry, boot_regs, gicd, gicc, uart, uart_intid, spis, log_level, trace, timer } = c;
+    let VmConfig {
+        vcpus,
+        ram,
+        entry,
+        boot_regs,
+        gicd,
+        gicc,
+        uart,
+        uart_intid,
+        spis,
+        log_level,
+        trace,
+        timer,
+        faults,
+        on_server_fault,
+        isolation,
+    } = c;
     assert!(vcpus > 1 && entry != 0 && boot_regs != [0; 3] && uart_intid != 0 && trace);
+    assert!(!faults.is_empty() && on_server_fault == ipc::fault::OnServerFault::Stop && isolation);
     assert!(ram.size != 0 && ram.pa != ram.ipa && gicd != gicc && uart.size != 0);
     assert!(spis != 0 && log_level != 0 && timer.guest_phys != timer.guest_virt);
 }

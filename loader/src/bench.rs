@@ -146,6 +146,8 @@ pub struct Options {
     pub json: Option<PathBuf>,
     /// Seconds each run may take.
     pub timeout: u64,
+    /// Run the servers without containment (`run --no-isolation`).
+    pub no_isolation: bool,
 }
 
 /// Build what the benchmark needs and run every item.
@@ -163,8 +165,8 @@ pub fn run(options: &Options) -> Result<Vec<Figures>, BenchError> {
     let mut samples: BTreeMap<String, (Sample, Sample)> = BTreeMap::new();
     for item in ITEMS.iter().filter(|i| options.items.iter().any(|o| o == *i)) {
         log::info!("bench: {item} with n = {} and {}", options.n, 2 * options.n);
-        let small = run_item(&monitor, &guest, item, options.n, options.timeout)?;
-        let large = run_item(&monitor, &guest, item, 2 * options.n, options.timeout)?;
+        let small = run_item(&monitor, &guest, item, options.n, options)?;
+        let large = run_item(&monitor, &guest, item, 2 * options.n, options)?;
         samples.insert((*item).to_string(), (small, large));
     }
     let baseline = samples.get("loop").map(|(_, large)| large.guest_ticks as f64 / f64::from(2 * options.n));
@@ -200,12 +202,16 @@ fn build_guest(base: &Build) -> Result<PathBuf, BenchError> {
     Ok(target_dir.join(crate::monitor::TARGET).join("release").join("bench"))
 }
 
-fn run_item(monitor: &Path, guest: &Path, item: &str, n: u32, timeout: u64) -> Result<Sample, BenchError> {
+fn run_item(monitor: &Path, guest: &Path, item: &str, n: u32, options: &Options) -> Result<Sample, BenchError> {
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("splitvisor"));
-    let output = Command::new(&program)
-        .args(["--log-level", "info", "run", "--icount", "--smp", "2", "--no-reboot"])
+    let mut cmd = Command::new(&program);
+    cmd.args(["--log-level", "info", "run", "--icount", "--smp", "2", "--no-reboot"]);
+    if options.no_isolation {
+        cmd.arg("--no-isolation");
+    }
+    let output = cmd
         .arg("--timeout")
-        .arg(timeout.to_string())
+        .arg(options.timeout.to_string())
         .arg("--monitor")
         .arg(monitor)
         .arg("--kernel")

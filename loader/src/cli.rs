@@ -23,6 +23,7 @@ Exit status:
        the VM restarts from the same images)
   4    the monitor stopped on a fault (see its log)
   5    the monitor refused the VM configuration
+  6    a server failed a message twice and --on-server-fault stop was given
   124  --timeout elapsed and the VM was stopped
   130  stopped from the terminal (Ctrl-a x) or by SIGINT (Ctrl-C when standard
        input is not the terminal); 129: SIGHUP; 143: SIGTERM
@@ -89,6 +90,17 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+/// An `--inject` spec that the monitor can carry out.
+fn run_injection(spec: &str) -> Result<Injection, String> {
+    let injection: Injection = spec.parse().map_err(|e| format!("{e}"))?;
+    if injection.kind == ipc::fault::FaultKind::Hang {
+        return Err("hang is not available under `run` yet: the monitor has no watchdog to stop a server that runs \
+                    past its budget (replay --isolate process has one)"
+            .into());
+    }
+    Ok(injection)
+}
+
 /// `splitvisor bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -106,6 +118,10 @@ pub struct BenchArgs {
     /// Seconds each VM run may take.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// Measure with the servers uncontained (`run --no-isolation`): the
+    /// difference to the default is what isolation costs.
+    #[arg(long)]
+    pub no_isolation: bool,
 }
 
 const REPLAY_HELP: &str = "\
@@ -302,6 +318,25 @@ pub struct RunArgs {
     /// `splitvisor trace show` and `splitvisor replay`).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Make a server fail (repeatable): SERVER:KIND@N[:repeat] or
+    /// SERVER:KIND@random:SEED:RATE[:repeat], SERVER one of vcpu, vgic,
+    /// vtimer, KIND one of panic, wild-write, bad-reply (hang is not
+    /// available on bare metal yet: it needs the watchdog). N counts the
+    /// messages to that server from 1. The monitor contains the fault,
+    /// restores the server's state and retries the message; with :repeat the
+    /// retry fails too and --on-server-fault decides.
+    #[arg(long = "inject", value_name = "SPEC", value_parser = run_injection)]
+    pub inject: Vec<Injection>,
+    /// What the monitor does with a message a server fails on twice:
+    /// restart (answer the guest architecturally, restore the server and go
+    /// on) or stop (stop the VM, exit status 6).
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "restart")]
+    pub on_server_fault: FaultPolicy,
+    /// Run the servers without containment: no checkpoints, no reply
+    /// checks, and a server's panic or fault stops the whole monitor (exit
+    /// status 4). For measuring what isolation costs (`splitvisor bench`).
+    #[arg(long, conflicts_with_all = ["inject"])]
+    pub no_isolation: bool,
     /// Deterministic timing by instruction count, for measurements: QEMU
     /// runs one instruction per virtual nanosecond on one host thread, the
     /// generic counter ticks at 1 GHz (one tick per instruction), and idle

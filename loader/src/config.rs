@@ -75,6 +75,12 @@ pub struct ConfigInputs {
     pub log_level: LogLevel,
     /// Record a trace.
     pub trace: bool,
+    /// Faults to inject into the servers.
+    pub faults: Vec<ipc::fault::Injection>,
+    /// What the monitor does with a message a server fails on twice.
+    pub on_server_fault: ipc::fault::OnServerFault,
+    /// Contain and check every request to a server.
+    pub isolation: bool,
 }
 
 fn u32_of(value: u64, what: &str) -> Result<u32, VmConfigError> {
@@ -115,6 +121,11 @@ pub fn build(platform: &Platform, inputs: &ConfigInputs) -> Result<VmConfig, VmC
         spis: u16::try_from(platform.spis()).map_err(|_| VmConfigError::Range(format!("{} SPIs", platform.spis())))?,
         log_level: inputs.log_level as u8,
         trace: inputs.trace,
+        faults: heapless::Vec::from_slice(&inputs.faults).map_err(|()| {
+            VmConfigError::Range(format!("{} --inject (at most {})", inputs.faults.len(), ipc::fault::MAX_INJECTIONS))
+        })?,
+        on_server_fault: inputs.on_server_fault,
+        isolation: inputs.isolation,
         // The guest's timer PPIs are the platform's: the guest DTB lists
         // them, and the host's virtual timer is the platform's virtual one.
         timer: TimerIntids {
@@ -151,6 +162,9 @@ mod tests {
             dtb: 0x4800_0000,
             log_level: LogLevel::Debug,
             trace: false,
+            faults: Vec::new(),
+            on_server_fault: ipc::fault::OnServerFault::Restart,
+            isolation: true,
         }
     }
 

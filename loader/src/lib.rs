@@ -294,7 +294,13 @@ pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
     setup::ensure_qemu()?;
     let items =
         if args.items.is_empty() { bench::ITEMS.iter().map(|s| s.to_string()).collect() } else { args.items.clone() };
-    let options = bench::Options { n: args.iterations, items, json: Some(args.json.clone()), timeout: args.timeout };
+    let options = bench::Options {
+        n: args.iterations,
+        items,
+        json: Some(args.json.clone()),
+        timeout: args.timeout,
+        no_isolation: args.no_isolation,
+    };
     let figures = bench::run(&options)?;
     print!("{}", bench::render(&figures));
     Ok(())

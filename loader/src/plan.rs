@@ -189,6 +189,12 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
             dtb: plan.dtb.0.start,
             log_level,
             trace: args.trace.is_some(),
+            faults: args.inject.clone(),
+            on_server_fault: match args.on_server_fault {
+                crate::isolate::FaultPolicy::Restart => ipc::fault::OnServerFault::Restart,
+                crate::isolate::FaultPolicy::Stop => ipc::fault::OnServerFault::Stop,
+            },
+            isolation: !args.no_isolation,
         },
     )?;
     let blob = config::encode(&vm)?;

@@ -247,6 +247,9 @@ pub enum Outcome {
     MonitorFault,
     /// The monitor refused the VM configuration.
     BadConfig,
+    /// A server failed a request twice and `--on-server-fault stop` was
+    /// given (exit status 6).
+    ServerFault,
     /// `--timeout` elapsed; QEMU was stopped.
     TimedOut,
     /// splitvisor got this signal (SIGINT, SIGTERM, SIGHUP) and stopped
@@ -273,6 +276,7 @@ impl Outcome {
                 Some(exit::POWER_OFF) => Outcome::PowerOff,
                 Some(exit::RESET) => Outcome::Reset,
                 Some(exit::BAD_CONFIG) => Outcome::BadConfig,
+                Some(exit::SERVER_FAULT) => Outcome::ServerFault,
                 // MONITOR_FAULT, or a status this build does not know.
                 Some(_) => Outcome::MonitorFault,
                 None => Outcome::Unreported,
@@ -290,6 +294,7 @@ impl Outcome {
             Outcome::Reset => exit::RESET,
             Outcome::MonitorFault | Outcome::Unreported => exit::MONITOR_FAULT,
             Outcome::BadConfig => exit::BAD_CONFIG,
+            Outcome::ServerFault => exit::SERVER_FAULT,
             Outcome::TimedOut => exit::TIMEOUT,
             // As a shell reports a death by signal.
             Outcome::Interrupted(signal) => 128u8.saturating_add(u8::try_from(signal).unwrap_or(0)),
@@ -308,6 +313,11 @@ impl Outcome {
             Outcome::BadConfig => {
                 Some("the monitor refused the VM configuration; see its log above (exit status 5)".into())
             }
+            Outcome::ServerFault => Some(
+                "a server failed a request again after its state was restored, and --on-server-fault stop \
+                 stopped the VM; see the monitor's log above (exit status 6)"
+                    .into(),
+            ),
             Outcome::TimedOut => Some("time-out: the VM was stopped (exit status 124)".into()),
             Outcome::Interrupted(signal) => Some(format!("stopped by signal {signal}")),
             Outcome::Stopped => Some("stopped from the terminal (Ctrl-a x; exit status 130)".into()),
@@ -621,6 +631,8 @@ mod tests {
         assert_eq!(Outcome::Reset.exit_code(), 3);
         assert_eq!(Outcome::MonitorFault.exit_code(), 4);
         assert_eq!(Outcome::BadConfig.exit_code(), 5);
+        assert_eq!(Outcome::from_end(st(0), Some(6)), Outcome::ServerFault);
+        assert_eq!(Outcome::ServerFault.exit_code(), 6);
         assert_eq!(Outcome::TimedOut.exit_code(), 124);
         assert_eq!(Outcome::Interrupted(2).exit_code(), 130);
         assert_eq!(Outcome::Interrupted(1).exit_code(), 129);

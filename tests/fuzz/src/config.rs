@@ -80,6 +80,9 @@ impl FuzzConfig {
             log_level: self.log_level,
             trace: self.trace,
             timer,
+            faults: heapless::Vec::new(),
+            on_server_fault: ipc::fault::OnServerFault::Restart,
+            isolation: true,
         };
         config.validate().ok().map(|()| config)
     }

@@ -24,6 +24,18 @@ const WARNINGS_PER_SECOND: u32 = 20;
 
 static WARNINGS: spin::Mutex<RateLimit> = spin::Mutex::new(RateLimit::new());
 
+/// Per CPU: drop everything logged (while a server's logged requests are
+/// replayed into its restored state: it said all that the first time).
+static MUTED: [core::sync::atomic::AtomicBool; super::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; super::MAX_CPUS];
+
+/// Mute or unmute this CPU's log.
+pub fn mute(on: bool) {
+    if let Some(m) = MUTED.get(HTPIDR.get() as usize) {
+        m.store(on, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.level() <= log::max_level()
@@ -34,6 +46,9 @@ impl Log for Logger {
             return;
         }
         let cpu = HTPIDR.get();
+        if MUTED.get(cpu as usize).is_some_and(|m| m.load(core::sync::atomic::Ordering::Relaxed)) {
+            return;
+        }
         if record.level() == log::Level::Warn {
             let admit = WARNINGS.lock().admit(CNTPCT.get(), u64::from(CNTFRQ.get()), WARNINGS_PER_SECOND);
             match admit {

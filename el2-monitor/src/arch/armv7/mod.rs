@@ -10,6 +10,7 @@ pub mod sysreg;
 mod boot;
 mod devices;
 mod hostlink;
+mod isolate;
 mod lock;
 mod logger;
 mod mem;
@@ -68,11 +69,12 @@ extern "C" {
     static __splitvisor_end: u8;
 }
 
-/// The three servers, each under its own lock.
+/// The three servers, each under its own lock, each guarded (contained
+/// and restorable, see `isolate`).
 struct ServerSet {
-    vcpu: ServerLock<VcpuServer>,
-    vgic: ServerLock<VgicServer>,
-    vtimer: ServerLock<VtimerServer>,
+    vcpu: ServerLock<isolate::Guarded<VcpuServer>>,
+    vgic: ServerLock<isolate::Guarded<VgicServer>>,
+    vtimer: ServerLock<isolate::Guarded<VtimerServer>>,
 }
 
 type ServerLock<T> = lock::SleepLock<T, Cpus>;
@@ -104,12 +106,13 @@ impl Servers for &ServerSet {
         // With tracing on, the request and its reply are recorded while the
         // server's lock is held, so each server's records are in the order
         // it handled them, whatever the other CPUs do.
-        fn traced<S: Server>(server: &ServerLock<S>, message: &Message) -> Result<Reply, ServerError> {
+        fn traced<S: Server + Clone>(
+            server: &ServerLock<isolate::Guarded<S>>,
+            message: &Message,
+        ) -> Result<Reply, ServerError> {
             let mut server = server.lock();
             let seq = trace::request(message);
-            let start = profile::now();
-            let result = server.handle_message(message.clone());
-            profile::add(HTPIDR.get() as usize, profile::Part::server(S::ID), start);
+            let result = server.deliver(message, &vm().config);
             if let Some(seq) = seq {
                 trace::reply(seq, S::ID, &result);
             }
@@ -277,9 +280,9 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
         },
     };
     let servers = ServerSet {
-        vcpu: ServerLock::new(VcpuServer::new(&config)),
-        vgic: ServerLock::new(VgicServer::new(&config)),
-        vtimer: ServerLock::new(VtimerServer::new(&config)),
+        vcpu: ServerLock::new(isolate::Guarded::new(VcpuServer::new(&config))),
+        vgic: ServerLock::new(isolate::Guarded::new(VgicServer::new(&config))),
+        vtimer: ServerLock::new(isolate::Guarded::new(VtimerServer::new(&config))),
     };
     let vm = VM.call_once(|| Vm { config, platform, table, gic, servers });
     vm.gic.init_distributor();
@@ -511,20 +514,44 @@ fn dispatch(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, trap: Trap) {
 /// An exception taken in Hyp mode itself: a monitor bug.
 #[no_mangle]
 extern "C" fn monitor_fault(frame: &Frame, kind: u32) -> ! {
+    // A fault while reporting a fault (a broken stack, say): report nothing
+    // more; a third one: stop this CPU where it is.
+    static NESTED: [core::sync::atomic::AtomicU8; MAX_CPUS] =
+        [const { core::sync::atomic::AtomicU8::new(0) }; MAX_CPUS];
+    let cpu = HTPIDR.get() as usize;
+    match NESTED.get(cpu).map(|n| n.fetch_add(1, core::sync::atomic::Ordering::SeqCst)) {
+        Some(0) | None => {}
+        Some(1) => hostlink::exit(ipc::exit::MONITOR_FAULT),
+        Some(_) => loop {
+            wait_for_interrupt();
+        },
+    }
     let what = ["reset", "undefined instruction", "SVC", "prefetch abort", "data abort"];
     log::error!(
-        "monitor fault: {} in Hyp mode at {:#x} (HSR {:#x}, HDFAR {:#x}, HIFAR {:#x})",
+        "{} in Hyp mode at {:#x} (HSR {:#x}, HDFAR {:#x}, HIFAR {:#x})",
         what.get(kind as usize).copied().unwrap_or("exception"),
         frame.elr,
         HSR.get(),
         HDFAR.get(),
         HIFAR.get()
     );
+    // Inside a server: contained (this does not return).
+    if let Some(n) = NESTED.get(cpu) {
+        n.store(0, core::sync::atomic::Ordering::SeqCst);
+    }
+    isolate::escape(isolate::Fault::of_vector(kind));
+    if let Some(n) = NESTED.get(cpu) {
+        n.store(1, core::sync::atomic::Ordering::SeqCst);
+    }
+    log::error!("monitor fault: outside any server, the monitor stops");
     hostlink::exit(ipc::exit::MONITOR_FAULT)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    log::error!("monitor panic: {info}");
+    log::error!("panic: {info}");
+    // Inside a server: contained (this does not return).
+    isolate::escape(isolate::Fault::Panic);
+    log::error!("monitor panic: outside any server, the monitor stops");
     hostlink::exit(ipc::exit::MONITOR_FAULT)
 }

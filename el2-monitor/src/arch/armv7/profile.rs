@@ -9,6 +9,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use el2_monitor::router::PROFILE_PARTS;
+use tock_registers::interfaces::Readable;
 
 #[cfg(feature = "profile")]
 use super::sysreg::CNTPCT;
@@ -32,6 +33,18 @@ impl Part {
 #[cfg(feature = "profile")]
 static TICKS: [[AtomicU64; PROFILE_PARTS.len()]; super::MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; PROFILE_PARTS.len()] }; super::MAX_CPUS];
+
+/// The physical counter now, whatever the build (for durations reported in
+/// the log).
+pub fn counter() -> u64 {
+    super::sysreg::CNTPCT.get()
+}
+
+/// `ticks` of the physical counter in microseconds.
+pub fn micros(ticks: u64) -> u64 {
+    let hz = u64::from(super::sysreg::CNTFRQ.get()).max(1);
+    ticks.saturating_mul(1_000_000) / hz
+}
 
 /// The counter now (0 without the feature).
 #[inline(always)]
