@@ -19,6 +19,12 @@
 //! a byte lost or reordered in the input path shows); and `poweroff -f`,
 //! which must end splitvisor with status 0.
 //!
+//! The same boot with 2 vCPUs is run again with each server made to fail
+//! (`--inject`, issue 7): a panic and an invalid reply in each of the three
+//! servers at message numbers a boot reaches. The guest must not notice:
+//! the same checks, shell and power-off, and every fault reported and
+//! recovered in the monitor's log.
+//!
 //! A last test measures the boot time to `/init` of the same kernel and
 //! initramfs under splitvisor and under plain `qemu-system-arm -M virt -cpu
 //! cortex-a15 -smp 2`, in the same run, and prints both (run with
@@ -239,13 +245,17 @@ fn splitvisor_linux(h: &Harness, initrd: &PathBuf, smp: u8, cmdline: &str) -> Co
     cmd
 }
 
-/// Boot with `--smp smp`, check the guest's report, type to its shell, and
-/// power it off.
-fn boot_and_check(smp: u8) {
+/// Boot with `--smp smp` (and `--inject` each of `inject`), check the
+/// guest's report, type to its shell, and power it off; every injected
+/// fault must have been recovered.
+fn boot_and_check(smp: u8, inject: &[&str]) {
     let _one = serial();
     let h = harness();
     let (checks, _) = initramfs(&h);
     let mut cmd = splitvisor_linux(&h, &checks, smp, &format!("console=ttyAMA0 linuxtest.smp={smp}"));
+    for spec in inject {
+        cmd.arg("--inject").arg(spec);
+    }
     let mut vm = Console::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e}"));
     let begins = vm.expect("LINUX-TEST: sleep 2 begins", 0, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let ends = vm.expect("LINUX-TEST: sleep 2 ends", begins.end, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
@@ -290,6 +300,16 @@ fn boot_and_check(smp: u8) {
     vm.send("poweroff -f\n").unwrap_or_else(|e| panic!("{e}"));
     let status = vm.finish(POWEROFF_LIMIT);
     assert_eq!(status.and_then(|s| s.code()), Some(0), "poweroff -f did not end splitvisor with 0\n{}", vm.describe());
+    // Each injected fault: reported with its server and message number,
+    // and recovered (the state restored and the message carried out).
+    let log = vm.stderr();
+    for spec in inject {
+        let (server, rest) = spec.split_once(':').expect("SERVER:KIND@N");
+        let n = rest.split_once('@').expect("KIND@N").1;
+        let failed = format!("server {server} failed on its message #{n} ");
+        let recovered = format!("server {server} recovered: message #{n} done");
+        assert!(log.contains(&failed) && log.contains(&recovered), "{spec}: no failure and recovery reported\n{log}");
+    }
     println!(
         "smp {smp}: checks done {:.1?} after start, powered off after {:.1?}",
         done.at.duration_since(vm.started),
@@ -299,12 +319,30 @@ fn boot_and_check(smp: u8) {
 
 #[test]
 fn debian_linux_with_2_vcpus() {
-    boot_and_check(2);
+    boot_and_check(2, &[]);
 }
 
 #[test]
 fn debian_linux_with_4_vcpus() {
-    boot_and_check(4);
+    boot_and_check(4, &[]);
+}
+
+/// Each server made to fail with each fault kind the monitor can inject,
+/// during one boot: the guest notices nothing (its checks pass, its shell
+/// answers, it powers off with 0), and each fault is recovered.
+#[test]
+fn debian_linux_survives_each_server_failing_each_way() {
+    boot_and_check(
+        2,
+        &[
+            "vcpu:panic@3000",
+            "vcpu:bad-reply@9000",
+            "vgic:panic@1500",
+            "vgic:bad-reply@4000",
+            "vtimer:panic@200",
+            "vtimer:bad-reply@900",
+        ],
+    );
 }
 
 /// The guest's uptime on the `BOOT-MARK` line.
