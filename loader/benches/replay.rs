@@ -125,6 +125,9 @@ fn replay(c: &mut Criterion) {
         Err(e) => panic!("{e}"),
     };
     let boots = boots(records);
+    for (n, boot) in boots.iter().enumerate() {
+        println!("replay: boot {n}: {} vCPU(s), {} requests", boot.config.vcpus, boot.requests.len());
+    }
     bench_server(c, &boots, VcpuServer::new);
     bench_server(c, &boots, VgicServer::new);
     bench_server(c, &boots, VtimerServer::new);
