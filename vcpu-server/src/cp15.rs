@@ -49,7 +49,7 @@ pub mod actlr {
 }
 
 /// (opc1, CRn, CRm, opc2) of the CP15 registers this module handles.
-mod enc {
+pub mod enc {
     /// ACTLR: p15, 0, c1, c0, 1.
     pub const ACTLR: (u8, u8, u8, u8) = (0, 1, 0, 1);
     /// DCISW: invalidate data cache line by set/way, p15, 0, c7, c6, 2.

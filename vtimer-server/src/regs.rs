@@ -32,16 +32,16 @@ pub mod ctl {
 
 /// Coprocessor register number of every generic-timer register (CRn of the
 /// 32-bit forms, CRm of the 64-bit forms): c14.
-const C14: u8 = 14;
+pub const C14: u8 = 14;
 
 /// MRC/MCR p15, 0, <Rt>, c14, c2, 0: CNTP_TVAL.
-const CNTP_TVAL: (u8, u8, u8, u8) = (0, C14, 2, 0);
+pub const CNTP_TVAL: (u8, u8, u8, u8) = (0, C14, 2, 0);
 /// MRC/MCR p15, 0, <Rt>, c14, c2, 1: CNTP_CTL.
-const CNTP_CTL: (u8, u8, u8, u8) = (0, C14, 2, 1);
+pub const CNTP_CTL: (u8, u8, u8, u8) = (0, C14, 2, 1);
 /// MRRC p15, 0, <Rt>, <Rt2>, c14: CNTPCT (read-only).
-const CNTPCT: (u8, u8) = (0, C14);
+pub const CNTPCT: (u8, u8) = (0, C14);
 /// MRRC/MCRR p15, 2, <Rt>, <Rt2>, c14: CNTP_CVAL.
-const CNTP_CVAL: (u8, u8) = (2, C14);
+pub const CNTP_CVAL: (u8, u8) = (2, C14);
 
 /// A 32-bit (MRC/MCR) timer register, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
