@@ -504,4 +504,4 @@ pub enum OnServerFault {
 }
 
 /// How many faults one VM configuration can carry.
-pub const MAX_INJECTIONS: usize = 8;
+pub const MAX_INJECTIONS: usize = 16;

@@ -93,12 +93,13 @@ pub enum Command {
 /// An `--inject` spec that the monitor can carry out.
 fn run_injection(spec: &str) -> Result<Injection, String> {
     let injection: Injection = spec.parse().map_err(|e| format!("{e}"))?;
-    if injection.kind == ipc::fault::FaultKind::Hang {
-        return Err("hang is not available under `run` yet: the monitor has no watchdog to stop a server that runs \
-                    past its budget (replay --isolate process has one)"
-            .into());
+    match injection.kind {
+        ipc::fault::FaultKind::Panic | ipc::fault::FaultKind::BadReply | ipc::fault::FaultKind::Hang => Ok(injection),
+        ipc::fault::FaultKind::WildWrite => Err("wild-write is not available under `run` yet: servers share the \
+                                                 monitor's Hyp translation, so nothing would catch the write \
+                                                 (replay --isolate process simulates it)"
+            .into()),
     }
-    Ok(injection)
 }
 
 /// `splitvisor bench`.
@@ -320,8 +321,9 @@ pub struct RunArgs {
     pub trace: Option<PathBuf>,
     /// Make a server fail (repeatable): SERVER:KIND@N[:repeat] or
     /// SERVER:KIND@random:SEED:RATE[:repeat], SERVER one of vcpu, vgic,
-    /// vtimer, KIND one of panic, wild-write, bad-reply (hang is not
-    /// available on bare metal yet: it needs the watchdog). N counts the
+    /// vtimer, KIND one of panic, hang, bad-reply (wild-write is not
+    /// available on bare metal yet: it needs per-server translation). A hang
+    /// is stopped by the server's 100 ms watchdog. N counts the
     /// messages to that server from 1. The monitor contains the fault,
     /// restores the server's state and retries the message; with :repeat the
     /// retry fails too and --on-server-fault decides.

@@ -14,8 +14,10 @@
 //!   guest architecturally (the `hello` guest then sees a data abort for
 //!   its console access, reports it and resets: status 3), and the
 //!   hypervisor keeps running to the end.
-//! - Faults the monitor cannot contain yet (`hang`, `wild-write`) are
-//!   refused on the command line.
+//! - A server that hangs is stopped by its watchdog, restored and retried
+//!   (the `smp` guest passes with each server hanging once).
+//! - The fault the monitor cannot contain yet (`wild-write`) is refused on
+//!   the command line.
 
 use std::time::Duration;
 
@@ -103,9 +105,27 @@ fn a_fault_that_repeats_is_refused_architecturally_with_restart() {
 }
 
 #[test]
+fn a_hanging_server_is_stopped_by_its_watchdog() {
+    let harness = harness();
+    let faults = [("vcpu", "30"), ("vgic", "3"), ("vtimer", "2")];
+    let specs: Vec<String> = faults.iter().map(|(s, n)| format!("{s}:hang@{n}")).collect();
+    let mut extra = Vec::new();
+    for spec in &specs {
+        extra.extend(["--inject", spec.as_str()]);
+    }
+    let result = splitvisor(&harness, Guest::Smp, &extra);
+    assert_eq!(result.code(), Some(0), "{}", result.describe());
+    assert!(result.stdout.contains("RESULT: PASS smp"), "{}", result.describe());
+    for (server, n) in faults {
+        assert_recovered(&result, server, n);
+        assert!(result.stderr.contains("ran past its 100 ms budget (watchdog)"), "{}", result.describe());
+    }
+}
+
+#[test]
 fn faults_the_monitor_cannot_contain_yet_are_refused() {
     let harness = harness();
-    for spec in ["vgic:hang@3", "vcpu:wild-write@3"] {
+    for spec in ["vcpu:wild-write@3", "vgic:wild-write@random:1:0.5"] {
         let result = splitvisor(&harness, Guest::Hello, &["--inject", spec]);
         assert_eq!(result.code(), Some(2), "{spec}\n{}", result.describe());
         assert!(result.stderr.contains("is not available under `run` yet"), "{spec}\n{}", result.describe());

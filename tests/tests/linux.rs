@@ -20,8 +20,9 @@
 //! which must end splitvisor with status 0.
 //!
 //! The same boot with 2 vCPUs is run again with each server made to fail
-//! (`--inject`, issue 7): a panic and an invalid reply in each of the three
-//! servers at message numbers a boot reaches. The guest must not notice:
+//! (`--inject`, issue 7): a panic, an invalid reply and a hang (stopped by
+//! the server's watchdog) in each of the three servers, at message numbers
+//! a boot reaches. The guest must not notice:
 //! the same checks, shell and power-off, and every fault reported and
 //! recovered in the monitor's log.
 //!
@@ -327,7 +328,8 @@ fn debian_linux_with_4_vcpus() {
     boot_and_check(4, &[]);
 }
 
-/// Each server made to fail with each fault kind the monitor can inject,
+/// Each server made to fail with each fault kind the monitor can inject
+/// (panic, bad reply, hang),
 /// during one boot: the guest notices nothing (its checks pass, its shell
 /// answers, it powers off with 0), and each fault is recovered.
 #[test]
@@ -341,6 +343,9 @@ fn debian_linux_survives_each_server_failing_each_way() {
             "vgic:bad-reply@4000",
             "vtimer:panic@200",
             "vtimer:bad-reply@900",
+            "vcpu:hang@6000",
+            "vgic:hang@3000",
+            "vtimer:hang@500",
         ],
     );
 }

@@ -17,11 +17,14 @@
 //! vGIC server's 17 KB state on every request would cost more than the
 //! request itself (see `splitvisor bench`).
 //!
-//! Not contained yet: a server that runs for ever (that needs a watchdog on
-//! the Hyp timer, which the guest's physical timer emulation also uses), and
-//! a wild write into the monitor's own memory (that needs each server to run
-//! in its own Hyp translation regime; today servers share the monitor's
-//! identity map, so such a write lands).
+//! A server that runs past [`BUDGET_MS`] is stopped by its watchdog: while
+//! a request runs, the Hyp timer (otherwise the guest's emulated physical
+//! timer, saved and put back around the call) is set to the end of the
+//! budget, IRQs are on, and GICC_PMR lets only it and the wake SGI through.
+//!
+//! Not contained yet: a wild write into the monitor's own memory (that
+//! needs each server to run in its own Hyp translation regime; today
+//! servers share the monitor's identity map, so such a write lands).
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -29,7 +32,9 @@ use el2_monitor::validate::{self, InvalidReply};
 use ipc::fault::{FaultKind, OnServerFault};
 use ipc::{GuestReg, Message, Reply, Server, ServerError, VmConfig};
 
-use tock_registers::interfaces::Readable;
+use tock_registers::interfaces::{Readable, Writeable};
+
+use super::sysreg::{CNTFRQ, CNTHP_CTL, CNTHP_CVAL, CNTPCT, TIMER_CTL};
 
 use super::MAX_CPUS;
 
@@ -48,7 +53,15 @@ pub enum Fault {
     DataAbort,
     /// The server's reply failed validation.
     InvalidReply(InvalidReply),
+    /// The server ran past its budget ([`BUDGET_MS`]).
+    Hang,
 }
+
+/// How long one request may take a server before its watchdog (the Hyp
+/// timer) stops it, in milliseconds of the physical counter. Requests take
+/// microseconds; the margin is for a host that stops QEMU's CPU thread for a
+/// while (a false alarm costs a restore and a retry, nothing more).
+pub const BUDGET_MS: u64 = 100;
 
 impl Fault {
     const fn code(self) -> u32 {
@@ -59,6 +72,7 @@ impl Fault {
             Fault::PrefetchAbort => 4,
             Fault::DataAbort => 5,
             Fault::InvalidReply(_) => 6,
+            Fault::Hang => 7,
         }
     }
 
@@ -68,6 +82,7 @@ impl Fault {
             3 => Fault::Svc,
             4 => Fault::PrefetchAbort,
             5 => Fault::DataAbort,
+            7 => Fault::Hang,
             _ => Fault::Panic,
         }
     }
@@ -92,6 +107,7 @@ impl core::fmt::Display for Fault {
             Fault::PrefetchAbort => write!(f, "prefetch abort"),
             Fault::DataAbort => write!(f, "data abort"),
             Fault::InvalidReply(why) => write!(f, "invalid reply: {why}"),
+            Fault::Hang => write!(f, "ran past its {BUDGET_MS} ms budget (watchdog)"),
         }
     }
 }
@@ -121,7 +137,11 @@ contain_call:
     push    {{r3-r11, lr}}
     str     sp, [r0]
     mov     r0, r2
+    @ IRQs on while the server runs: its watchdog (GICC_PMR lets only the
+    @ Hyp timer and the wake SGI through).
+    cpsie   i
     blx     r1
+    cpsid   i
     mov     r0, #0
     pop     {{r3-r11, pc}}
     .size contain_call, . - contain_call
@@ -131,6 +151,7 @@ contain_call:
     .global contain_escape
     .type contain_escape, %function
 contain_escape:
+    cpsid   i
     mov     sp, r0
     mov     r0, r1
     pop     {{r3-r11, pc}}
@@ -161,6 +182,7 @@ pub fn contained<R, F: FnOnce() -> R>(f: F) -> Result<R, Fault> {
         return Ok(f());
     };
     let mut slot: (Option<F>, Option<R>) = (Some(f), None);
+    let saved = arm_watchdog();
     exit.active.store(true, Ordering::SeqCst);
     // SAFETY: contain_call keeps the AAPCS (it saves what it uses and what
     // an escape skips restoring is restored from its own frame); `slot`
@@ -170,11 +192,55 @@ pub fn contained<R, F: FnOnce() -> R>(f: F) -> Result<R, Fault> {
     let code =
         unsafe { contain_call(exit.sp.as_ptr(), trampoline::<R, F>, core::ptr::addr_of_mut!(slot).cast::<u8>()) };
     exit.active.store(false, Ordering::SeqCst);
+    disarm_watchdog(saved);
     match (code, slot.1) {
         (0, Some(result)) => Ok(result),
         (0, None) => Err(Fault::Panic),
         (code, _) => Err(Fault::from_code(code)),
     }
+}
+
+/// The Hyp timer as the guest's physical-timer emulation left it.
+struct HypTimer {
+    ctl: u32,
+    cval: u64,
+}
+
+/// Point the Hyp timer at the end of the budget and let only it (and the
+/// wake SGI) interrupt.
+fn arm_watchdog() -> HypTimer {
+    let saved = HypTimer { ctl: CNTHP_CTL.get(), cval: CNTHP_CVAL.get() };
+    let budget = u64::from(CNTFRQ.get()) * BUDGET_MS / 1000;
+    CNTHP_CVAL.set(CNTPCT.get().wrapping_add(budget));
+    CNTHP_CTL.write(TIMER_CTL::ENABLE::SET);
+    super::gic().set_priority_mask(super::devices::PRIORITY_MASK_WATCHDOG);
+    saved
+}
+
+/// Give the Hyp timer back to the guest's physical-timer emulation.
+fn disarm_watchdog(saved: HypTimer) {
+    super::gic().set_priority_mask(super::devices::PRIORITY_MASK_ALL);
+    CNTHP_CVAL.set(saved.cval);
+    CNTHP_CTL.set(saved.ctl);
+}
+
+/// An IRQ taken in Hyp mode, which only happens while a server runs: the
+/// watchdog ends the server; a wake SGI (left over from a lock wait) is
+/// dropped. Nothing is logged here: the interrupted server may hold the
+/// log's lock (the logger masks IRQs, so it cannot, but no need to rely
+/// on it).
+pub fn irq_in_server() {
+    let vm = super::vm();
+    let Some(intid) = vm.gic.acknowledge() else {
+        return;
+    };
+    if intid == vm.table.irqs.hyp_timer {
+        CNTHP_CTL.write(TIMER_CTL::IMASK::SET);
+        vm.gic.deactivate(intid);
+        escape(Fault::Hang);
+        return;
+    }
+    vm.gic.deactivate(intid);
 }
 
 /// If this CPU is inside a contained call, leave it with `fault` (from the
@@ -321,6 +387,11 @@ fn attempt<S: Server>(
     let outcome = contained(|| {
         if inject == Some(FaultKind::Panic) {
             injected_panic(S::ID);
+        }
+        if inject == Some(FaultKind::Hang) {
+            loop {
+                core::hint::spin_loop();
+            }
         }
         *out = Some(server.handle_message(message.clone()));
     });

@@ -29,6 +29,29 @@ static WARNINGS: spin::Mutex<RateLimit> = spin::Mutex::new(RateLimit::new());
 static MUTED: [core::sync::atomic::AtomicBool; super::MAX_CPUS] =
     [const { core::sync::atomic::AtomicBool::new(false) }; super::MAX_CPUS];
 
+/// IRQs masked until dropped, then as they were.
+struct IrqsMasked {
+    cpsr: u32,
+}
+
+impl IrqsMasked {
+    fn new() -> Self {
+        let cpsr: u32;
+        // SAFETY: reads the CPSR and masks IRQs; no memory is touched.
+        unsafe { core::arch::asm!("mrs {0}, cpsr", "cpsid i", out(reg) cpsr, options(nomem, nostack)) };
+        IrqsMasked { cpsr }
+    }
+}
+
+impl Drop for IrqsMasked {
+    fn drop(&mut self) {
+        if self.cpsr & (1 << 7) == 0 {
+            // SAFETY: unmasks IRQs again, as they were when `new` ran.
+            unsafe { core::arch::asm!("cpsie i", options(nomem, nostack)) };
+        }
+    }
+}
+
 /// Mute or unmute this CPU's log.
 pub fn mute(on: bool) {
     if let Some(m) = MUTED.get(HTPIDR.get() as usize) {
@@ -45,6 +68,9 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        // IRQs off while the log's locks are held: a server's watchdog must
+        // not leave a server in the middle of a line with the lock taken.
+        let _masked = IrqsMasked::new();
         let cpu = HTPIDR.get();
         if MUTED.get(cpu as usize).is_some_and(|m| m.load(core::sync::atomic::Ordering::Relaxed)) {
             return;

@@ -356,9 +356,10 @@ extern "C" fn boot_secondary(cpu: u32) -> ! {
 fn init_cpu(cpu: usize) {
     let vm = vm();
     vm.gic.init_cpu();
-    for intid in [vm.table.irqs.maintenance, vm.table.irqs.vtimer, vm.table.irqs.hyp_timer] {
+    for intid in [vm.table.irqs.maintenance, vm.table.irqs.vtimer] {
         vm.gic.enable(intid, cpu, devices::MONITOR_PRIORITY);
     }
+    vm.gic.enable(vm.table.irqs.hyp_timer, cpu, devices::HYP_TIMER_PRIORITY);
     vm.gic.enable(KICK_SGI, cpu, devices::KICK_PRIORITY);
     vm.gic.enable(WAKE_SGI, cpu, devices::WAKE_PRIORITY);
     // Route physical interrupts and aborts to Hyp, enable stage 2, turn set/way
@@ -457,6 +458,12 @@ fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
 /// Trap and interrupt entry from the vectors: kind 0 = trap, 1 = IRQ, 2 = FIQ.
 #[no_mangle]
 extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
+    if kind == 1 && frame.spsr & el2_monitor::guest::cpsr::MODE_MASK == el2_monitor::guest::cpsr::MODE_HYP {
+        // An IRQ taken in Hyp mode itself: a server's watchdog (this does
+        // not return then) or a stray wake SGI.
+        isolate::irq_in_server();
+        return;
+    }
     let start = profile::now();
     let cpu = HTPIDR.get() as usize;
     let vcpu = VcpuId(cpu as u8);
