@@ -250,6 +250,13 @@ fn refusal_answer(message: &Message) -> Option<Action> {
         }),
         Message::Vgic(VgicRequest::Mmio { access, .. }) => Some(Action::InjectDataAbort { far: access.far }),
         Message::Vtimer(VtimerRequest::Cp15 { .. } | VtimerRequest::Cp15Wide { .. }) => Some(Action::InjectUndef),
+        // A physical interrupt the vGIC server would have had deactivated
+        // once the guest finished it: the virtual interrupt is lost, but its
+        // source is released, so that it can fire again (a timer that
+        // stayed active would never tick on that CPU again).
+        Message::Vgic(VgicRequest::SetLine { level: true, hw: Some(physical), .. }) => {
+            Some(Action::DeactivatePhysical { intid: *physical })
+        }
         _ => None,
     }
 }
@@ -557,15 +564,21 @@ mod tests {
             &mut hw,
         );
         run(Message::Vgic(VgicRequest::Start { vcpu: VcpuId(1), list_registers: 4 }), &mut hw);
+        use ipc::IntId;
+        let timer = |hw| VgicRequest::SetLine { intid: IntId(27), level: true, target: Some(VcpuId(1)), hw };
+        run(Message::Vgic(timer(Some(IntId(27)))), &mut hw);
+        run(Message::Vgic(timer(None)), &mut hw);
         assert_eq!(
             hw.applied,
             vec![
                 Action::InjectDataAbort { far: 0x0a00_0000 },
                 Action::InjectUndef,
                 Action::InjectDataAbort { far: 0xc000_0000 },
+                // The timer's physical PPI is released.
+                Action::DeactivatePhysical { intid: IntId(27) },
             ]
         );
-        assert_eq!(stats.refused, 4);
+        assert_eq!(stats.refused, 6);
     }
 
     #[test]
