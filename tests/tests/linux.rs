@@ -285,7 +285,20 @@ fn boot_and_check(smp: u8, inject: &[&str]) {
 
     // The shell answers what is typed (after its prompt, as a person would:
     // Linux's PL011 driver drains what arrived before it opened the port).
-    let prompt = vm.expect(PROMPT, done.end, SHELL_LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    let first = vm.expect(PROMPT, done.end, SHELL_LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    // As a person would, press Enter until the shell answers with a new
+    // prompt: busybox's line editor, starting, asks the terminal for the
+    // cursor position (ESC [6n) and what comes in meanwhile can be lost (seen
+    // once in CI). From that prompt on, nothing typed may be lost.
+    let mut ready = None;
+    for _ in 0..5 {
+        vm.send("\n").unwrap_or_else(|e| panic!("{e}"));
+        if let Ok(seen) = vm.expect(PROMPT, first.end, Duration::from_secs(10)) {
+            ready = Some(seen);
+            break;
+        }
+    }
+    let prompt = ready.unwrap_or_else(|| panic!("the shell never answered Enter with a prompt\n{}", vm.describe()));
     vm.send("echo typed-$((6*7))\n").unwrap_or_else(|e| panic!("{e}"));
     let answer = vm.expect("typed-42", prompt.end, SHELL_LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let prompt = vm.expect(PROMPT, answer.end, SHELL_LIMIT).unwrap_or_else(|e| panic!("{e}"));
