@@ -8,7 +8,7 @@
 //! the real servers take per request is in their own `handle` benches.
 //!
 //! `cargo bench -p ipc --features std --bench channel`; the figures are in
-//! docs/perf-host.md (issue 8's target: a round trip within 1 µs).
+//! tests/perf/host.md (issue 8's target: a round trip within 1 µs).
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! encoded in a wire [`ipc::Envelope`] ([`wire::encode_envelope`]), decoded
 //! from one ([`wire::decode_envelope`]), and both in turn.
 //!
-//! `cargo bench -p ipc --bench wire`; the figures are in docs/perf-host.md
+//! `cargo bench -p ipc --bench wire`; the figures are in tests/perf/host.md
 //! (issue 8's target: encode + decode of a trap message within 50 ns).
 
 use std::hint::black_box;

@@ -8,7 +8,7 @@
 //! measures the path it is named after and not some refusal.
 //!
 //! `cargo bench -p vcpu-server --bench handle`; the figures are in
-//! docs/perf-host.md.
+//! tests/perf/host.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use heapless::Vec;

@@ -11,7 +11,7 @@
 //! is checked once first, so that it measures the path it is named after.
 //!
 //! `cargo bench -p vgic-server --bench handle`; the figures are in
-//! docs/perf-host.md.
+//! tests/perf/host.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ipc::msg::LrStatus;

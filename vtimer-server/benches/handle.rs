@@ -6,7 +6,7 @@
 //! checked once first, so that it measures the path it is named after.
 //!
 //! `cargo bench -p vtimer-server --bench handle`; the figures are in
-//! docs/perf-host.md.
+//! tests/perf/host.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ipc::msg::TimerKind;
