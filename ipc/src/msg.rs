@@ -191,6 +191,26 @@ impl Message {
             Message::Vtimer(_) => ServerId::Vtimer,
         }
     }
+
+    /// The request's name (its variant: `Trap`, `Mmio`, `Fired`, ...), for
+    /// logs and summaries.
+    pub fn request_name(&self) -> &'static str {
+        match self {
+            Message::Vcpu(VcpuRequest::Start { .. }) => "Start",
+            Message::Vcpu(VcpuRequest::Trap(_)) => "Trap",
+            Message::Vcpu(VcpuRequest::ConsoleInput { .. }) => "ConsoleInput",
+            Message::Vgic(VgicRequest::Start { .. }) => "Start",
+            Message::Vgic(VgicRequest::Mmio { .. }) => "Mmio",
+            Message::Vgic(VgicRequest::Maintenance { .. }) => "Maintenance",
+            Message::Vgic(VgicRequest::Sync { .. }) => "Sync",
+            Message::Vgic(VgicRequest::Idle { .. }) => "Idle",
+            Message::Vgic(VgicRequest::SetLine { .. }) => "SetLine",
+            Message::Vtimer(VtimerRequest::Start { .. }) => "Start",
+            Message::Vtimer(VtimerRequest::Cp15 { .. }) => "Cp15",
+            Message::Vtimer(VtimerRequest::Cp15Wide { .. }) => "Cp15Wide",
+            Message::Vtimer(VtimerRequest::Fired { .. }) => "Fired",
+        }
+    }
 }
 
 /// A message on the wire: the wire version, a sequence number, and the

@@ -133,17 +133,16 @@ pub fn describe(record: &TraceRecord) -> String {
     }
 }
 
-/// The name of a request's kind, for the summary.
+/// The name of a request's kind, for the summary: "vgic Sync", or for a
+/// trap "vcpu Trap Hvc".
 fn kind(message: &Message) -> String {
-    let debug = format!("{message:?}");
-    // "Vcpu(Trap(TrapMsg { vcpu: .., trap: Hvc { .." -> "vcpu Trap Hvc".
-    let mut words = debug.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty());
     let server = message.server().name();
-    let _outer = words.next();
-    let request = words.next().unwrap_or("?");
-    if request == "Trap" {
-        let trap = debug.split("trap: ").nth(1).and_then(|t| t.split(|c: char| !c.is_alphanumeric()).next());
-        format!("{server} Trap {}", trap.unwrap_or("?"))
+    let request = message.request_name();
+    if let Message::Vcpu(ipc::VcpuRequest::Trap(t)) = message {
+        // The trap's variant name, as its Debug form begins ("Hvc { .. }").
+        let debug = format!("{:?}", t.trap);
+        let trap = debug.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("?");
+        format!("{server} {request} {trap}")
     } else {
         format!("{server} {request}")
     }

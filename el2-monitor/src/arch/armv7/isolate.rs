@@ -307,7 +307,7 @@ impl<S: Server + Clone> Guarded<S> {
         log::error!(
             "server {} failed on its message #{n} ({}): {fault}; restoring its state and retrying",
             S::ID.name(),
-            message_kind(message)
+            message.request_name()
         );
         let again = injection.filter(|i| i.repeat).map(|i| i.kind);
         let second = match self.restore(config) {
@@ -413,22 +413,4 @@ fn attempt<S: Server>(
 #[inline(never)]
 fn injected_panic(server: ipc::ServerId) -> ! {
     panic!("fault injected into server {} (--inject)", server.name())
-}
-
-fn message_kind(message: &Message) -> &'static str {
-    match message {
-        Message::Vcpu(ipc::VcpuRequest::Start { .. }) => "Start",
-        Message::Vcpu(ipc::VcpuRequest::Trap(_)) => "Trap",
-        Message::Vcpu(ipc::VcpuRequest::ConsoleInput { .. }) => "ConsoleInput",
-        Message::Vgic(ipc::VgicRequest::Start { .. }) => "Start",
-        Message::Vgic(ipc::VgicRequest::Mmio { .. }) => "Mmio",
-        Message::Vgic(ipc::VgicRequest::Maintenance { .. }) => "Maintenance",
-        Message::Vgic(ipc::VgicRequest::Sync { .. }) => "Sync",
-        Message::Vgic(ipc::VgicRequest::Idle { .. }) => "Idle",
-        Message::Vgic(ipc::VgicRequest::SetLine { .. }) => "SetLine",
-        Message::Vtimer(ipc::VtimerRequest::Start { .. }) => "Start",
-        Message::Vtimer(ipc::VtimerRequest::Cp15 { .. }) => "Cp15",
-        Message::Vtimer(ipc::VtimerRequest::Cp15Wide { .. }) => "Cp15Wide",
-        Message::Vtimer(ipc::VtimerRequest::Fired { .. }) => "Fired",
-    }
 }
