@@ -39,21 +39,10 @@ use splitvisor_fuzz::trace_seed;
 use vcpu_server::psci::PowerState;
 use vcpu_server::VcpuServer;
 
-/// PSCI 1.0 / SMCCC 1.1 function IDs (DEN 0022D table 5.1, DEN 0028).
+/// PSCI 1.0 / SMCCC 1.1 function IDs (DEN 0022D table 5.1, DEN 0028): the
+/// server's own names, and every one of them for the fuzzer to pick from.
 mod fid {
-    pub const SMCCC_VERSION: u32 = 0x8000_0000;
-    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
-    pub const PSCI_VERSION: u32 = 0x8400_0000;
-    pub const CPU_SUSPEND: u32 = 0x8400_0001;
-    pub const CPU_OFF: u32 = 0x8400_0002;
-    pub const CPU_ON: u32 = 0x8400_0003;
-    pub const AFFINITY_INFO: u32 = 0x8400_0004;
-    pub const MIGRATE: u32 = 0x8400_0005;
-    pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-    pub const MIGRATE_INFO_UP_CPU: u32 = 0x8400_0007;
-    pub const SYSTEM_OFF: u32 = 0x8400_0008;
-    pub const SYSTEM_RESET: u32 = 0x8400_0009;
-    pub const PSCI_FEATURES: u32 = 0x8400_000A;
+    pub use vcpu_server::psci::fid::*;
     pub const ALL: [u32; 13] = [
         SMCCC_VERSION,
         SMCCC_ARCH_FEATURES,

@@ -62,25 +62,8 @@ pub mod lr {
     }
 }
 
-/// GICH_HCR bits (§5.3.2).
-pub mod hcr {
-    /// En.
-    pub const EN: u32 = 1 << 0;
-    /// UIE.
-    pub const UIE: u32 = 1 << 1;
-    /// LRENPIE.
-    pub const LRENPIE: u32 = 1 << 2;
-    /// NPIE.
-    pub const NPIE: u32 = 1 << 3;
-    /// VGrp0EIE.
-    pub const VGRP0EIE: u32 = 1 << 4;
-    /// VGrp0DIE.
-    pub const VGRP0DIE: u32 = 1 << 5;
-    /// VGrp1EIE.
-    pub const VGRP1EIE: u32 = 1 << 6;
-    /// VGrp1DIE.
-    pub const VGRP1DIE: u32 = 1 << 7;
-}
+/// GICH_HCR bits (§5.3.2): the vGIC server's definitions.
+pub use vgic_server::lr::hcr_bits as hcr;
 
 /// One vCPU's virtual interface.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
