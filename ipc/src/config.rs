@@ -139,6 +139,10 @@ pub struct VmConfig {
     /// it), check its reply, and keep what restores its state
     /// (`splitvisor run --no-isolation` turns it off, to measure its cost).
     pub isolation: bool,
+    /// With `isolation`, run each server in its own protection domain (its
+    /// own Hyp translation, stack and buffers), so that a wild access out
+    /// of it faults (`splitvisor run --no-domains` turns it off).
+    pub domains: bool,
 }
 
 /// What is wrong with a [`VmConfig`].
@@ -204,6 +208,7 @@ impl VmConfig {
             faults: heapless::Vec::new(),
             on_server_fault: crate::fault::OnServerFault::Restart,
             isolation: true,
+            domains: true,
         }
     }
 

@@ -148,6 +148,8 @@ pub struct Options {
     pub timeout: u64,
     /// Run the servers without containment (`run --no-isolation`).
     pub no_isolation: bool,
+    /// Run the servers without protection domains (`run --no-domains`).
+    pub no_domains: bool,
 }
 
 /// Build what the benchmark needs and run every item.
@@ -208,6 +210,9 @@ fn run_item(monitor: &Path, guest: &Path, item: &str, n: u32, options: &Options)
     cmd.args(["--log-level", "info", "run", "--icount", "--smp", "2", "--no-reboot"]);
     if options.no_isolation {
         cmd.arg("--no-isolation");
+    }
+    if options.no_domains {
+        cmd.arg("--no-domains");
     }
     let output = cmd
         .arg("--timeout")

@@ -81,6 +81,8 @@ pub struct ConfigInputs {
     pub on_server_fault: ipc::fault::OnServerFault,
     /// Contain and check every request to a server.
     pub isolation: bool,
+    /// Run each server in its own protection domain.
+    pub domains: bool,
 }
 
 fn u32_of(value: u64, what: &str) -> Result<u32, VmConfigError> {
@@ -126,6 +128,7 @@ pub fn build(platform: &Platform, inputs: &ConfigInputs) -> Result<VmConfig, VmC
         })?,
         on_server_fault: inputs.on_server_fault,
         isolation: inputs.isolation,
+        domains: inputs.domains,
         // The guest's timer PPIs are the platform's: the guest DTB lists
         // them, and the host's virtual timer is the platform's virtual one.
         timer: TimerIntids {
@@ -165,6 +168,7 @@ mod tests {
             faults: Vec::new(),
             on_server_fault: ipc::fault::OnServerFault::Restart,
             isolation: true,
+            domains: true,
         }
     }
 

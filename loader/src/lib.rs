@@ -300,6 +300,7 @@ pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
         json: Some(args.json.clone()),
         timeout: args.timeout,
         no_isolation: args.no_isolation,
+        no_domains: args.no_domains,
     };
     let figures = bench::run(&options)?;
     print!("{}", bench::render(&figures));

@@ -195,6 +195,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
                 crate::isolate::FaultPolicy::Stop => ipc::fault::OnServerFault::Stop,
             },
             isolation: !args.no_isolation,
+            domains: !args.no_domains,
         },
     )?;
     let blob = config::encode(&vm)?;

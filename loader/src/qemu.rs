@@ -314,8 +314,9 @@ impl Outcome {
                 Some("the monitor refused the VM configuration; see its log above (exit status 5)".into())
             }
             Outcome::ServerFault => Some(
-                "a server failed a request again after its state was restored, and --on-server-fault stop \
-                 stopped the VM; see the monitor's log above (exit status 6)"
+                "a server fault stopped the VM (a request failed again after the server's state was restored \
+                 under --on-server-fault stop, or a wild write landed without protection domains); see the \
+                 monitor's log above (exit status 6)"
                     .into(),
             ),
             Outcome::TimedOut => Some("time-out: the VM was stopped (exit status 124)".into()),

@@ -83,6 +83,7 @@ impl FuzzConfig {
             faults: heapless::Vec::new(),
             on_server_fault: ipc::fault::OnServerFault::Restart,
             isolation: true,
+            domains: true,
         };
         config.validate().ok().map(|()| config)
     }

@@ -87,8 +87,17 @@ hyp_trap:
     b       return_to_guest
 hyp_irq:
     save_frame
+    @ An IRQ in Hyp mode itself (the frame's SPSR says so) comes while a
+    @ server runs, perhaps in its protection domain: its watchdog or a
+    @ stray wake SGI, for irq_in_server, which switches translation first.
+    ldr     r1, [sp, #4]
+    and     r1, r1, #0x1f
+    cmp     r1, #0x1a
+    beq     1f
     mov     r1, #1
     bl      handle_exit
+    b       return_to_guest
+1:  bl      {irq_in_server}
     b       return_to_guest
 hyp_fiq:
     save_frame
@@ -110,31 +119,77 @@ enter_guest:
     mov     sp, r0
     b       return_to_guest
 
+    @ A Hyp-mode exception: a monitor bug, or a server's fault. Inside a
+    @ server's protection domain (HTTBR is one of the domains' tables), go
+    @ back to the monitor's translation and to this CPU's stack below the
+    @ contained call's frame before anything touches memory: the domain's
+    @ stack may be what faulted. r0-r3 are used before the frame is saved;
+    @ a monitor fault's report shows ELR_hyp and the syndrome registers,
+    @ not them.
+    .macro  hyp_fault kind
+    mrrc    p15, 4, r0, r1, c2              @ HTTBR
+    ldr     r2, ={domain_tables}
+    sub     r1, r0, r2
+    ldr     r2, ={domain_tables_size}
+    cmp     r1, r2
+    movlo   r3, #\kind
+    blo     domain_fault_entry
+    save_frame
+    mov     r1, #\kind
+    b       monitor_fault
+    .endm
+
 hyp_fault_reset:
-    save_frame
-    mov     r1, #0
-    b       monitor_fault
+    hyp_fault 0
 hyp_fault_undef:
-    save_frame
-    mov     r1, #1
-    b       monitor_fault
+    hyp_fault 1
 hyp_fault_svc:
-    save_frame
-    mov     r1, #2
-    b       monitor_fault
+    hyp_fault 2
 hyp_fault_pabt:
-    save_frame
-    mov     r1, #3
-    b       monitor_fault
+    hyp_fault 3
 hyp_fault_dabt:
-    save_frame
-    mov     r1, #4
-    b       monitor_fault
+    hyp_fault 4
+
+domain_fault_entry:
+    @ r0 = the domain's HTTBR (low word), r3 = kind.
+    mov     r4, r0
+    ldr     r2, ={monitor_tables}
+    mov     r1, #0
+    dsb     ish
+    mcrr    p15, 4, r2, r1, c2              @ HTTBR: the monitor's tables
+    isb
+    mcr     p15, 4, r1, c8, c7, 0           @ TLBIALLH
+    dsb     nsh
+    isb
+    mrc     p15, 4, r0, c13, c0, 2          @ HTPIDR: this CPU's index
+    cmp     r0, #{max_cpus}
+    bhs     .
+    ldr     r1, ={exit_sp}
+    ldr     sp, [r1, r0, lsl #2]
+    cmp     sp, #0
+    bne     2f
+    @ No contained call on this CPU (cannot happen: domains are entered
+    @ only by one): its own stack, for the report.
+    ldr     r1, =MONITOR_STACKS
+    mov     r2, #{stack_size}
+    mla     r1, r0, r2, r1
+    add     sp, r1, r2
+    sub     sp, sp, #{frame_size}
+2:  mov     r0, r3
+    mov     r1, r4
+    bl      {domain_fault}
+    b       .
 "#,
     stack_size = const STACK_SIZE,
     frame_size = const core::mem::size_of::<super::vcpu::Frame>(),
     max_cpus = const MAX_CPUS,
     system_off = const 0x8400_0008u32,
+    monitor_tables = sym super::mmu::HYP_L1,
+    domain_tables = sym super::domain::TABLES,
+    domain_tables_size = const core::mem::size_of::<[super::mmu::DomainTables; 3]>(),
+    exit_sp = sym super::isolate::EXIT_SP,
+    irq_in_server = sym super::isolate::irq_in_server,
+    domain_fault = sym super::isolate::domain_fault,
 );
 
 extern "C" {

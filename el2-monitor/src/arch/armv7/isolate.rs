@@ -22,20 +22,24 @@
 //! timer, saved and put back around the call) is set to the end of the
 //! budget, IRQs are on, and GICC_PMR lets only it and the wake SGI through.
 //!
-//! Not contained yet: a wild write into the monitor's own memory (that
-//! needs each server to run in its own Hyp translation regime; today
-//! servers share the monitor's identity map, so such a write lands).
+//! With protection domains on (the default; `--no-domains` turns them
+//! off), each request runs in its server's own Hyp translation and on its
+//! stack (see `domain`): a wild access outside the server's domain is a
+//! Hyp abort, contained like the rest, and changes nothing. Without them
+//! the server runs on the monitor's stack and translation, and a wild
+//! write lands (an injected one is detected and stops the VM).
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use el2_monitor::validate::{self, InvalidReply};
 use ipc::fault::{FaultKind, OnServerFault};
-use ipc::{GuestReg, Message, Reply, Server, ServerError, VmConfig};
+use ipc::{GuestReg, Message, Reply, ServerError, VmConfig};
 
 use tock_registers::interfaces::{Readable, Writeable};
 
 use super::sysreg::{CNTFRQ, CNTHP_CTL, CNTHP_CVAL, CNTPCT, TIMER_CTL};
 
+use super::domain::{self, Hosted, Injected};
 use super::MAX_CPUS;
 
 /// How a contained call ended early.
@@ -112,15 +116,12 @@ impl core::fmt::Display for Fault {
     }
 }
 
-/// Where a CPU inside a contained call leaves it to.
-struct Exit {
-    active: AtomicBool,
-    /// The stack pointer `contain_call` saved (its callee-saved registers
-    /// and return address are just above it).
-    sp: AtomicU32,
-}
-
-static EXITS: [Exit; MAX_CPUS] = [const { Exit { active: AtomicBool::new(false), sp: AtomicU32::new(0) } }; MAX_CPUS];
+/// Per CPU: inside a contained call.
+static EXIT_ACTIVE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Per CPU: the stack pointer `contain_call`/`domain_call` saved (their
+/// callee-saved registers and return address are just above it). The
+/// fault vectors (`boot.rs`) read it to leave a domain.
+pub(super) static EXIT_SP: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 core::arch::global_asm!(
     r#"
@@ -146,8 +147,47 @@ contain_call:
     pop     {{r3-r11, pc}}
     .size contain_call, . - contain_call
 
-    @ contain_escape(u32 sp, u32 code): back to contain_call's caller as if
-    @ contain_call returned code.
+    @ u32 domain_call(u32 *sp_slot, void (*f)(void *), void *domain,
+    @                 u32 httbr): as contain_call, but f(domain) runs in a
+    @ protection domain: with HTTBR = httbr (the domain's tables) and on the
+    @ domain's stack, its first {stack} bytes. Hyp stage 1 has no ASIDs, so
+    @ each switch invalidates this CPU's Hyp TLB.
+    .global domain_call
+    .type domain_call, %function
+domain_call:
+    push    {{r3-r11, lr}}
+    str     sp, [r0]
+    mov     r4, r0
+    mov     r5, r1
+    mov     r6, r2
+    mov     r7, #0
+    dsb     ish
+    mcrr    p15, 4, r3, r7, c2              @ HTTBR: the domain's tables
+    isb
+    mcr     p15, 4, r7, c8, c7, 0           @ TLBIALLH
+    dsb     nsh
+    isb
+    add     sp, r6, #{stack}
+    mov     r0, r6
+    cpsie   i
+    blx     r5
+    cpsid   i
+    ldr     r0, ={monitor_tables}
+    mov     r7, #0
+    dsb     ish
+    mcrr    p15, 4, r0, r7, c2              @ HTTBR: the monitor's tables
+    isb
+    mcr     p15, 4, r7, c8, c7, 0           @ TLBIALLH
+    dsb     nsh
+    isb
+    ldr     sp, [r4]
+    mov     r0, #0
+    pop     {{r3-r11, pc}}
+    .size domain_call, . - domain_call
+
+    @ contain_escape(u32 sp, u32 code): back to contain_call's (or
+    @ domain_call's) caller as if it returned code. The translation is the
+    @ monitor's already.
     .global contain_escape
     .type contain_escape, %function
 contain_escape:
@@ -156,16 +196,43 @@ contain_escape:
     mov     r0, r1
     pop     {{r3-r11, pc}}
     .size contain_escape, . - contain_escape
-"#
+"#,
+    stack = const super::domain::STACK_SIZE,
+    monitor_tables = sym super::mmu::HYP_L1,
 );
 
 extern "C" {
     fn contain_call(sp_slot: *mut u32, f: extern "C" fn(*mut u8), arg: *mut u8) -> u32;
+    fn domain_call(sp_slot: *mut u32, f: extern "C" fn(*mut u8), domain: *mut u8, httbr: u32) -> u32;
     fn contain_escape(sp: u32, code: u32) -> !;
 }
 
 fn cpu() -> usize {
     super::HTPIDR.get() as usize
+}
+
+/// Run server `S` on its domain's inbox, in its protection domain; a panic
+/// or Hyp-mode exception inside it ends it with the fault.
+fn contained_in_domain<S: Hosted>() -> Result<(), Fault> {
+    let cpu = cpu();
+    let (Some(active), Some(sp)) = (EXIT_ACTIVE.get(cpu), EXIT_SP.get(cpu)) else {
+        return Err(Fault::Panic);
+    };
+    let httbr = domain::translation::<S>();
+    let saved = arm_watchdog();
+    active.store(true, Ordering::SeqCst);
+    // SAFETY: domain_call keeps the AAPCS like contain_call (see
+    // `contained`). The domain's tables map the code, the domain (whose
+    // first STACK_SIZE bytes are the stack it switches to) and nothing the
+    // call needs besides; S's lock is held, so no other CPU uses the
+    // domain. The tables live below 4 GiB (HTTBR's high word is 0).
+    let code = unsafe { domain_call(sp.as_ptr(), domain::serve::<S>, S::slot().cast::<u8>(), httbr as u32) };
+    active.store(false, Ordering::SeqCst);
+    disarm_watchdog(saved);
+    match code {
+        0 => Ok(()),
+        code => Err(Fault::from_code(code)),
+    }
 }
 
 /// Run `f`; a panic or Hyp-mode exception inside it ends it with the fault.
@@ -178,20 +245,20 @@ pub fn contained<R, F: FnOnce() -> R>(f: F) -> Result<R, Fault> {
             slot.1 = Some(f());
         }
     }
-    let Some(exit) = EXITS.get(cpu()) else {
+    let cpu = cpu();
+    let (Some(active), Some(sp)) = (EXIT_ACTIVE.get(cpu), EXIT_SP.get(cpu)) else {
         return Ok(f());
     };
     let mut slot: (Option<F>, Option<R>) = (Some(f), None);
     let saved = arm_watchdog();
-    exit.active.store(true, Ordering::SeqCst);
+    active.store(true, Ordering::SeqCst);
     // SAFETY: contain_call keeps the AAPCS (it saves what it uses and what
     // an escape skips restoring is restored from its own frame); `slot`
     // outlives the call. After an escape, the frames below contain_call's
     // are abandoned: nothing in them is used again, and what they borrowed
     // (`slot`, the server) is only read after the caller has put it right.
-    let code =
-        unsafe { contain_call(exit.sp.as_ptr(), trampoline::<R, F>, core::ptr::addr_of_mut!(slot).cast::<u8>()) };
-    exit.active.store(false, Ordering::SeqCst);
+    let code = unsafe { contain_call(sp.as_ptr(), trampoline::<R, F>, core::ptr::addr_of_mut!(slot).cast::<u8>()) };
+    active.store(false, Ordering::SeqCst);
     disarm_watchdog(saved);
     match (code, slot.1) {
         (0, Some(result)) => Ok(result),
@@ -224,46 +291,83 @@ fn disarm_watchdog(saved: HypTimer) {
     CNTHP_CTL.set(saved.ctl);
 }
 
-/// An IRQ taken in Hyp mode, which only happens while a server runs: the
-/// watchdog ends the server; a wake SGI (left over from a lock wait) is
-/// dropped. Nothing is logged here: the interrupted server may hold the
-/// log's lock (the logger masks IRQs, so it cannot, but no need to rely
-/// on it).
-pub fn irq_in_server() {
+/// An IRQ taken in Hyp mode, which only happens while a server runs (the
+/// vector sends it here, on the server's stack): the watchdog ends the
+/// server; a wake SGI (left over from a lock wait) is dropped. Nothing is
+/// logged here: the interrupted server may hold the log's lock (the logger
+/// masks IRQs, so it cannot, but no need to rely on it).
+pub extern "C" fn irq_in_server() {
+    // The server may be in its domain, where the GIC and the VM are not
+    // mapped: first back to the monitor's translation.
+    let domain = domain::leave();
     let vm = super::vm();
-    let Some(intid) = vm.gic.acknowledge() else {
-        return;
-    };
-    if intid == vm.table.irqs.hyp_timer {
-        CNTHP_CTL.write(TIMER_CTL::IMASK::SET);
+    if let Some(intid) = vm.gic.acknowledge() {
         vm.gic.deactivate(intid);
-        escape(Fault::Hang);
-        return;
+        if intid == vm.table.irqs.hyp_timer {
+            CNTHP_CTL.write(TIMER_CTL::IMASK::SET);
+            escape(Fault::Hang);
+        }
     }
-    vm.gic.deactivate(intid);
+    domain::reenter(domain);
+}
+
+/// A Hyp abort or undefined instruction inside a protection domain: the
+/// vector has switched back to the monitor's translation and to this CPU's
+/// stack below the contained call's frame. `kind` is the vector's
+/// (`monitor_fault`'s numbering), `httbr` the domain's translation.
+pub extern "C" fn domain_fault(kind: u32, httbr: u32) -> ! {
+    let server = domain::server_of(u64::from(httbr));
+    let fault = Fault::of_vector(kind);
+    let elr = super::sysreg::elr_hyp();
+    let name = server.map_or("?", |s| s.name());
+    match fault {
+        Fault::DataAbort => {
+            let far = super::HDFAR.get();
+            log::error!(
+                "server {name}: data abort at {elr:#x} on {far:#x} (HSR {:#x}), in {}: outside its protection domain",
+                super::HSR.get(),
+                domain::describe(far, server)
+            );
+        }
+        Fault::PrefetchAbort => {
+            let far = super::HIFAR.get();
+            log::error!(
+                "server {name}: prefetch abort at {far:#x} (HSR {:#x}), in {}",
+                super::HSR.get(),
+                domain::describe(far, server)
+            );
+        }
+        _ => log::error!("server {name}: {fault} at {elr:#x}"),
+    }
+    escape(fault);
+    super::fatal("a fault inside a protection domain, outside any contained call")
 }
 
 /// If this CPU is inside a contained call, leave it with `fault` (from the
 /// panic handler and the Hyp fault vectors); otherwise return.
 pub fn escape(fault: Fault) {
-    let Some(exit) = EXITS.get(cpu()) else {
+    let cpu = cpu();
+    let (Some(active), Some(sp)) = (EXIT_ACTIVE.get(cpu), EXIT_SP.get(cpu)) else {
         return;
     };
-    if exit.active.swap(false, Ordering::SeqCst) {
+    if active.swap(false, Ordering::SeqCst) {
         super::logger::mute(false);
-        // SAFETY: `sp` is the stack pointer contain_call saved on this CPU
-        // for the call still running (active was set): its frame is intact
-        // above it, since everything since ran below it on the same stack.
-        unsafe { contain_escape(exit.sp.load(Ordering::SeqCst), fault.code()) }
+        // SAFETY: `sp` is the stack pointer contain_call (or domain_call)
+        // saved on this CPU for the call still running (active was set):
+        // its frame is intact above it, since everything since ran below
+        // it on the same stack, or on the domain's stack. The caller is in
+        // the monitor's translation (the panic handler and the vectors
+        // switch first).
+        unsafe { contain_escape(sp.load(Ordering::SeqCst), fault.code()) }
     }
 }
 
 /// Requests a server handles between checkpoints.
 pub const LOG_LEN: usize = 32;
 
-/// A server with what it takes to restore it.
+/// A server (its state in its domain, see `domain`) with what it takes to
+/// restore it, kept in the monitor's memory, out of the server's reach.
 pub struct Guarded<S> {
-    server: S,
     /// Taken at the first request (not at construction: the VM's set-up
     /// builds every server on the boot stack, and a second copy of the
     /// vGIC server there would not fit).
@@ -273,29 +377,47 @@ pub struct Guarded<S> {
     delivered: u64,
 }
 
-impl<S: Server + Clone> Guarded<S> {
-    /// Guard `server` from its initial state.
-    pub fn new(server: S) -> Self {
-        Guarded { checkpoint: None, server, log: heapless::Vec::new(), delivered: 0 }
+impl<S: Hosted> Guarded<S> {
+    /// Guard `server` from its initial state, placing it in its domain.
+    /// `None` if S already has one (there is one of each server).
+    pub fn new(server: S) -> Option<Self> {
+        domain::install(server).ok()?;
+        Some(Guarded { checkpoint: None, log: heapless::Vec::new(), delivered: 0 })
+    }
+
+    /// The server's state.
+    fn server(&mut self) -> &mut S {
+        // SAFETY: `new` installed S's domain, and only this Guarded (the
+        // one of S) reaches it, through `&mut self`: under S's lock, and
+        // never while the server runs.
+        unsafe { &mut (*S::slot()).server }
     }
 
     /// Hand `message` to the server, containing what goes wrong.
     pub fn deliver(&mut self, message: &Message, config: &VmConfig) -> Result<Reply, ServerError> {
         if !config.isolation {
             let start = super::profile::now();
-            let result = self.server.handle_message(message.clone());
+            let result = self.server().handle_message(message.clone());
             super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
             return result;
         }
         if self.log.is_full() || self.checkpoint.is_none() {
-            self.checkpoint = Some(self.server.clone());
+            let copy = self.server().clone();
+            self.checkpoint = Some(copy);
             self.log.clear();
         }
         self.delivered += 1;
         let n = self.delivered;
         let injection = config.faults.iter().find(|i| i.fires(S::ID, n));
+        let target = core::ptr::addr_of!(self.checkpoint) as usize;
+        let wild = injection.is_some_and(|i| i.kind == FaultKind::WildWrite);
+        let before = wild.then(|| self.checkpoint_hash());
         let mut out = None;
-        let fault = match attempt(&mut self.server, message, injection.map(|i| i.kind), config, &mut out) {
+        let first = attempt::<S>(message, injection.map(|i| i.kind), target, config, &mut out);
+        if let Some(before) = before {
+            self.check_wild_write(before, target, config);
+        }
+        let fault = match first {
             Ok(()) => {
                 // Cannot fail: a full log was emptied above.
                 let _ = self.log.push(message.clone());
@@ -310,10 +432,14 @@ impl<S: Server + Clone> Guarded<S> {
             message.request_name()
         );
         let again = injection.filter(|i| i.repeat).map(|i| i.kind);
+        let before = (again == Some(FaultKind::WildWrite)).then(|| self.checkpoint_hash());
         let second = match self.restore(config) {
-            Ok(()) => attempt(&mut self.server, message, again, config, &mut out),
+            Ok(()) => attempt::<S>(message, again, target, config, &mut out),
             Err(fault) => Err(fault),
         };
+        if let Some(before) = before {
+            self.check_wild_write(before, target, config);
+        }
         match second {
             Ok(()) => {
                 let _ = self.log.push(message.clone());
@@ -350,18 +476,50 @@ impl<S: Server + Clone> Guarded<S> {
         }
     }
 
+    /// A hash of the checkpoint's bytes (the target of injected wild
+    /// writes: the copy the server would be restored from, the worst place
+    /// for a wild write to land).
+    fn checkpoint_hash(&self) -> u32 {
+        let start = core::ptr::addr_of!(self.checkpoint) as usize;
+        super::mem::fnv1a_words(start, core::mem::size_of::<Option<S>>() / 4)
+    }
+
+    /// After an injected wild write at `target`: the checkpoint must be as
+    /// it was. With protection domains the store faulted and this says
+    /// so; without them it landed, the monitor's state can no longer be
+    /// trusted, and the VM stops.
+    fn check_wild_write(&self, before: u32, target: usize, config: &VmConfig) {
+        let after = self.checkpoint_hash();
+        if after == before {
+            log::error!(
+                "server {}: its wild write to {target:#x} (its checkpoint, in the monitor's memory) changed nothing \
+                 there: checkpoint hash {after:#010x} before and after",
+                S::ID.name()
+            );
+            return;
+        }
+        log::error!(
+            "server {}: its wild write to {target:#x} landed in the monitor's memory (its checkpoint hash went from \
+             {before:#010x} to {after:#010x}){}; stopping the VM, whose state can no longer be trusted",
+            S::ID.name(),
+            if config.domains { "" } else { ": protection domains are off (--no-domains)" }
+        );
+        super::shutdown(ipc::exit::SERVER_FAULT)
+    }
+
     /// The checkpoint, then the requests since, with logging muted (the
     /// server said all it had to say the first time).
     fn restore(&mut self, config: &VmConfig) -> Result<(), Fault> {
         // Always there: taken before the first request.
         if let Some(checkpoint) = &self.checkpoint {
-            self.server = checkpoint.clone();
+            let copy = checkpoint.clone();
+            *self.server() = copy;
         }
         super::logger::mute(true);
         let mut result = Ok(());
         let mut out = None;
         for message in &self.log {
-            if let Err(fault) = attempt(&mut self.server, message, None, config, &mut out) {
+            if let Err(fault) = attempt::<S>(message, None, 0, config, &mut out) {
                 result = Err(fault);
                 break;
             }
@@ -371,31 +529,32 @@ impl<S: Server + Clone> Guarded<S> {
     }
 }
 
-/// One contained request, with an injected fault if asked; its answer is
-/// left in `out` (written there in place: a reply is over 600 bytes, and
-/// each move of it costs more than the containment). A refusal
-/// (`Err(ServerError)`) is an answer, not a fault.
-fn attempt<S: Server>(
-    server: &mut S,
+/// One contained request, with an injected fault if asked (a wild write
+/// aims at `target`); its answer is left in `out` (written there in place:
+/// a reply is over 600 bytes, and each move of it costs more than the
+/// containment). A refusal (`Err(ServerError)`) is an answer, not a fault.
+fn attempt<S: Hosted>(
     message: &Message,
     inject: Option<FaultKind>,
+    target: usize,
     config: &VmConfig,
     out: &mut Option<Result<Reply, ServerError>>,
 ) -> Result<(), Fault> {
-    *out = None;
+    let d = S::slot();
+    // SAFETY: S's domain is installed (a Guarded of S exists) and S's lock
+    // is held: the server is not running and no one else uses the domain.
+    unsafe {
+        (*d).inbox = Some(message.clone());
+        (*d).outbox = None;
+        (*d).inject = inject.and_then(|kind| Injected::of(kind, target));
+    }
     let start = super::profile::now();
-    let outcome = contained(|| {
-        if inject == Some(FaultKind::Panic) {
-            injected_panic(S::ID);
-        }
-        if inject == Some(FaultKind::Hang) {
-            loop {
-                core::hint::spin_loop();
-            }
-        }
-        *out = Some(server.handle_message(message.clone()));
-    });
+    let outcome =
+        if config.domains { contained_in_domain::<S>() } else { contained(|| domain::serve::<S>(d.cast::<u8>())) };
     super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
+    domain::drain_log::<S>();
+    // SAFETY: as above; the call is over (returned or escaped).
+    *out = unsafe { (*d).outbox.take() };
     outcome?;
     if inject == Some(FaultKind::BadReply) {
         // A register that does not exist: what a corrupted reply looks like.
@@ -405,12 +564,7 @@ fn attempt<S: Server>(
     match out {
         Some(Ok(reply)) => validate::check(reply, config).map_err(Fault::InvalidReply),
         Some(Err(_)) => Ok(()),
-        // The closure ran to its end, so it wrote its answer.
+        // The server ran to its end, so it wrote its answer.
         None => Err(Fault::Panic),
     }
-}
-
-#[inline(never)]
-fn injected_panic(server: ipc::ServerId) -> ! {
-    panic!("fault injected into server {} (--inject)", server.name())
 }

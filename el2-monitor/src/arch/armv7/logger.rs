@@ -17,7 +17,7 @@ struct Logger;
 static LOGGER: Logger = Logger;
 
 /// Longest line written; longer ones are cut and marked.
-const LINE: usize = 512;
+const LINE: usize = super::domain::LOG_LINE;
 
 /// Warnings (the level guest misbehaviour is logged at) allowed per second.
 const WARNINGS_PER_SECOND: u32 = 20;
@@ -68,35 +68,65 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        // IRQs off while the log's locks are held: a server's watchdog must
-        // not leave a server in the middle of a line with the lock taken.
-        let _masked = IrqsMasked::new();
-        let cpu = HTPIDR.get();
-        if MUTED.get(cpu as usize).is_some_and(|m| m.load(core::sync::atomic::Ordering::Relaxed)) {
-            return;
+        // Inside a server's protection domain only its log buffer can be
+        // written; the monitor passes the lines on after the call. The two
+        // paths are separate calls so that nothing of the monitor's path
+        // (its statics) is touched, even speculatively, before the check.
+        match super::domain::current_log() {
+            Some(buffer) => log_in_domain(buffer, record),
+            None => log_in_monitor(record),
         }
-        if record.level() == log::Level::Warn {
-            let admit = WARNINGS.lock().admit(CNTPCT.get(), u64::from(CNTFRQ.get()), WARNINGS_PER_SECOND);
-            match admit {
-                Admit::No => return,
-                Admit::Yes { held: 0 } => {}
-                Admit::Yes { held } => {
-                    let mut note: heapless::String<96> = heapless::String::new();
-                    let _ = write!(note, "[splitvisor cpu{cpu} WARN ] {held} warnings held back (rate limit)");
-                    hostlink::record(RecordKind::Log, note.as_bytes());
-                }
-            }
-        }
-        let mut line: heapless::String<LINE> = heapless::String::new();
-        if write!(line, "[splitvisor cpu{cpu} {:5}] {}", record.level(), record.args()).is_err() {
-            while line.push_str("...").is_err() {
-                line.pop();
-            }
-        }
-        hostlink::record(RecordKind::Log, line.as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// Format a record as one line: CPU, level, text (cut and marked if long).
+fn format(record: &Record<'_>) -> heapless::String<LINE> {
+    let mut line: heapless::String<LINE> = heapless::String::new();
+    if write!(line, "[splitvisor cpu{} {:5}] {}", HTPIDR.get(), record.level(), record.args()).is_err() {
+        while line.push_str("...").is_err() {
+            line.pop();
+        }
+    }
+    line
+}
+
+#[inline(never)]
+fn log_in_domain(buffer: *mut super::domain::LogBuffer, record: &Record<'_>) {
+    // SAFETY: `current_log` gave the running server's own buffer, in its
+    // domain; the server's lock is held by this CPU for the whole call.
+    unsafe { (*buffer).push(record.level(), format(record)) };
+}
+
+#[inline(never)]
+fn log_in_monitor(record: &Record<'_>) {
+    emit(record.level(), &format(record));
+}
+
+/// Write one formatted line to the host link, unless this CPU's log is
+/// muted or (for warnings) the rate limit holds it back.
+pub fn emit(level: log::Level, line: &str) {
+    // IRQs off while the log's locks are held: a server's watchdog must
+    // not leave a server in the middle of a line with the lock taken.
+    let _masked = IrqsMasked::new();
+    let cpu = HTPIDR.get();
+    if MUTED.get(cpu as usize).is_some_and(|m| m.load(core::sync::atomic::Ordering::Relaxed)) {
+        return;
+    }
+    if level == log::Level::Warn {
+        let admit = WARNINGS.lock().admit(CNTPCT.get(), u64::from(CNTFRQ.get()), WARNINGS_PER_SECOND);
+        match admit {
+            Admit::No => return,
+            Admit::Yes { held: 0 } => {}
+            Admit::Yes { held } => {
+                let mut note: heapless::String<96> = heapless::String::new();
+                let _ = write!(note, "[splitvisor cpu{cpu} WARN ] {held} warnings held back (rate limit)");
+                hostlink::record(RecordKind::Log, note.as_bytes());
+            }
+        }
+    }
+    hostlink::record(RecordKind::Log, line.as_bytes());
 }
 
 /// Install the logger at `level`.

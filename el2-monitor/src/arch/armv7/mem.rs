@@ -154,3 +154,35 @@ __aeabi_memclr8:
     .size memset, . - memset
 "#
 );
+
+/// FNV-1a (32-bit) over `words` words from `start`, read by assembly: the
+/// memory may hold padding that Rust would call uninitialised, and it is
+/// compared as raw bytes (to prove what a wild write did or did not
+/// change, see `isolate`).
+pub fn fnv1a_words(start: usize, words: usize) -> u32 {
+    const OFFSET: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    let mut hash = OFFSET;
+    if words == 0 {
+        return hash;
+    }
+    // SAFETY: reads `words` aligned words from `start`, which the caller
+    // owns (a field it borrows); writes only the registers named here.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {w}, [{p}], #4",
+            "eor {h}, {h}, {w}",
+            "mul {h}, {h}, {prime}",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            p = inout(reg) start => _,
+            n = inout(reg) words => _,
+            h = inout(reg) hash,
+            w = out(reg) _,
+            prime = in(reg) PRIME,
+            options(nostack, readonly)
+        );
+    }
+    hash
+}

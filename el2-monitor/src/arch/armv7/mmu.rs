@@ -53,15 +53,133 @@ const TWO_MIB: u64 = 2 << 20;
 const PAGE: u64 = 4096;
 
 #[repr(C, align(4096))]
-struct Table([u64; 512]);
+pub struct Table([u64; 512]);
 
 /// Hyp stage-1 level-1 table: four 1 GiB blocks.
-static mut HYP_L1: Table = Table([0; 512]);
+pub(super) static mut HYP_L1: Table = Table([0; 512]);
 /// Stage-2 level-1 table and one level-2 table per GiB.
 static mut S2_L1: Table = Table([0; 512]);
 static mut S2_L2: [Table; 4] = [const { Table([0; 512]) }; 4];
 /// Level-3 tables for device pages (the GIC virtual CPU interface).
 static mut S2_L3: [Table; 2] = [const { Table([0; 512]) }; 2];
+
+/// Hyp stage-1 AP[2] = 1: read-only (B3.6.1, Table B3-6).
+const S1_AP_RO: u64 = 0b11 << 6;
+
+/// How many 2 MiB blocks of the monitor image a domain's level-3 tables
+/// cover (the linker script keeps the image inside them).
+pub const DOMAIN_SPAN_BLOCKS: usize = 8;
+
+/// A server's own Hyp stage-1 tables: a level-1 table whose only entry is
+/// the GiB of the monitor image, a level-2 table whose only entries are the
+/// image's 2 MiB blocks, and one level-3 table (4 KiB pages) for each of
+/// them. They live in the monitor's memory, which no domain maps: a server
+/// cannot change its own translation by writing to memory.
+#[repr(C, align(4096))]
+pub struct DomainTables {
+    l1: Table,
+    l2: Table,
+    l3: [Table; DOMAIN_SPAN_BLOCKS],
+}
+
+impl DomainTables {
+    /// Empty tables (everything unmapped).
+    pub const fn new() -> Self {
+        DomainTables { l1: Table([0; 512]), l2: Table([0; 512]), l3: [const { Table([0; 512]) }; DOMAIN_SPAN_BLOCKS] }
+    }
+
+    /// The value for HTTBR.
+    pub fn base(&self) -> u64 {
+        core::ptr::addr_of!(self.l1) as u64
+    }
+}
+
+/// What a domain may do with a range of pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read and execute (code).
+    ReadExecute,
+    /// Read only (constants, the `log` crate's statics).
+    Read,
+    /// Read and write, never execute (the domain's stack and state).
+    ReadWrite,
+}
+
+/// Fill `tables` to map exactly `ranges` (page-aligned `[start, end)`
+/// physical ranges, identity-mapped) inside `image`, the 2 MiB-aligned span
+/// the tables cover. Everything else stays unmapped.
+pub fn build_domain(
+    tables: &mut DomainTables,
+    image: (u64, u64),
+    ranges: &[(u64, u64, Access)],
+) -> Result<(), MapError> {
+    let (base, end) = image;
+    let blocks = (end - base).div_ceil(TWO_MIB) as usize;
+    if !base.is_multiple_of(TWO_MIB) || blocks > DOMAIN_SPAN_BLOCKS || end > 4 * GIB || base / GIB != (end - 1) / GIB {
+        return Err(MapError::DomainSpan);
+    }
+    tables.l1.0[(base / GIB) as usize] = core::ptr::addr_of!(tables.l2) as u64 | DESC_TABLE;
+    for b in 0..blocks {
+        let slot = ((base % GIB) / TWO_MIB) as usize + b;
+        tables.l2.0[slot] = core::ptr::addr_of!(tables.l3[b]) as u64 | DESC_TABLE;
+    }
+    for &(start, stop, access) in ranges {
+        if !start.is_multiple_of(PAGE) || !stop.is_multiple_of(PAGE) || start < base || stop > end || start > stop {
+            return Err(MapError::DomainRange);
+        }
+        let attrs = match access {
+            Access::ReadExecute => S1_AP_RO,
+            Access::Read => S1_AP_RO | XN,
+            Access::ReadWrite => S1_AP_RW | XN,
+        };
+        let mut page = start;
+        while page < stop {
+            let offset = page - base;
+            let (b, i) = ((offset / TWO_MIB) as usize, ((offset % TWO_MIB) / PAGE) as usize);
+            tables.l3[b].0[i] = page | attrs | attr_index(ATTR_NORMAL) | SH_INNER | AF | DESC_PAGE;
+            page += PAGE;
+        }
+    }
+    Ok(())
+}
+
+/// Run on `tables`' translation (or the monitor's, `None`) from now on, on
+/// this CPU. Hyp stage 1 has no ASIDs: the switch invalidates this CPU's
+/// Hyp TLB (the domains' tables never change after boot, so no other CPU's
+/// TLB needs it).
+#[inline(always)]
+pub fn switch_hyp_translation(base: u64) {
+    // SAFETY: the caller gives the monitor's tables or a domain's, built
+    // at boot and never changed; both map the code running here and the
+    // stack in use. ISB makes the new HTTBR take effect before the TLB
+    // invalidation, DSB and ISB complete that before the next access. The
+    // block is a compiler memory barrier too: no access is moved across it.
+    unsafe {
+        core::arch::asm!(
+            "dsb ish",
+            "mcrr p15, 4, {lo}, {hi}, c2", // HTTBR
+            "isb",
+            "mcr p15, 4, {zero}, c8, c7, 0", // TLBIALLH
+            "dsb nsh",
+            "isb",
+            lo = in(reg) base as u32,
+            hi = in(reg) (base >> 32) as u32,
+            zero = in(reg) 0u32,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// This CPU's HTTBR now.
+#[inline(always)]
+pub fn current_hyp_translation() -> u64 {
+    HTTBR.get()
+}
+
+/// The monitor's own HTTBR value.
+pub fn monitor_translation() -> u64 {
+    core::ptr::addr_of!(HYP_L1) as u64
+}
 
 /// What stage 2 could not map.
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +188,10 @@ pub enum MapError {
     RamOutOfRange,
     /// The CPU interface window is not page aligned or too large.
     DeviceWindow,
+    /// The monitor image does not fit the span a domain's tables cover.
+    DomainSpan,
+    /// A domain range is not page aligned or outside the image.
+    DomainRange,
 }
 
 /// Turn on the Hyp MMU with an identity map: the first GiB (devices on

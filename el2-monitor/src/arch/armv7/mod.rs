@@ -9,6 +9,7 @@ pub mod sysreg;
 
 mod boot;
 mod devices;
+mod domain;
 mod hostlink;
 mod isolate;
 mod lock;
@@ -23,8 +24,7 @@ mod vcpu;
 use el2_monitor::router::{self, Delivery, PhysIrqs, RouteTable, Routed, Servers, Stats};
 use el2_monitor::syndrome::{self, Decoded, ExceptionClass, Syndrome};
 use ipc::{
-    Message, Reply, Server, ServerError, ServerId, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest, VmConfig,
-    VtimerRequest,
+    Message, Reply, ServerError, ServerId, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest, VmConfig, VtimerRequest,
 };
 use spin::{Mutex, Once};
 use tock_registers::interfaces::{Readable, Writeable};
@@ -106,7 +106,7 @@ impl Servers for &ServerSet {
         // With tracing on, the request and its reply are recorded while the
         // server's lock is held, so each server's records are in the order
         // it handled them, whatever the other CPUs do.
-        fn traced<S: Server + Clone>(
+        fn traced<S: domain::Hosted>(
             server: &ServerLock<isolate::Guarded<S>>,
             message: &Message,
         ) -> Result<Reply, ServerError> {
@@ -188,6 +188,9 @@ fn shutdown(status: u8) -> ! {
         }
         log::info!("VM stopped with status {status}");
         log::info!("stats: {total}");
+        if vm.config.isolation {
+            domain::report_stacks();
+        }
     }
     hostlink::exit(status)
 }
@@ -279,11 +282,18 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
             uart: platform.uart_intid,
         },
     };
-    let servers = ServerSet {
-        vcpu: ServerLock::new(isolate::Guarded::new(VcpuServer::new(&config))),
-        vgic: ServerLock::new(isolate::Guarded::new(VgicServer::new(&config))),
-        vtimer: ServerLock::new(isolate::Guarded::new(VtimerServer::new(&config))),
+    if let Err(e) = domain::build() {
+        fatal_with(ipc::exit::MONITOR_FAULT, format_args!("protection domains: {e:?}"));
+    }
+    let (Some(vcpu), Some(vgic), Some(vtimer)) = (
+        isolate::Guarded::new(VcpuServer::new(&config)),
+        isolate::Guarded::new(VgicServer::new(&config)),
+        isolate::Guarded::new(VtimerServer::new(&config)),
+    ) else {
+        fatal("a server was set up twice");
     };
+    let servers =
+        ServerSet { vcpu: ServerLock::new(vcpu), vgic: ServerLock::new(vgic), vtimer: ServerLock::new(vtimer) };
     let vm = VM.call_once(|| Vm { config, platform, table, gic, servers });
     vm.gic.init_distributor();
     vm.gic.enable(vm.platform.uart_intid, 0, devices::MONITOR_PRIORITY);
@@ -455,15 +465,10 @@ fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
     }
 }
 
-/// Trap and interrupt entry from the vectors: kind 0 = trap, 1 = IRQ, 2 = FIQ.
+/// Trap and interrupt entry from the vectors: kind 0 = trap, 1 = IRQ, 2 = FIQ
+/// (IRQs taken in Hyp mode itself go to `isolate::irq_in_server`).
 #[no_mangle]
 extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
-    if kind == 1 && frame.spsr & el2_monitor::guest::cpsr::MODE_MASK == el2_monitor::guest::cpsr::MODE_HYP {
-        // An IRQ taken in Hyp mode itself: a server's watchdog (this does
-        // not return then) or a stray wake SGI.
-        isolate::irq_in_server();
-        return;
-    }
     let start = profile::now();
     let cpu = HTPIDR.get() as usize;
     let vcpu = VcpuId(cpu as u8);
@@ -556,6 +561,11 @@ extern "C" fn monitor_fault(frame: &Frame, kind: u32) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    // A server's panic runs here inside its protection domain, where the
+    // log and the monitor's state are out of reach: back to the monitor's
+    // translation before anything else (the stack stays: the monitor maps
+    // the domains too).
+    let _ = domain::leave();
     log::error!("panic: {info}");
     // Inside a server: contained (this does not return).
     isolate::escape(isolate::Fault::Panic);

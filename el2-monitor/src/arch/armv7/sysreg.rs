@@ -253,3 +253,15 @@ pub fn barrier() {
     // SAFETY: barriers have no effect but ordering.
     unsafe { core::arch::asm!("dsb sy", "isb", options(nostack, preserves_flags)) };
 }
+
+/// ELR_hyp: where the last exception taken to Hyp mode came from (a banked
+/// register, read with MRS rather than through CP15).
+#[inline(always)]
+pub fn elr_hyp() -> u32 {
+    let elr: u32;
+    // SAFETY: reading a banked register has no side effects.
+    unsafe {
+        core::arch::asm!(".arch_extension virt", "mrs {0}, ELR_hyp", out(reg) elr, options(nomem, nostack, preserves_flags))
+    };
+    elr
+}
