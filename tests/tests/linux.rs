@@ -323,6 +323,15 @@ fn boot_and_check(smp: u8, inject: &[&str]) {
         let failed = format!("server {server} failed on its message #{n} ");
         let recovered = format!("server {server} recovered: message #{n} done");
         assert!(log.contains(&failed) && log.contains(&recovered), "{spec}: no failure and recovery reported\n{log}");
+        if spec.contains(":wild-write@") {
+            let stopped = format!("server {server}: data abort at ");
+            let unchanged = format!("server {server}: its wild write to ");
+            assert!(
+                log.contains(&stopped)
+                    && log.lines().any(|l| l.contains(&unchanged) && l.contains("changed nothing there")),
+                "{spec}: the wild write was not reported stopped and harmless\n{log}"
+            );
+        }
     }
     println!(
         "smp {smp}: checks done {:.1?} after start, powered off after {:.1?}",
@@ -341,10 +350,11 @@ fn debian_linux_with_4_vcpus() {
     boot_and_check(4, &[]);
 }
 
-/// Each server made to fail with each fault kind the monitor can inject
-/// (panic, bad reply, hang),
-/// during one boot: the guest notices nothing (its checks pass, its shell
-/// answers, it powers off with 0), and each fault is recovered.
+/// Each server made to fail with each fault kind (panic, bad reply, hang,
+/// wild write into the monitor's memory) during one boot: the guest
+/// notices nothing (its checks pass, its shell answers, it powers off with
+/// 0), each fault is recovered, and each wild write was stopped by the
+/// server's protection domain and changed nothing.
 #[test]
 fn debian_linux_survives_each_server_failing_each_way() {
     boot_and_check(
@@ -359,6 +369,9 @@ fn debian_linux_survives_each_server_failing_each_way() {
             "vcpu:hang@6000",
             "vgic:hang@3000",
             "vtimer:hang@500",
+            "vcpu:wild-write@7000",
+            "vgic:wild-write@2500",
+            "vtimer:wild-write@700",
         ],
     );
 }
