@@ -1,5 +1,6 @@
-//! Translation tables: the monitor's own Hyp stage-1 identity map, and the
-//! guest's stage-2 map. Both use the long-descriptor (LPAE) format
+//! Translation tables: the monitor's own Hyp stage-1 identity map, the
+//! servers' protection domains (Hyp stage-1 maps of a few pages each, see
+//! `domain`), and the guest's stage-2 map. Both use the long-descriptor (LPAE) format
 //! (ARMv7-A ARM B3.6); stage 2 always does, whatever the guest uses.
 
 use ipc::VmConfig;
