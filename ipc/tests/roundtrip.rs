@@ -427,9 +427,10 @@ fn the_sample_configuration_sets_every_field() {
         faults,
         on_server_fault,
         isolation,
+        domains,
     } = c;
     assert!(vcpus > 1 && entry != 0 && boot_regs != [0; 3] && uart_intid != 0 && trace);
-    assert!(!faults.is_empty() && on_server_fault == ipc::fault::OnServerFault::Stop && isolation);
+    assert!(!faults.is_empty() && on_server_fault == ipc::fault::OnServerFault::Stop && isolation && domains);
     assert!(ram.size != 0 && ram.pa != ram.ipa && gicd != gicc && uart.size != 0);
     assert!(spis != 0 && log_level != 0 && timer.guest_phys != timer.guest_virt);
 }

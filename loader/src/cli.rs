@@ -313,6 +313,11 @@ pub struct RunArgs {
     /// With --gdb: start with the CPUs stopped until gdb continues them.
     #[arg(long, requires = "gdb")]
     pub gdb_wait: bool,
+    /// Pass ARG to QEMU after splitvisor's own arguments (repeatable; one
+    /// argument each: `--qemu-arg -d --qemu-arg int`). For debugging and
+    /// measuring, e.g. a TCG plugin (`tests/experiments/linux-share`).
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub qemu_args: Vec<std::ffi::OsString>,
     /// Record every message to a server and its reply in FILE (see
     /// `splitvisor trace show` and `splitvisor replay`).
     #[arg(long, value_name = "FILE")]

@@ -229,6 +229,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
         loads,
         gdb: args.gdb.map(|port| GdbStub { port, wait: args.gdb_wait }),
         icount: args.icount,
+        extra: args.qemu_args.clone(),
     };
     if let Some(port) = args.gdb {
         log::info!(

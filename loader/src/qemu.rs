@@ -152,6 +152,8 @@ pub struct Invocation {
     pub gdb: Option<GdbStub>,
     /// Instruction-count timing (`--icount`).
     pub icount: bool,
+    /// More arguments, appended as given (`--qemu-arg`).
+    pub extra: Vec<OsString>,
 }
 
 /// With `--icount`: QEMU's precise instruction counting, one instruction
@@ -222,6 +224,7 @@ impl Invocation {
                 args.push("-S".into());
             }
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 
@@ -569,6 +572,7 @@ mod tests {
             monitor: "/m/el2-monitor".into(),
             gdb: None,
             icount: false,
+            extra: Vec::new(),
             loads: vec![
                 Load { file: "/t/kernel-0.bin".into(), addr: 0x4041_0000 },
                 Load { file: "/t/a,b.cfg".into(), addr: 0x4021_3000 },
@@ -612,6 +616,10 @@ mod tests {
             Invocation { icount: true, ..inv() }.args().into_iter().map(|a| a.into_string().unwrap()).collect();
         assert_eq!(icount[3], "cortex-a15,cntfrq=1000000000");
         assert_eq!(icount[expected.len()..], ["-icount", "shift=0,sleep=off"]);
+        // --qemu-arg: appended last, as given.
+        let extra = Invocation { extra: vec!["-d".into(), "int,guest_errors".into()], ..inv() };
+        let extra: Vec<String> = extra.args().into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(extra[expected.len()..], ["-d", "int,guest_errors"]);
     }
 
     #[test]

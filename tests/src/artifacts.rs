@@ -81,6 +81,7 @@ static GUEST_ELFS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static GUEST_RAWS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static SPLITVISOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static MONITOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static INSN_COUNT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 impl Harness {
     /// `target_tmpdir` is `env!("CARGO_TARGET_TMPDIR")` of the integration
@@ -169,6 +170,18 @@ impl Harness {
                 .arg(&target_dir);
             run_build("building the monitor (package el2-monitor)", cmd)?;
             Ok(target_dir.join(GUEST_TARGET).join("release").join("el2-monitor"))
+        })
+    }
+
+    /// The `insn-count` QEMU plugin (`tests/insn-count`), built in release
+    /// mode into [`splitvisor_target_dir`](Self::splitvisor_target_dir).
+    pub fn insn_count_plugin(&self) -> Result<PathBuf, HarnessError> {
+        once(&INSN_COUNT, || {
+            let target_dir = self.splitvisor_target_dir();
+            let mut cmd = self.cargo();
+            cmd.args(["build", "--release", "-p", "insn-count", "--target-dir"]).arg(&target_dir);
+            run_build("building the insn-count plugin (package insn-count)", cmd)?;
+            Ok(target_dir.join("release").join("libinsn_count.so"))
         })
     }
 

@@ -418,3 +418,48 @@ fn boot_time_to_init_against_plain_qemu() {
     );
     println!("{table}");
 }
+
+/// The `insn-count` QEMU plugin over a boot to `/init` and poweroff: it
+/// sees the whole run, finds the monitor image, and puts part of the run's
+/// instructions in the monitor and in each server (the figure itself is
+/// reported by `tests/experiments/linux-share`; here it must only be a
+/// share of a real boot, not a count that cannot be right).
+#[test]
+fn instruction_share_of_a_boot_in_the_hypervisor() {
+    let _one = serial();
+    let h = harness();
+    let (_, mark) = initramfs(&h);
+    let plugin = h.insn_count_plugin().or_fail();
+    let monitor = h.monitor().or_fail();
+    let report = h.scratch().or_fail().join("insn-count.txt");
+    let _ = std::fs::remove_file(&report);
+    let mut cmd = splitvisor_linux(&h, &mark, 2, "console=ttyAMA0");
+    let mut spec = plugin.into_os_string();
+    spec.push(",monitor=");
+    spec.push(&monitor);
+    spec.push(",out=");
+    spec.push(&report);
+    cmd.arg("--qemu-arg").arg("-plugin").arg("--qemu-arg").arg(spec);
+    let mut vm = Console::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e}"));
+    vm.expect("BOOT-MARK: /init at uptime ", 0, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    let status = vm.finish(POWEROFF_LIMIT);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", vm.describe());
+    let text =
+        std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{}: {e}\n{}", report.display(), vm.describe()));
+    let value = |key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(": ")?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in the report\n{text}"))
+    };
+    let total = value("instructions");
+    let hypervisor = value("hypervisor");
+    // A Debian boot is billions of instructions; the hypervisor's part is
+    // the sum of its parts, each of which ran.
+    assert!(total > 1_000_000_000, "{text}");
+    let parts: Vec<u64> = ["monitor", "vcpu server", "vgic server", "vtimer server"].map(value).to_vec();
+    assert_eq!(parts.iter().sum::<u64>(), hypervisor, "{text}");
+    assert!(parts.iter().all(|&n| n > 0), "{text}");
+    assert!(hypervisor < total / 10, "{text}");
+    assert!(text.contains("handle_exit"), "the trap handler is not among the functions\n{text}");
+    println!("{}", text.lines().take(7).collect::<Vec<_>>().join("\n"));
+}
