@@ -341,7 +341,7 @@ fn the_model_trace_is_realistic_and_replays_in_process() {
     for server in ServerId::ALL {
         assert!(model.requests(server) > 100, "{}: {} requests", server.name(), model.requests(server));
     }
-    let replies: Vec<&Action> = model
+    let replies: Vec<Action> = model
         .records
         .iter()
         .filter_map(|r| match r {
