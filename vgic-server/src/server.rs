@@ -88,7 +88,7 @@ use ipc::{
 use log::{debug, trace, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::dist::{Distributor, Instance, Irq, Touch, Touched, PRIVATE, SGIS};
+use crate::dist::{Distributor, Instance, Irq, IrqState, Touch, Touched, PRIVATE, SGIS};
 use crate::lr::{self, GuestEvent, ListRegister, LrLink, LrState, Misr, Rank, Selection, MAX_LRS};
 use crate::regs::{self, GicdReg};
 
@@ -504,6 +504,10 @@ impl VgicServer {
         }
         let signals = |inst: &Instance| !inst.active && self.dist.forwardable(inst) && beats(inst.priority);
         for intid in SGIS..PRIVATE {
+            // Cheap filter first: an idle PPI is not pending.
+            if self.dist.ppi(vcpu, intid).is_none_or(IrqState::idle) {
+                continue;
+            }
             if self.dist.instance(Irq::Ppi { vcpu, intid }).is_some_and(|i| signals(&i)) {
                 return true;
             }
@@ -544,6 +548,11 @@ impl VgicServer {
                 continue;
             };
             let forwarded = if self.dist.group_enabled(state.group1) { state.pending & mask } else { 0 };
+            // Cheap filter first: an SGI neither active nor forwarded from
+            // any source is no candidate (the match below skips it too).
+            if state.active.is_none() && forwarded == 0 {
+                continue;
+            }
             let held = cpu.slots().find_map(|(_, s)| match s.irq {
                 Irq::Sgi { sgi: id, source, .. } if id == sgi => Some(source.0),
                 _ => None,
@@ -563,6 +572,10 @@ impl VgicServer {
         }
 
         for intid in SGIS..PRIVATE {
+            // Cheap filter first: an idle PPI is neither pending nor active.
+            if self.dist.ppi(vcpu, intid).is_none_or(IrqState::idle) {
+                continue;
+            }
             let irq = Irq::Ppi { vcpu, intid };
             if let Some(inst) = self.dist.instance(irq) {
                 offer(irq, inst, self.dist.forwardable(&inst), false);
