@@ -566,6 +566,8 @@ fn the_busy_spis_are_exactly_the_spis_that_are_not_idle() {
             }
         }
         assert_eq!(busy_by_bitmap(&d), busy_by_scan(&d), "step {step}");
+        let words = d.busy.iter().enumerate().fold(0u32, |m, (w, &b)| if b != 0 { m | 1 << w } else { m });
+        assert_eq!(d.busy_words, words, "step {step}: the summary has a bit for each non-empty word");
     }
     // A level-sensitive SPI raised and lowered again is forgotten by tidy.
     let mut d = Distributor::new(2, 64);
@@ -577,4 +579,5 @@ fn the_busy_spis_are_exactly_the_spis_that_are_not_idle() {
     assert_ne!(d.busy, [0; BUSY_WORDS], "the bit stays until tidy");
     d.tidy();
     assert_eq!(d.busy, [0; BUSY_WORDS]);
+    assert_eq!(d.busy_words, 0);
 }
