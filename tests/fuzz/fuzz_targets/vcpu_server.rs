@@ -342,7 +342,7 @@ impl Harness {
             || !a.ipa.is_multiple_of(bytes)
             || a.ipa + bytes > end;
         if refused {
-            assert_eq!(reply.actions.as_slice(), [Action::InjectDataAbort { far: a.far }], "{a:?}");
+            assert_eq!(reply.actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }], "{a:?}");
             return;
         }
         let (last, effects) = reply.actions.split_last().expect("an access gets an answer");
@@ -597,7 +597,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
                     // set/way emulation, the emulated physical timer, idling.
                     assert!(policy.smc && policy.actlr && policy.set_way && policy.phys_timer && policy.wfi);
                     assert!(
-                        matches!(reply.actions.as_slice(), [_, Action::ConsoleReady { .. }]),
+                        matches!(reply.actions.to_vec().as_slice(), [_, Action::ConsoleReady { .. }]),
                         "Start answered {reply:?}"
                     );
                 }
