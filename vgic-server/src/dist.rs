@@ -289,7 +289,7 @@ struct IntView {
 }
 
 /// The set bits of a word, lowest first.
-struct BitIter(u32);
+pub(crate) struct BitIter(pub(crate) u32);
 
 impl Iterator for BitIter {
     type Item = usize;
@@ -395,6 +395,29 @@ impl Distributor {
     /// One SGI of `target`.
     pub fn sgi(&self, target: VcpuId, sgi: u8) -> Option<&SgiState> {
         self.banked.get(target.index())?.sgis.get(usize::from(sgi))
+    }
+
+    /// The SGIs of `vcpu` (as target) that are pending from some source or
+    /// active: bit n for SGI n. The list-register scans visit only these.
+    pub fn live_sgis(&self, vcpu: VcpuId) -> u32 {
+        let Some(banked) = self.banked.get(vcpu.index()) else {
+            return 0;
+        };
+        banked
+            .sgis
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, s)| if s.pending != 0 || s.active.is_some() { m | 1 << i } else { m })
+    }
+
+    /// The PPIs of `vcpu` that are not idle ([`IrqState::idle`]): bit n for
+    /// INTID 16 + n. The list-register and deactivation scans visit only
+    /// these.
+    pub fn live_ppis(&self, vcpu: VcpuId) -> u32 {
+        let Some(banked) = self.banked.get(vcpu.index()) else {
+            return 0;
+        };
+        banked.ppis.iter().enumerate().fold(0, |m, (i, s)| if s.idle() { m } else { m | 1 << i })
     }
 
     /// A PPI (INTID 16-31) of `vcpu`.

@@ -88,7 +88,7 @@ use ipc::{
 use log::{debug, trace, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::dist::{Distributor, Instance, Irq, IrqState, Touch, Touched, PRIVATE, SGIS};
+use crate::dist::{BitIter, Distributor, Instance, Irq, Touch, Touched, SGIS};
 use crate::lr::{self, GuestEvent, ListRegister, LrLink, LrState, Misr, Rank, Selection, MAX_LRS};
 use crate::regs::{self, GicdReg};
 
@@ -495,7 +495,8 @@ impl VgicServer {
         let running = cpu.slots().filter_map(|(_, s)| s.acked_priority).min();
         let beats = |priority: u8| running.is_none_or(|r| priority < r);
         let mask = self.dist.vcpu_mask();
-        let sgis = (0..SGIS as u8).filter_map(|sgi| self.dist.sgi(vcpu, sgi));
+        let live = BitIter(self.dist.live_sgis(vcpu));
+        let sgis = live.filter_map(|sgi| self.dist.sgi(vcpu, sgi as u8));
         for s in sgis {
             // One requester of an SGI being active holds back the others.
             if s.active.is_none() && s.pending & mask != 0 && self.dist.group_enabled(s.group1) && beats(s.priority) {
@@ -503,11 +504,8 @@ impl VgicServer {
             }
         }
         let signals = |inst: &Instance| !inst.active && self.dist.forwardable(inst) && beats(inst.priority);
-        for intid in SGIS..PRIVATE {
-            // Cheap filter first: an idle PPI is not pending.
-            if self.dist.ppi(vcpu, intid).is_none_or(IrqState::idle) {
-                continue;
-            }
+        // An idle PPI is not pending.
+        for intid in BitIter(self.dist.live_ppis(vcpu)).map(|n| SGIS + n as u16) {
             if self.dist.instance(Irq::Ppi { vcpu, intid }).is_some_and(|i| signals(&i)) {
                 return true;
             }
@@ -543,7 +541,8 @@ impl VgicServer {
         // entries by VirtualID), so one requester at a time: the active one,
         // else the one already in a list register, else the lowest.
         let mask = self.dist.vcpu_mask();
-        for sgi in 0..SGIS as u8 {
+        // An SGI neither pending nor active is no candidate.
+        for sgi in BitIter(self.dist.live_sgis(vcpu)).map(|n| n as u8) {
             let Some(state) = self.dist.sgi(vcpu, sgi) else {
                 continue;
             };
@@ -571,11 +570,8 @@ impl VgicServer {
             offer(irq, inst, forwarded >> source & 1 != 0, others != 0);
         }
 
-        for intid in SGIS..PRIVATE {
-            // Cheap filter first: an idle PPI is neither pending nor active.
-            if self.dist.ppi(vcpu, intid).is_none_or(IrqState::idle) {
-                continue;
-            }
+        // An idle PPI is neither pending nor active.
+        for intid in BitIter(self.dist.live_ppis(vcpu)).map(|n| SGIS + n as u16) {
             let irq = Irq::Ppi { vcpu, intid };
             if let Some(inst) = self.dist.instance(irq) {
                 offer(irq, inst, self.dist.forwardable(&inst), false);
@@ -706,7 +702,8 @@ impl VgicServer {
                 }
             }
         };
-        for intid in SGIS..PRIVATE {
+        // An idle PPI holds no physical interrupt.
+        for intid in BitIter(self.dist.live_ppis(vcpu)).map(|n| SGIS + n as u16) {
             let irq = Irq::Ppi { vcpu, intid };
             if let Some(s) = self.dist.ppi(vcpu, intid) {
                 if s.hw_owed() && !cpu.holds(irq) {
