@@ -407,7 +407,7 @@ impl Distributor {
             .sgis
             .iter()
             .enumerate()
-            .fold(0, |m, (i, s)| if s.pending != 0 || s.active.is_some() { m | 1 << i } else { m })
+            .fold(0, |m, (i, s)| m | u32::from(s.pending != 0 || s.active.is_some()) << i)
     }
 
     /// The PPIs of `vcpu` that are not idle ([`IrqState::idle`]): bit n for
@@ -417,7 +417,12 @@ impl Distributor {
         let Some(banked) = self.banked.get(vcpu.index()) else {
             return 0;
         };
-        banked.ppis.iter().enumerate().fold(0, |m, (i, s)| if s.idle() { m } else { m | 1 << i })
+        // Branch-free: the same test as `IrqState::idle`.
+        banked
+            .ppis
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, s)| m | u32::from(s.latch | s.line | s.active | s.hw_live) << i)
     }
 
     /// A PPI (INTID 16-31) of `vcpu`.
