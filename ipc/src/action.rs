@@ -225,29 +225,60 @@ pub struct Actions {
 /// the pools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Entry {
-    SetReg { reg: GuestReg, value: u32 },
+    SetReg {
+        reg: GuestReg,
+        value: u32,
+    },
     AdvancePc,
     InjectUndef,
-    InjectDataAbort { far: u32 },
-    InjectPrefetchAbort { far: u32 },
+    InjectDataAbort {
+        far: u32,
+    },
+    InjectPrefetchAbort {
+        far: u32,
+    },
     CleanInvalidateDcache,
     /// `len` bytes of the console pool, from where the previous
     /// `ConsoleWrite` ended.
-    ConsoleWrite { len: u8 },
+    ConsoleWrite {
+        len: u8,
+    },
     ConfigureTraps(TrapConfig),
-    SetCntvoff { low: u32, high: u32 },
-    SetHypTimer { armed: bool, low: u32, high: u32 },
-    WriteListRegister { index: u8, value: u32 },
-    WriteGichHcr { value: u32 },
-    DeactivatePhysical { intid: IntId },
-    Kick { vcpu: VcpuId },
-    PowerOn { vcpu: VcpuId, entry: u32, context_id: u32 },
+    SetCntvoff {
+        low: u32,
+        high: u32,
+    },
+    SetHypTimer {
+        armed: bool,
+        low: u32,
+        high: u32,
+    },
+    WriteListRegister {
+        index: u8,
+        value: u32,
+    },
+    WriteGichHcr {
+        value: u32,
+    },
+    DeactivatePhysical {
+        intid: IntId,
+    },
+    Kick {
+        vcpu: VcpuId,
+    },
+    PowerOn {
+        vcpu: VcpuId,
+        entry: u32,
+        context_id: u32,
+    },
     PowerOff,
     WaitForInterrupt,
     Shutdown(ShutdownReason),
     /// The next message of the send pool.
     Send,
-    ConsoleReady { room: u8 },
+    ConsoleReady {
+        room: u8,
+    },
 }
 
 fn split(value: u64) -> (u32, u32) {
@@ -371,9 +402,7 @@ impl Cursor {
             }
             Entry::ConfigureTraps(t) => Action::ConfigureTraps(t),
             Entry::SetCntvoff { low, high } => Action::SetCntvoff { value: join(low, high) },
-            Entry::SetHypTimer { armed, low, high } => {
-                Action::SetHypTimer { deadline: armed.then(|| join(low, high)) }
-            }
+            Entry::SetHypTimer { armed, low, high } => Action::SetHypTimer { deadline: armed.then(|| join(low, high)) },
             Entry::WriteListRegister { index, value } => Action::WriteListRegister { index, value },
             Entry::WriteGichHcr { value } => Action::WriteGichHcr { value },
             Entry::DeactivatePhysical { intid } => Action::DeactivatePhysical { intid },

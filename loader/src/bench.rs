@@ -438,10 +438,14 @@ pub fn anchors(item: &str) -> &'static [Anchor] {
         Anchor { who: "seL4 fault A9", low: 1_540.0, high: 1_540.0 },
         Anchor { who: "KVM/ARM", low: 5_000.0, high: 6_500.0 },
     ];
-    static GICD: [Anchor; 2] =
-        [Anchor { who: "Xen/ARM", low: 1_356.0, high: 1_356.0 }, Anchor { who: "KVM/ARM", low: 7_370.0, high: 7_370.0 }];
-    static IPI: [Anchor; 2] =
-        [Anchor { who: "Xen/ARM", low: 6_000.0, high: 6_000.0 }, Anchor { who: "KVM/ARM", low: 11_600.0, high: 11_600.0 }];
+    static GICD: [Anchor; 2] = [
+        Anchor { who: "Xen/ARM", low: 1_356.0, high: 1_356.0 },
+        Anchor { who: "KVM/ARM", low: 7_370.0, high: 7_370.0 },
+    ];
+    static IPI: [Anchor; 2] = [
+        Anchor { who: "Xen/ARM", low: 6_000.0, high: 6_000.0 },
+        Anchor { who: "KVM/ARM", low: 11_600.0, high: 11_600.0 },
+    ];
     match item {
         "hvc" => &HVC,
         "gicd-read" | "gicd-write" => &GICD,

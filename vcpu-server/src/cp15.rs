@@ -236,7 +236,11 @@ mod tests {
         let mut c = Cp15::new(1);
         for crm in [6, 10, 14] {
             let r = c.access(V0, &mcr(0, 7, crm, 2, 1, 0x8000_0002)).expect("reply");
-            assert_eq!(r.actions.to_vec().as_slice(), [Action::CleanInvalidateDcache, Action::AdvancePc], "c7, c{crm}, 2");
+            assert_eq!(
+                r.actions.to_vec().as_slice(),
+                [Action::CleanInvalidateDcache, Action::AdvancePc],
+                "c7, c{crm}, 2"
+            );
             // MRC of a write-only operation is undefined.
             let r = c.access(V0, &mrc(0, 7, crm, 2, 1)).expect("reply");
             assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectUndef]);

@@ -403,11 +403,7 @@ impl Distributor {
         let Some(banked) = self.banked.get(vcpu.index()) else {
             return 0;
         };
-        banked
-            .sgis
-            .iter()
-            .enumerate()
-            .fold(0, |m, (i, s)| m | u32::from(s.pending != 0 || s.active.is_some()) << i)
+        banked.sgis.iter().enumerate().fold(0, |m, (i, s)| m | u32::from(s.pending != 0 || s.active.is_some()) << i)
     }
 
     /// The PPIs of `vcpu` that are not idle ([`IrqState::idle`]): bit n for
@@ -418,11 +414,7 @@ impl Distributor {
             return 0;
         };
         // Branch-free: the same test as `IrqState::idle`.
-        banked
-            .ppis
-            .iter()
-            .enumerate()
-            .fold(0, |m, (i, s)| m | u32::from(s.latch | s.line | s.active | s.hw_live) << i)
+        banked.ppis.iter().enumerate().fold(0, |m, (i, s)| m | u32::from(s.latch | s.line | s.active | s.hw_live) << i)
     }
 
     /// A PPI (INTID 16-31) of `vcpu`.

@@ -246,7 +246,10 @@ mod tests {
             rt: 0,
             sign_extend: false,
         };
-        assert_eq!(policy_reply(&trap(Trap::Mmio(access))).actions.to_vec()[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
+        assert_eq!(
+            policy_reply(&trap(Trap::Mmio(access))).actions.to_vec()[..],
+            [Action::InjectDataAbort { far: 0xc080_0000 }]
+        );
         assert_eq!(policy_reply(&trap(Trap::Hvc { imm: 0, args: [0; 4] })).actions.to_vec()[..], [Action::InjectUndef]);
         assert_eq!(
             policy_reply(&trap(Trap::PrefetchAbort { ipa: 0, far: 8 })).actions.to_vec()[..],

@@ -231,7 +231,7 @@ impl Harness {
     /// Console effects in a reply: output, line changes, room reports.
     fn console_effects(&mut self, reply: &Reply, written: Option<u8>) {
         let mut output = Vec::new();
-        for action in &reply.actions {
+        for action in &reply.actions.to_vec() {
             match action {
                 Action::ConsoleWrite { bytes } => output.extend_from_slice(bytes),
                 Action::ConsoleReady { room } => {
@@ -345,7 +345,8 @@ impl Harness {
             assert_eq!(reply.actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }], "{a:?}");
             return;
         }
-        let (last, effects) = reply.actions.split_last().expect("an access gets an answer");
+        let actions = reply.actions.to_vec();
+        let (last, effects) = actions.split_last().expect("an access gets an answer");
         assert_eq!(*last, Action::AdvancePc, "{a:?}: {reply:?}");
         let offset = a.ipa - self.config.uart.base;
         let shift = (offset % 4) * 8;
@@ -582,7 +583,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
 
         match (expect, &got) {
             (Expect::Exact(e), _) => {
-                let got = got.as_ref().map(|r| r.actions.to_vec()).map_err(|e| *e);
+                let got = got.as_ref().map(|r| r.actions.iter().collect::<Vec<_>>()).map_err(|e| *e);
                 assert_eq!(got, e, "{request:?}");
             }
             (Expect::Uart(a), Ok(reply)) => h.uart(&a, reply),
@@ -590,7 +591,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
             (Expect::Any, Ok(reply)) => {
                 if let VcpuRequest::Start { .. } = request {
                     let policy = match reply.actions.first() {
-                        Some(Action::ConfigureTraps(p)) => *p,
+                        Some(Action::ConfigureTraps(p)) => p,
                         other => panic!("Start answered {other:?}"),
                     };
                     // What the other servers rely on: PSCI over SMC, ACTLR and
@@ -653,7 +654,7 @@ fn boot(input: &Input) -> Vec<Op> {
 
 /// Track the line and the room from a reply the harness cannot predict.
 fn lenient_console(h: &mut Harness, reply: &Reply) {
-    for action in &reply.actions {
+    for action in &reply.actions.to_vec() {
         match action {
             Action::ConsoleReady { room } => {
                 assert!(*room <= RX_FIFO);
