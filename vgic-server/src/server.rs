@@ -130,17 +130,6 @@ impl CpuInterface {
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     }
 
-    /// Whether `status` shows the list registers exactly as this server
-    /// left them: each one it filled holds the value it wrote, and each
-    /// other one is invalid (so that [`VgicServer::fold`] would change
-    /// nothing).
-    fn unchanged(&self, status: &LrStatus) -> bool {
-        self.slots.iter().zip(status.lrs).take(usize::from(self.list_registers)).all(|(slot, raw)| match slot {
-            Some(s) => raw == s.lr.encode(),
-            None => (raw >> lr::lr_bits::STATE_SHIFT) & lr::lr_bits::STATE_MASK == 0,
-        })
-    }
-
     fn holds(&self, irq: Irq) -> bool {
         self.slots().any(|(_, s)| s.irq == irq)
     }
@@ -430,19 +419,10 @@ impl VgicServer {
 
     /// [`Self::fold`] `status` into `vcpu`'s state; returns what its list
     /// registers held before.
-    ///
-    /// When the list registers hold exactly what this server wrote (the
-    /// guest has not taken or finished anything since: the common case of a
-    /// distributor access or a kick), there is nothing to fold, and the fold
-    /// is skipped.
     fn fold_status(&mut self, vcpu: VcpuId, status: &LrStatus) -> Vec<Irq, MAX_LRS> {
-        let Some(cpu) = self.cpus.get(vcpu.index()) else {
-            return Vec::new();
-        };
-        let held_before = cpu.slots().map(|(_, s)| s.irq).collect();
-        if !cpu.unchanged(status) {
-            self.fold(vcpu, status);
-        }
+        let held_before =
+            self.cpus.get(vcpu.index()).map(|c| c.slots().map(|(_, s)| s.irq).collect()).unwrap_or_default();
+        self.fold(vcpu, status);
         held_before
     }
 

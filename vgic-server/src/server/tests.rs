@@ -1345,23 +1345,3 @@ fn simulated_machine_loses_nothing() {
         m.quiesce();
     }
 }
-
-#[test]
-fn list_registers_as_written_are_unchanged_and_any_guest_step_is_not() {
-    let mut s = booted(2, 32, 4);
-    let mut cpu0 = CpuIf::new(4);
-    set_line(&mut s, 36, true, None, None);
-    cpu0.sync(&mut s, 0);
-    let c = *s.cpu_interface(VcpuId(0)).expect("vcpu 0");
-    let written = c.slots[0].expect("SPI 36 listed").lr;
-    let mut status = LrStatus::default();
-    status.lrs[0] = written.encode();
-    assert!(c.unchanged(&status));
-    // The guest acknowledged it.
-    status.lrs[0] = ListRegister { state: LrState::Active, ..written }.encode();
-    assert!(!c.unchanged(&status));
-    // Something in a register this server left empty.
-    status.lrs[0] = written.encode();
-    status.lrs[1] = ListRegister { virtual_id: 5, ..written }.encode();
-    assert!(!c.unchanged(&status));
-}
