@@ -72,7 +72,7 @@ const CPSR_MODE: u32 = 0x1f;
 /// Check every action of `reply` (and every message it forwards) against
 /// the VM `config` describes.
 pub fn check(reply: &Reply, config: &VmConfig) -> Result<(), InvalidReply> {
-    reply.actions.iter().try_for_each(|action| check_action(action, config))
+    reply.actions.iter().try_for_each(|action| check_action(&action, config))
 }
 
 fn vcpu(v: VcpuId, config: &VmConfig) -> Result<(), InvalidReply> {

@@ -10,11 +10,12 @@ use crate::trap::GuestReg;
 /// The most actions one reply can hold: enough for a guest register write
 /// that concerns every vCPU (`AdvancePc` and a `Kick` for each of
 /// [`crate::MAX_VCPUS`], e.g. a GICD_SGIR naming all eight), with one to
-/// spare. Ten of the largest action still fit in one
-/// [`crate::MAX_MESSAGE_SIZE`] envelope (the round-trip tests check it).
+/// spare. The fullest reply still fits in one [`crate::MAX_MESSAGE_SIZE`]
+/// envelope (the round-trip tests check it).
 pub const MAX_ACTIONS: usize = 10;
 
-/// The most bytes one console write carries.
+/// The most bytes one console write carries, and the most console bytes
+/// one reply carries in all.
 pub const MAX_CONSOLE_BYTES: usize = 32;
 
 /// Why the VM stops.
@@ -161,15 +162,20 @@ pub enum Action {
 }
 
 /// A server's answer to one request: actions, applied in order.
+///
+/// On the wire (serde) a reply is a struct whose one field, `actions`, is the
+/// sequence of [`Action`]s. In memory the actions are kept compactly (see
+/// [`Actions`]), because a reply is moved several times on every trap.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Reply {
     /// The actions.
-    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::heapless_vec))]
-    pub actions: Vec<Action, MAX_ACTIONS>,
+    pub actions: Actions,
 }
 
-/// A reply would hold more than [`MAX_ACTIONS`] actions.
+/// A reply would hold more than it can: more than [`MAX_ACTIONS`] actions,
+/// more than [`MAX_SENDS`] forwarded messages, or more than
+/// [`MAX_CONSOLE_BYTES`] console bytes in all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplyFull;
 
@@ -190,7 +196,365 @@ impl Reply {
 
     /// Append an action.
     pub fn push(&mut self, action: Action) -> Result<(), ReplyFull> {
-        self.actions.push(action).map_err(|_| ReplyFull)
+        self.actions.push(action)
+    }
+}
+
+/// The most messages one reply forwards to other servers ([`Action::Send`]).
+/// A server forwards at most one per request today (an interrupt line's
+/// change, or an idle vCPU's question to the vGIC server); the second is to
+/// spare.
+pub const MAX_SENDS: usize = 2;
+
+/// The actions of a [`Reply`], in order, kept compactly: each action is a
+/// 12-byte entry; the messages of `Send`s and the bytes of `ConsoleWrite`s
+/// sit in two small pools beside the entries, in the order of their
+/// actions. A reply is about 300 bytes instead of the 650 that ten
+/// [`Action`]s (64 bytes each, because of `Send`) would take, and a move of
+/// it copies that much less. Read the actions back with [`Actions::iter`] (by
+/// value: a `Send`'s message and a `ConsoleWrite`'s bytes are copied out).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Actions {
+    entries: Vec<Entry, MAX_ACTIONS>,
+    sends: Vec<Message, MAX_SENDS>,
+    console: Vec<u8, MAX_CONSOLE_BYTES>,
+}
+
+/// One action in [`Actions`]: [`Action`] with the 64-bit values split into
+/// words (so that the entry is word-aligned) and the variable parts moved to
+/// the pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    SetReg {
+        reg: GuestReg,
+        value: u32,
+    },
+    AdvancePc,
+    InjectUndef,
+    InjectDataAbort {
+        far: u32,
+    },
+    InjectPrefetchAbort {
+        far: u32,
+    },
+    CleanInvalidateDcache,
+    /// `len` bytes of the console pool, from where the previous
+    /// `ConsoleWrite` ended.
+    ConsoleWrite {
+        len: u8,
+    },
+    ConfigureTraps(TrapConfig),
+    SetCntvoff {
+        low: u32,
+        high: u32,
+    },
+    SetHypTimer {
+        armed: bool,
+        low: u32,
+        high: u32,
+    },
+    WriteListRegister {
+        index: u8,
+        value: u32,
+    },
+    WriteGichHcr {
+        value: u32,
+    },
+    DeactivatePhysical {
+        intid: IntId,
+    },
+    Kick {
+        vcpu: VcpuId,
+    },
+    PowerOn {
+        vcpu: VcpuId,
+        entry: u32,
+        context_id: u32,
+    },
+    PowerOff,
+    WaitForInterrupt,
+    Shutdown(ShutdownReason),
+    /// The next message of the send pool.
+    Send,
+    ConsoleReady {
+        room: u8,
+    },
+}
+
+fn split(value: u64) -> (u32, u32) {
+    (value as u32, (value >> 32) as u32)
+}
+
+fn join(low: u32, high: u32) -> u64 {
+    u64::from(high) << 32 | u64::from(low)
+}
+
+impl Actions {
+    /// Append an action.
+    pub fn push(&mut self, action: Action) -> Result<(), ReplyFull> {
+        if self.entries.is_full() {
+            return Err(ReplyFull);
+        }
+        let entry = match action {
+            Action::SetReg { reg, value } => Entry::SetReg { reg, value },
+            Action::AdvancePc => Entry::AdvancePc,
+            Action::InjectUndef => Entry::InjectUndef,
+            Action::InjectDataAbort { far } => Entry::InjectDataAbort { far },
+            Action::InjectPrefetchAbort { far } => Entry::InjectPrefetchAbort { far },
+            Action::CleanInvalidateDcache => Entry::CleanInvalidateDcache,
+            Action::ConsoleWrite { bytes } => {
+                self.console.extend_from_slice(&bytes).map_err(|_| ReplyFull)?;
+                // Cannot truncate: at most MAX_CONSOLE_BYTES.
+                Entry::ConsoleWrite { len: bytes.len() as u8 }
+            }
+            Action::ConfigureTraps(t) => Entry::ConfigureTraps(t),
+            Action::SetCntvoff { value } => {
+                let (low, high) = split(value);
+                Entry::SetCntvoff { low, high }
+            }
+            Action::SetHypTimer { deadline } => {
+                let (low, high) = split(deadline.unwrap_or(0));
+                Entry::SetHypTimer { armed: deadline.is_some(), low, high }
+            }
+            Action::WriteListRegister { index, value } => Entry::WriteListRegister { index, value },
+            Action::WriteGichHcr { value } => Entry::WriteGichHcr { value },
+            Action::DeactivatePhysical { intid } => Entry::DeactivatePhysical { intid },
+            Action::Kick { vcpu } => Entry::Kick { vcpu },
+            Action::PowerOn { vcpu, entry, context_id } => Entry::PowerOn { vcpu, entry, context_id },
+            Action::PowerOff => Entry::PowerOff,
+            Action::WaitForInterrupt => Entry::WaitForInterrupt,
+            Action::Shutdown(reason) => Entry::Shutdown(reason),
+            Action::Send(message) => {
+                self.sends.push(message).map_err(|_| ReplyFull)?;
+                Entry::Send
+            }
+            Action::ConsoleReady { room } => Entry::ConsoleReady { room },
+        };
+        // Cannot fail: checked above.
+        let _ = self.entries.push(entry);
+        Ok(())
+    }
+
+    /// How many actions.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The actions, in order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { actions: self, cursor: Cursor::default() }
+    }
+
+    /// The first action.
+    pub fn first(&self) -> Option<Action> {
+        self.iter().next()
+    }
+
+    /// The last action.
+    pub fn last(&self) -> Option<Action> {
+        self.iter().last()
+    }
+
+    /// Whether `action` is one of them.
+    pub fn contains(&self, action: &Action) -> bool {
+        self.iter().any(|a| a == *action)
+    }
+
+    /// The actions as a vector of [`Action`]s (for tests and reports; the
+    /// monitor reads them with [`Actions::iter`]).
+    pub fn to_vec(&self) -> Vec<Action, MAX_ACTIONS> {
+        self.iter().collect()
+    }
+}
+
+/// Where reading [`Actions`] back has got to.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    next: usize,
+    send: usize,
+    console: usize,
+}
+
+impl Cursor {
+    // Inlined into each reader: the match of the reader on the action made
+    // here then folds into this one, and no 64-byte `Action` is moved.
+    #[inline(always)]
+    fn take(&mut self, actions: &Actions) -> Option<Action> {
+        let entry = *actions.entries.get(self.next)?;
+        self.next += 1;
+        Some(match entry {
+            Entry::SetReg { reg, value } => Action::SetReg { reg, value },
+            Entry::AdvancePc => Action::AdvancePc,
+            Entry::InjectUndef => Action::InjectUndef,
+            Entry::InjectDataAbort { far } => Action::InjectDataAbort { far },
+            Entry::InjectPrefetchAbort { far } => Action::InjectPrefetchAbort { far },
+            Entry::CleanInvalidateDcache => Action::CleanInvalidateDcache,
+            Entry::ConsoleWrite { len } => {
+                let end = self.console + usize::from(len);
+                let bytes = actions.console.get(self.console..end).unwrap_or_default();
+                self.console = end;
+                Action::console(bytes)
+            }
+            Entry::ConfigureTraps(t) => Action::ConfigureTraps(t),
+            Entry::SetCntvoff { low, high } => Action::SetCntvoff { value: join(low, high) },
+            Entry::SetHypTimer { armed, low, high } => Action::SetHypTimer { deadline: armed.then(|| join(low, high)) },
+            Entry::WriteListRegister { index, value } => Action::WriteListRegister { index, value },
+            Entry::WriteGichHcr { value } => Action::WriteGichHcr { value },
+            Entry::DeactivatePhysical { intid } => Action::DeactivatePhysical { intid },
+            Entry::Kick { vcpu } => Action::Kick { vcpu },
+            Entry::PowerOn { vcpu, entry, context_id } => Action::PowerOn { vcpu, entry, context_id },
+            Entry::PowerOff => Action::PowerOff,
+            Entry::WaitForInterrupt => Action::WaitForInterrupt,
+            Entry::Shutdown(reason) => Action::Shutdown(reason),
+            Entry::Send => {
+                let message = actions.sends.get(self.send).cloned();
+                self.send += 1;
+                // Always there: each Send entry pushed its message.
+                Action::Send(message?)
+            }
+            Entry::ConsoleReady { room } => Action::ConsoleReady { room },
+        })
+    }
+
+    fn left(&self, actions: &Actions) -> usize {
+        actions.entries.len().saturating_sub(self.next)
+    }
+}
+
+/// The actions of an [`Actions`], in order, by value.
+#[derive(Clone, Debug)]
+pub struct Iter<'a> {
+    actions: &'a Actions,
+    cursor: Cursor,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Action;
+
+    #[inline]
+    fn next(&mut self) -> Option<Action> {
+        self.cursor.take(self.actions)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.cursor.left(self.actions);
+        (left, Some(left))
+    }
+}
+
+/// The actions of an [`Actions`] it owns, in order.
+#[derive(Clone, Debug)]
+pub struct IntoIter {
+    actions: Actions,
+    cursor: Cursor,
+}
+
+impl Iterator for IntoIter {
+    type Item = Action;
+
+    fn next(&mut self) -> Option<Action> {
+        self.cursor.take(&self.actions)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.cursor.left(&self.actions);
+        (left, Some(left))
+    }
+}
+
+impl<'a> IntoIterator for &'a Actions {
+    type Item = Action;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+impl IntoIterator for Actions {
+    type Item = Action;
+    type IntoIter = IntoIter;
+
+    fn into_iter(self) -> IntoIter {
+        IntoIter { actions: self, cursor: Cursor::default() }
+    }
+}
+
+impl FromIterator<Action> for Actions {
+    /// The actions, cut where they no longer fit.
+    fn from_iter<I: IntoIterator<Item = Action>>(iter: I) -> Self {
+        let mut actions = Actions::default();
+        for action in iter {
+            if actions.push(action).is_err() {
+                break;
+            }
+        }
+        actions
+    }
+}
+
+impl core::fmt::Debug for Actions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Actions {
+    /// As a sequence of [`Action`]s (what `heapless::Vec<Action, _>` gives).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for action in self.iter() {
+            seq.serialize_element(&action)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Actions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Actions;
+
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(
+                    f,
+                    "at most {MAX_ACTIONS} actions, {MAX_SENDS} of them Send, with at most {MAX_CONSOLE_BYTES} \
+                     console bytes in all"
+                )
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Actions, A::Error> {
+                let mut actions = Actions::default();
+                while let Some(action) = seq.next_element::<Action>()? {
+                    if actions.push(action).is_err() {
+                        return Err(serde::de::Error::invalid_length(actions.len() + 1, &self));
+                    }
+                }
+                Ok(actions)
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Actions {
+    /// As many actions as the input offers, cut where they no longer fit.
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let mut actions = Actions::default();
+        for action in u.arbitrary_iter::<Action>()? {
+            if actions.push(action?).is_err() {
+                break;
+            }
+        }
+        Ok(actions)
     }
 }
 
@@ -202,5 +566,62 @@ impl Action {
         // Cannot fail: `take` is within the capacity.
         let _ = out.extend_from_slice(&bytes[..take]);
         Action::ConsoleWrite { bytes: out }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::VgicRequest;
+
+    fn set_line(intid: u16) -> Action {
+        Action::Send(Message::Vgic(VgicRequest::SetLine { intid: IntId(intid), level: true, target: None, hw: None }))
+    }
+
+    #[test]
+    fn actions_come_back_in_order_with_their_payloads() {
+        let all = [
+            Action::SetReg { reg: GuestReg::Gpr(3), value: 0xdead_beef },
+            Action::console(b"ab"),
+            set_line(33),
+            Action::SetCntvoff { value: 0x1234_5678_9abc_def0 },
+            Action::SetHypTimer { deadline: Some(u64::MAX) },
+            Action::SetHypTimer { deadline: None },
+            Action::console(b"cde"),
+            set_line(34),
+            Action::PowerOn { vcpu: VcpuId(1), entry: 0x4000_0001, context_id: 7 },
+            Action::Shutdown(ShutdownReason::Fault(9)),
+        ];
+        let reply = Reply::of(&all).unwrap();
+        assert_eq!(reply.actions.len(), all.len());
+        assert_eq!(reply.actions.to_vec().as_slice(), &all);
+        assert_eq!(reply, Reply::of(&all).unwrap());
+        assert_ne!(reply, Reply::of(&all[..9]).unwrap());
+    }
+
+    #[test]
+    fn each_limit_is_a_full_reply_and_leaves_nothing_behind() {
+        let mut reply = Reply::of(&[const { Action::AdvancePc }; MAX_ACTIONS]).unwrap();
+        assert_eq!(reply.push(Action::AdvancePc), Err(ReplyFull));
+        assert_eq!(reply.push(set_line(40)), Err(ReplyFull));
+        assert_eq!(reply.actions.len(), MAX_ACTIONS);
+
+        let mut reply = Reply::of(&[set_line(40), set_line(41)]).unwrap();
+        assert_eq!(reply.push(set_line(42)), Err(ReplyFull));
+        reply.push(Action::AdvancePc).unwrap();
+        assert_eq!(reply.actions.to_vec().as_slice(), &[set_line(40), set_line(41), Action::AdvancePc]);
+
+        let mut reply = Reply::of(&[Action::console(&[1; MAX_CONSOLE_BYTES - 1])]).unwrap();
+        assert_eq!(reply.push(Action::console(b"xy")), Err(ReplyFull));
+        reply.push(Action::console(b"z")).unwrap();
+        assert_eq!(
+            reply.actions.to_vec().as_slice(),
+            &[Action::console(&[1; MAX_CONSOLE_BYTES - 1]), Action::console(b"z")]
+        );
+    }
+
+    #[test]
+    fn a_reply_is_much_smaller_than_its_actions() {
+        assert!(core::mem::size_of::<Reply>() * 2 < MAX_ACTIONS * core::mem::size_of::<Action>());
     }
 }

@@ -240,7 +240,9 @@ pub enum ServerError {
     NoSuchVcpu(VcpuId),
     /// The request is not one this server handles in its current state.
     Unexpected,
-    /// The reply would need more than [`crate::MAX_ACTIONS`] actions.
+    /// The reply would not fit: more than [`crate::MAX_ACTIONS`] actions,
+    /// [`crate::action::MAX_SENDS`] forwarded messages or
+    /// [`crate::action::MAX_CONSOLE_BYTES`] console bytes.
     ReplyFull,
     /// The server failed on the request (it panicked, faulted or gave an
     /// invalid reply) and failed again after its state was restored: the

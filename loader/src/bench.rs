@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::monitor::{Build, MonitorError};
 use crate::stats;
@@ -59,6 +59,14 @@ pub enum BenchError {
     /// An unknown item was asked for.
     #[error("unknown bench item {0:?} (items: {items})", items = ITEMS.join(", "))]
     UnknownItem(String),
+    /// A JSON file of figures could not be read.
+    #[error("cannot read figures from {path}: {why}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
     /// The JSON file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -87,7 +95,7 @@ impl Sample {
 }
 
 /// The figures of one item, per operation, in instructions.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Figures {
     /// The item.
     pub item: String,
@@ -123,7 +131,7 @@ pub struct Figures {
 }
 
 /// A target of issue 8 and the measured figure it applies to.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Target {
     /// What is compared.
     pub what: String,
@@ -366,6 +374,30 @@ mod tests {
     }
 
     #[test]
+    fn the_plot_shows_each_target_item_with_its_anchors_and_reads_back_from_json() {
+        let small = sample(10, &[("ticks.hyp", 5_000)]);
+        let large = sample(20, &[("ticks.hyp", 9_000)]);
+        let figures = vec![
+            figures("loop", 1, &small, &large, None),
+            figures("hvc", 1, &small, &large, Some(0.0)),
+            figures("ipi", 1, &small, &large, None),
+        ];
+        let svg = plot(&figures);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert!(svg.contains(">null hypercall<") && svg.contains(">virtual IPI (hypervisor)<"));
+        assert!(!svg.contains(">loop<"), "an item without a target is not plotted");
+        assert!(svg.contains(">Xen/ARM<") && svg.contains(">seL4 fault A53<") && svg.contains(">KVM/ARM<"));
+        assert_eq!(svg.matches("stroke-dasharray").count(), 2, "one target line per row");
+        assert_eq!(thousands(25_823.6), "25,824");
+        assert_eq!(thousands(400.0), "400");
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("f.json");
+        std::fs::write(&json, serde_json::to_string(&figures).unwrap()).unwrap();
+        assert_eq!(read_json(&json).unwrap(), figures);
+        assert!(matches!(read_json(&dir.path().join("none.json")), Err(BenchError::Read { .. })));
+    }
+
+    #[test]
     fn idle_time_is_not_the_hypervisor_s() {
         let small = sample(10, &[("ticks.hyp", 5_000), ("ticks.idle", 4_000)]);
         let large = sample(20, &[("ticks.hyp", 9_000), ("ticks.idle", 7_000)]);
@@ -374,4 +406,175 @@ mod tests {
         assert!(f.target.as_ref().expect("timer has a target").met);
         assert!(render(&[f]).contains("hypervisor per tick 1000 <= 1000: met"));
     }
+}
+
+/// Read figures written by `splitvisor bench --json`.
+pub fn read_json(path: &Path) -> Result<Vec<Figures>, BenchError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| BenchError::Read { path: path.to_path_buf(), why: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| BenchError::Read { path: path.to_path_buf(), why: e.to_string() })
+}
+
+/// Write [`plot`]'s SVG to `path`.
+pub fn write_plot(figures: &[Figures], path: &Path) -> Result<(), BenchError> {
+    std::fs::write(path, plot(figures)).map_err(|source| BenchError::Write { path: path.to_path_buf(), source })?;
+    log::info!("bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// A published cost of the same operation in another hypervisor (issue 8:
+/// cycles on real hardware, where the figures here are instructions under
+/// QEMU, so the comparison is of orders, not of exact values).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Anchor {
+    /// Which system and where it was measured.
+    pub who: &'static str,
+    /// The low end of the published figure.
+    pub low: f64,
+    /// The high end (the same as `low` for a single figure).
+    pub high: f64,
+}
+
+/// The published anchors of each item that has a target (issue 8).
+pub fn anchors(item: &str) -> &'static [Anchor] {
+    static HVC: [Anchor; 4] = [
+        Anchor { who: "Xen/ARM", low: 376.0, high: 376.0 },
+        Anchor { who: "seL4 fault A53", low: 1_240.0, high: 1_240.0 },
+        Anchor { who: "seL4 fault A9", low: 1_540.0, high: 1_540.0 },
+        Anchor { who: "KVM/ARM", low: 5_000.0, high: 6_500.0 },
+    ];
+    static GICD: [Anchor; 2] = [
+        Anchor { who: "Xen/ARM", low: 1_356.0, high: 1_356.0 },
+        Anchor { who: "KVM/ARM", low: 7_370.0, high: 7_370.0 },
+    ];
+    static IPI: [Anchor; 2] = [
+        Anchor { who: "Xen/ARM", low: 6_000.0, high: 6_000.0 },
+        Anchor { who: "KVM/ARM", low: 11_600.0, high: 11_600.0 },
+    ];
+    match item {
+        "hvc" => &HVC,
+        "gicd-read" | "gicd-write" => &GICD,
+        "ipi" => &IPI,
+        _ => &[],
+    }
+}
+
+/// An SVG chart of the figures that have a target, against the target and
+/// the published anchors, on a logarithmic scale: one row per item, a bar
+/// for splitvisor, a tick for each anchor, a dashed line for the target.
+///
+/// Hand-written rather than drawn with `plotters`: the chart is a few
+/// rectangles, lines and labels, and `plotters` (not yet a dependency of the
+/// workspace) would be built on every clean build of the loader for that.
+pub fn plot(figures: &[Figures]) -> String {
+    const WIDTH: f64 = 900.0;
+    const LEFT: f64 = 190.0;
+    const RIGHT: f64 = 40.0;
+    const TOP: f64 = 60.0;
+    const ROW: f64 = 70.0;
+    const DECADES: (f64, f64) = (2.0, 5.0); // 100 to 100,000 on the axis
+    let rows: Vec<(&Figures, &Target)> = figures.iter().filter_map(|f| f.target.as_ref().map(|t| (f, t))).collect();
+    let height = TOP + ROW * rows.len() as f64 + 60.0;
+    let x = |v: f64| {
+        let d = v.max(1.0).log10().clamp(DECADES.0, DECADES.1);
+        LEFT + (d - DECADES.0) / (DECADES.1 - DECADES.0) * (WIDTH - LEFT - RIGHT)
+    };
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"##
+    );
+    let _ = writeln!(svg, r##"<rect width="100%" height="100%" fill="white"/>"##);
+    let _ = writeln!(
+        svg,
+        r##"<text x="{LEFT}" y="24" font-size="15" font-weight="bold">splitvisor bench: instructions per operation (log scale)</text>"##
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{LEFT}" y="42" fill="#555">bar: splitvisor (QEMU, instructions); dashed: target; ticks: published anchors (cycles on hardware)</text>"##
+    );
+    let bottom = TOP + ROW * rows.len() as f64;
+    for exp in 2..=5 {
+        for m in 1..10 {
+            let v = f64::from(m) * 10f64.powi(exp);
+            if v > 10f64.powf(DECADES.1) {
+                break;
+            }
+            let (stroke, label) = if m == 1 { ("#bbb", true) } else { ("#eee", false) };
+            let xv = x(v);
+            let _ = writeln!(svg, r##"<line x1="{xv:.1}" y1="{TOP}" x2="{xv:.1}" y2="{bottom}" stroke="{stroke}"/>"##);
+            if label {
+                let _ = writeln!(
+                    svg,
+                    r##"<text x="{xv:.1}" y="{:.1}" text-anchor="middle" fill="#555">{}</text>"##,
+                    bottom + 16.0,
+                    thousands(v)
+                );
+            }
+        }
+    }
+    for (i, (f, t)) in rows.iter().enumerate() {
+        let y = TOP + ROW * i as f64;
+        let label = match f.item.as_str() {
+            "ipi" => "virtual IPI (hypervisor)",
+            "timer" => "timer tick (hypervisor)",
+            "hvc" => "null hypercall",
+            "gicd-read" => "GICD read",
+            "gicd-write" => "GICD write",
+            other => other,
+        };
+        let _ = writeln!(svg, r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##, LEFT - 8.0, y + 26.0);
+        let colour = if t.met { "#2a8f3c" } else { "#c0392b" };
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{LEFT}" y="{:.1}" width="{:.1}" height="16" fill="{colour}"/>"##,
+            y + 14.0,
+            x(t.measured) - LEFT
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}">{}</text>"##,
+            x(t.measured) + 4.0,
+            y + 26.0,
+            thousands(t.measured)
+        );
+        let xt = x(t.limit);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{xt:.1}" y1="{:.1}" x2="{xt:.1}" y2="{:.1}" stroke="black" stroke-dasharray="4 3" stroke-width="1.5"/>"##,
+            y + 6.0,
+            y + 38.0
+        );
+        for (k, a) in anchors(&f.item).iter().enumerate() {
+            let (xl, xh) = (x(a.low), x(a.high));
+            let ya = y + 44.0 + 8.0 * (k % 2) as f64;
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{xl:.1}" y1="{ya:.1}" x2="{:.1}" y2="{ya:.1}" stroke="#2c5aa0" stroke-width="3"/>"##,
+                xh.max(xl + 2.0)
+            );
+            let _ = writeln!(
+                svg,
+                r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#2c5aa0">{}</text>"##,
+                xh.max(xl + 2.0) + 3.0,
+                ya + 3.5,
+                a.who
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// `12,345` for 12345.4.
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -121,6 +121,14 @@ pub struct BenchArgs {
     /// domain switch costs.
     #[arg(long, conflicts_with = "no_isolation")]
     pub no_domains: bool,
+    /// Also draw the figures that have a target against the target and the
+    /// published anchors of issue 8, as an SVG chart in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Run nothing: take the figures from FILE (written by an earlier
+    /// `--json`) and only draw `--plot`.
+    #[arg(long, value_name = "FILE", requires = "plot")]
+    pub from_json: Option<PathBuf>,
 }
 
 const REPLAY_HELP: &str = "\

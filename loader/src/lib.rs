@@ -291,6 +291,12 @@ pub fn serve(server: ipc::ServerId, generation: u32, injections: &[ipc::fault::I
 
 /// `splitvisor bench`: run the items, print the table.
 pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
+    if let (Some(json), Some(svg)) = (&args.from_json, &args.plot) {
+        let figures = bench::read_json(json)?;
+        bench::write_plot(&figures, svg)?;
+        print!("{}", bench::render(&figures));
+        return Ok(());
+    }
     setup::ensure_qemu()?;
     let items =
         if args.items.is_empty() { bench::ITEMS.iter().map(|s| s.to_string()).collect() } else { args.items.clone() };
@@ -303,6 +309,9 @@ pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
         no_domains: args.no_domains,
     };
     let figures = bench::run(&options)?;
+    if let Some(svg) = &args.plot {
+        bench::write_plot(&figures, svg)?;
+    }
     print!("{}", bench::render(&figures));
     Ok(())
 }

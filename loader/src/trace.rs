@@ -462,7 +462,9 @@ mod tests {
         let mut records = recorded(&requests());
         // Make the PSCI_VERSION answer claim 0.2.
         if let TraceRecord::Reply { result: Ok(reply), .. } = &mut records[4] {
-            reply.actions[0] = Action::SetReg { reg: ipc::GuestReg::Gpr(0), value: 2 };
+            let mut actions = reply.actions.to_vec();
+            actions[0] = Action::SetReg { reg: ipc::GuestReg::Gpr(0), value: 2 };
+            reply.actions = actions.into_iter().collect();
         }
         let path = write(dir.path(), &records);
         match replay(&path).unwrap() {

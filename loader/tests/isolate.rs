@@ -341,7 +341,7 @@ fn the_model_trace_is_realistic_and_replays_in_process() {
     for server in ServerId::ALL {
         assert!(model.requests(server) > 100, "{}: {} requests", server.name(), model.requests(server));
     }
-    let replies: Vec<&Action> = model
+    let replies: Vec<Action> = model
         .records
         .iter()
         .filter_map(|r| match r {
@@ -361,7 +361,7 @@ fn the_model_trace_is_realistic_and_replays_in_process() {
         ("a kick", &|a| matches!(a, Action::Kick { .. })),
         ("a message to another server", &|a| matches!(a, Action::Send(_))),
     ] {
-        assert!(replies.iter().any(|a| wanted(a)), "no {what} in the model trace");
+        assert!(replies.iter().any(wanted), "no {what} in the model trace");
     }
     let run = replay(&path, &[]);
     assert_eq!(run.code, Some(0), "{}", run.describe());

@@ -92,10 +92,12 @@ fn a_recorded_run_replays_exactly_and_an_altered_one_diverges() {
         let mut record: ipc::trace::TraceRecord = ipc::wire::decode_frame(&mut buf).expect("a record of the trace");
         if !done {
             if let ipc::trace::TraceRecord::Reply { result: Ok(reply), .. } = &mut record {
-                if let Some(ipc::Action::SetReg { value, .. }) = reply.actions.first_mut() {
+                let mut actions = reply.actions.to_vec();
+                if let Some(ipc::Action::SetReg { value, .. }) = actions.first_mut() {
                     *value ^= 1;
                     done = true;
                 }
+                reply.actions = actions.into_iter().collect();
             }
         }
         let mut out = [0u8; 4096];
@@ -148,10 +150,12 @@ fn the_recorded_linux_boot_replays_exactly() {
     for mut record in records {
         if !done {
             if let ipc::trace::TraceRecord::Reply { server: ipc::ServerId::Vgic, result: Ok(reply), .. } = &mut record {
-                if let Some(ipc::Action::WriteListRegister { value, .. }) = reply.actions.first_mut() {
+                let mut actions = reply.actions.to_vec();
+                if let Some(ipc::Action::WriteListRegister { value, .. }) = actions.first_mut() {
                     *value ^= 1 << 28;
                     done = true;
                 }
+                reply.actions = actions.into_iter().collect();
             }
         }
         let mut out = [0u8; 4096];

@@ -205,12 +205,12 @@ mod tests {
         let mut c = Cp15::new(2);
         let r = c.access(V1, &mrc(0, 1, 0, 1, 5)).expect("reply");
         assert_eq!(
-            r.actions.as_slice(),
+            r.actions.to_vec().as_slice(),
             [Action::SetReg { reg: GuestReg::Gpr(5), value: actlr::SMP }, Action::AdvancePc]
         );
         let mut c = Cp15::new(1);
         let r = c.access(V0, &mrc(0, 1, 0, 1, 5)).expect("reply");
-        assert_eq!(r.actions[0], Action::SetReg { reg: GuestReg::Gpr(5), value: 0 });
+        assert_eq!(r.actions.to_vec()[0], Action::SetReg { reg: GuestReg::Gpr(5), value: 0 });
     }
 
     #[test]
@@ -218,7 +218,7 @@ mod tests {
         let mut c = Cp15::new(1);
         // Linux's __v7_ca15mp_setup: read, set SMP, write back.
         let r = c.access(V0, &mcr(0, 1, 0, 1, 0, 0xFFFF_FFFF)).expect("reply");
-        assert_eq!(r.actions.as_slice(), [Action::AdvancePc]);
+        assert_eq!(r.actions.to_vec().as_slice(), [Action::AdvancePc]);
         assert_eq!(c.actlr(V0), Some(actlr::SMP));
         c.access(V0, &mcr(0, 1, 0, 1, 0, 0x1)).expect("reply");
         assert_eq!(c.actlr(V0), Some(0));
@@ -236,10 +236,14 @@ mod tests {
         let mut c = Cp15::new(1);
         for crm in [6, 10, 14] {
             let r = c.access(V0, &mcr(0, 7, crm, 2, 1, 0x8000_0002)).expect("reply");
-            assert_eq!(r.actions.as_slice(), [Action::CleanInvalidateDcache, Action::AdvancePc], "c7, c{crm}, 2");
+            assert_eq!(
+                r.actions.to_vec().as_slice(),
+                [Action::CleanInvalidateDcache, Action::AdvancePc],
+                "c7, c{crm}, 2"
+            );
             // MRC of a write-only operation is undefined.
             let r = c.access(V0, &mrc(0, 7, crm, 2, 1)).expect("reply");
-            assert_eq!(r.actions.as_slice(), [Action::InjectUndef]);
+            assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectUndef]);
         }
     }
 
@@ -255,12 +259,12 @@ mod tests {
         ] {
             let before = c.clone();
             let r = c.access(V0, &a).expect("reply");
-            assert_eq!(r.actions.as_slice(), [Action::InjectUndef], "{a:?}");
+            assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectUndef], "{a:?}");
             assert_eq!(c, before);
         }
         // r15 with ACTLR: UNPREDICTABLE, answered undefined.
         let r = c.access(V0, &mrc(0, 1, 0, 1, 15)).expect("reply");
-        assert_eq!(r.actions.as_slice(), [Action::InjectUndef]);
+        assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectUndef]);
     }
 
     #[test]

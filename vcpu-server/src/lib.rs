@@ -213,7 +213,7 @@ mod tests {
     }
 
     fn actions(s: &mut VcpuServer, r: VcpuRequest) -> std::vec::Vec<Action> {
-        s.handle(r).expect("reply").actions.to_vec()
+        s.handle(r).expect("reply").actions.iter().collect()
     }
 
     fn mmio(ipa: u64, write: bool, value: u64) -> Trap {

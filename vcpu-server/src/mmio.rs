@@ -258,11 +258,11 @@ mod tests {
         let mut b = bus();
         let r = b.emulate(&access(UART.base + offset::PERIPH_ID0, AccessSize::Word, false, 0)).expect("reply");
         assert_eq!(
-            r.actions.as_slice(),
+            r.actions.to_vec().as_slice(),
             [Action::SetReg { reg: GuestReg::Gpr(3), value: u32::from(pl011::ID[0]) }, Action::AdvancePc]
         );
         let r = b.emulate(&access(UART.base, AccessSize::Byte, true, u64::from(b'!'))).expect("reply");
-        assert_eq!(r.actions.as_slice(), [Action::console(b"!"), Action::AdvancePc]);
+        assert_eq!(r.actions.to_vec().as_slice(), [Action::console(b"!"), Action::AdvancePc]);
     }
 
     #[test]
@@ -271,20 +271,20 @@ mod tests {
         for ipa in [0x0800_0000, UART.base - 4, UART.base + UART.size, 0xFFFF_FFFF_FFFF_FFFF] {
             let a = access(ipa, AccessSize::Word, false, 0);
             let r = b.emulate(&a).expect("reply");
-            assert_eq!(r.actions.as_slice(), [Action::InjectDataAbort { far: a.far }], "ipa {ipa:#x}");
+            assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }], "ipa {ipa:#x}");
         }
         // An access that starts inside but ends outside the region.
         let a = access(UART.base + UART.size - 2, AccessSize::Word, true, 0);
-        assert_eq!(b.emulate(&a).expect("reply").actions.as_slice(), [Action::InjectDataAbort { far: a.far }]);
+        assert_eq!(b.emulate(&a).expect("reply").actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }]);
     }
 
     #[test]
     fn device_refusal_aborts() {
         let mut b = bus();
         let a = access(UART.base + offset::CR + 1, AccessSize::Half, false, 0);
-        assert_eq!(b.emulate(&a).expect("reply").actions.as_slice(), [Action::InjectDataAbort { far: a.far }]);
+        assert_eq!(b.emulate(&a).expect("reply").actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }]);
         let a = access(UART.base + offset::CR, AccessSize::Double, true, 0);
-        assert_eq!(b.emulate(&a).expect("reply").actions.as_slice(), [Action::InjectDataAbort { far: a.far }]);
+        assert_eq!(b.emulate(&a).expect("reply").actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }]);
     }
 
     #[test]
@@ -293,7 +293,7 @@ mod tests {
         b.console().expect("uart").console_input(b"q", &mut Reply::none()).expect("input");
         let mut a = access(UART.base + offset::DR, AccessSize::Word, false, 0);
         a.rt = 15;
-        assert_eq!(b.emulate(&a).expect("reply").actions.as_slice(), [Action::InjectDataAbort { far: a.far }]);
+        assert_eq!(b.emulate(&a).expect("reply").actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }]);
         // The character is still there.
         a.rt = 0;
         let r = b.emulate(&a).expect("reply");
@@ -312,7 +312,7 @@ mod tests {
         let mut a = access(UART.base + offset::PCELL_ID0 + 12, AccessSize::Byte, false, 0);
         a.sign_extend = true;
         let r = b.emulate(&a).expect("reply");
-        assert_eq!(r.actions[0], Action::SetReg { reg: GuestReg::Gpr(3), value: 0xFFFF_FFB1 });
+        assert_eq!(r.actions.to_vec()[0], Action::SetReg { reg: GuestReg::Gpr(3), value: 0xFFFF_FFB1 });
     }
 
     #[test]

@@ -700,9 +700,9 @@ mod tests {
             .iter()
             .filter_map(|a| match a {
                 Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: None, hw: None }))
-                    if *intid == INTID =>
+                    if intid == INTID =>
                 {
-                    Some(*level)
+                    Some(level)
                 }
                 _ => None,
             })
@@ -713,7 +713,7 @@ mod tests {
         r.actions
             .iter()
             .filter_map(|a| match a {
-                Action::ConsoleReady { room } => Some(*room),
+                Action::ConsoleReady { room } => Some(room),
                 _ => None,
             })
             .collect()
@@ -723,7 +723,7 @@ mod tests {
         let mut out = std::vec::Vec::new();
         for a in &r.actions {
             if let Action::ConsoleWrite { bytes } = a {
-                out.extend_from_slice(bytes);
+                out.extend_from_slice(&bytes);
             }
         }
         out

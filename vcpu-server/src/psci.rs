@@ -445,7 +445,7 @@ mod tests {
 
     fn r0(reply: &Reply) -> u32 {
         match reply.actions.first() {
-            Some(Action::SetReg { reg: GuestReg::Gpr(0), value }) => *value,
+            Some(Action::SetReg { reg: GuestReg::Gpr(0), value }) => value,
             other => panic!("expected r0 first, got {other:?}"),
         }
     }
@@ -457,7 +457,7 @@ mod tests {
     fn simple(p: &mut Psci, args: [u32; 4]) -> u32 {
         let reply = call(p, V0, args);
         assert_eq!(reply.actions.len(), 2, "{reply:?}");
-        assert_eq!(reply.actions[1], Action::AdvancePc);
+        assert_eq!(reply.actions.to_vec()[1], Action::AdvancePc);
         r0(&reply)
     }
 
@@ -560,7 +560,7 @@ mod tests {
         assert_eq!(info(&mut p, 1), 1);
         let reply = call(&mut p, V0, [fid::CPU_ON, 1, 0x4000_8000, 0xC0FFEE]);
         assert_eq!(
-            reply.actions.as_slice(),
+            reply.actions.to_vec().as_slice(),
             [
                 Action::SetReg { reg: GuestReg::Gpr(0), value: SUCCESS },
                 Action::AdvancePc,
@@ -574,11 +574,11 @@ mod tests {
         assert_eq!(simple(&mut p, [fid::CPU_ON, 1, 0x4000_8000, 0]), PsciError::AlreadyOn.reg());
         // CPU_OFF from vcpu 1.
         let reply = call(&mut p, V1, [fid::CPU_OFF, 0, 0, 0]);
-        assert_eq!(reply.actions.as_slice(), [Action::PowerOff]);
+        assert_eq!(reply.actions.to_vec().as_slice(), [Action::PowerOff]);
         assert_eq!(info(&mut p, 1), 1);
         // And on again, with a Thumb entry point.
         let reply = call(&mut p, V0, [fid::CPU_ON, 1, 0x4000_8001, 7]);
-        assert_eq!(reply.actions[2], Action::PowerOn { vcpu: V1, entry: 0x4000_8001, context_id: 7 });
+        assert_eq!(reply.actions.to_vec()[2], Action::PowerOn { vcpu: V1, entry: 0x4000_8001, context_id: 7 });
         // vcpu 2 is still off.
         assert_eq!(p.power(V2), Some(PowerState::Off));
     }
@@ -618,7 +618,7 @@ mod tests {
     fn cpu_off_of_last_vcpu_is_allowed() {
         let mut p = booted(1);
         let reply = call(&mut p, V0, [fid::CPU_OFF, 0, 0, 0]);
-        assert_eq!(reply.actions.as_slice(), [Action::PowerOff]);
+        assert_eq!(reply.actions.to_vec().as_slice(), [Action::PowerOff]);
         assert_eq!(p.power(V0), Some(PowerState::Off));
     }
 
@@ -627,7 +627,7 @@ mod tests {
         let mut p = booted(1);
         let reply = call(&mut p, V0, [fid::CPU_SUSPEND, 0x0001_0000, 0x4000_8000, 0]);
         assert_eq!(
-            reply.actions.as_slice(),
+            reply.actions.to_vec().as_slice(),
             [Action::SetReg { reg: GuestReg::Gpr(0), value: SUCCESS }, Action::AdvancePc, idle(V0)]
         );
         assert_eq!(p.power(V0), Some(PowerState::On));
@@ -639,10 +639,10 @@ mod tests {
     fn system_off_and_reset() {
         let mut p = booted(1);
         let reply = call(&mut p, V0, [fid::SYSTEM_OFF, 0, 0, 0]);
-        assert_eq!(reply.actions.last(), Some(&Action::Shutdown(ShutdownReason::PowerOff)));
+        assert_eq!(reply.actions.last(), Some(Action::Shutdown(ShutdownReason::PowerOff)));
         assert_eq!(r0(&reply), PsciError::InternalFailure.reg());
         let reply = call(&mut p, V0, [fid::SYSTEM_RESET, 0, 0, 0]);
-        assert_eq!(reply.actions.last(), Some(&Action::Shutdown(ShutdownReason::Reset)));
+        assert_eq!(reply.actions.last(), Some(Action::Shutdown(ShutdownReason::Reset)));
     }
 
     #[test]

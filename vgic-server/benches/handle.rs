@@ -59,8 +59,8 @@ impl CpuIf {
     fn apply(&mut self, reply: &Reply) {
         for action in &reply.actions {
             if let Action::WriteListRegister { index, value } = action {
-                if let Some(lr) = self.lrs.get_mut(usize::from(*index)) {
-                    *lr = *value;
+                if let Some(lr) = self.lrs.get_mut(usize::from(index)) {
+                    *lr = value;
                 }
             }
         }
@@ -149,7 +149,7 @@ impl Machine {
 /// passes `check`.
 fn step(c: &mut Criterion, name: &str, m: &Machine, request: VgicRequest, check: impl Fn(&[Action]) -> bool) {
     let reply = m.clone().handle(request.clone());
-    assert!(check(&reply.actions), "{name}: unexpected reply {:?}", reply.actions);
+    assert!(check(&reply.actions.to_vec()), "{name}: unexpected reply {:?}", reply.actions);
     let server = &m.server;
     c.bench_function(&format!("vgic/{name}"), |b| {
         // By reference: moving the server into the routine would time a

@@ -58,7 +58,7 @@ fn step(
     check: impl Fn(&[Action]) -> bool,
 ) {
     let reply = handled(&mut server.clone(), request.clone());
-    assert!(check(&reply.actions), "{name}: unexpected reply {:?}", reply.actions);
+    assert!(check(&reply.actions.to_vec()), "{name}: unexpected reply {:?}", reply.actions);
     c.bench_function(&format!("vtimer/{name}"), |b| {
         // By reference: moving the server into the routine would time a
         // copy of its whole state.

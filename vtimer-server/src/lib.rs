@@ -222,18 +222,32 @@ impl Server for VtimerServer {
     type Request = VtimerRequest;
 
     fn handle(&mut self, request: VtimerRequest) -> Result<Reply, ServerError> {
-        // Work on a copy so that a request that fails leaves no half-done
-        // change behind (a reply that does not fit is an error, not a
-        // partial answer).
-        let mut next = self.clone();
-        let reply = match request {
-            VtimerRequest::Start { vcpu, now } => next.start(vcpu, now),
-            VtimerRequest::Fired { vcpu, timer, now } => next.fired(vcpu, timer, now),
-            VtimerRequest::Cp15 { vcpu, access, now } => next.cp15(vcpu, access, now),
-            VtimerRequest::Cp15Wide { vcpu, access, now } => next.cp15_wide(vcpu, access, now),
-        }?;
-        *self = next;
-        Ok(reply)
+        // A request that fails leaves no half-done change behind (a reply
+        // that does not fit is an error, not a partial answer). A request
+        // changes only its vCPU's timers and the VM's CNTVOFF, so those are
+        // what is kept to put back (copying the whole state on every request
+        // cost more than the request).
+        let vcpu = match request {
+            VtimerRequest::Start { vcpu, .. }
+            | VtimerRequest::Fired { vcpu, .. }
+            | VtimerRequest::Cp15 { vcpu, .. }
+            | VtimerRequest::Cp15Wide { vcpu, .. } => vcpu,
+        };
+        let saved = (self.cntvoff, self.vcpus.get(vcpu.index()).copied());
+        let result = match request {
+            VtimerRequest::Start { vcpu, now } => self.start(vcpu, now),
+            VtimerRequest::Fired { vcpu, timer, now } => self.fired(vcpu, timer, now),
+            VtimerRequest::Cp15 { vcpu, access, now } => self.cp15(vcpu, access, now),
+            VtimerRequest::Cp15Wide { vcpu, access, now } => self.cp15_wide(vcpu, access, now),
+        };
+        if result.is_err() {
+            let (cntvoff, timers) = saved;
+            self.cntvoff = cntvoff;
+            if let (Some(timers), Some(slot)) = (timers, self.vcpus.get_mut(vcpu.index())) {
+                *slot = timers;
+            }
+        }
+        result
     }
 
     fn unwrap_message(message: Message) -> Result<VtimerRequest, ServerError> {

@@ -321,3 +321,16 @@ fn state_round_trips_through_the_wire_format() {
     assert_eq!(restored.handle(next.clone()), s.handle(next));
     assert_eq!(restored, s);
 }
+
+#[test]
+fn a_failed_request_leaves_the_state_as_it_was() {
+    let mut s = VtimerServer::new(&VmConfig::example(2));
+    // The start of a vCPU the VM does not have fails after CNTVOFF would
+    // have been chosen: it must not be.
+    let before = s.clone();
+    assert_eq!(s.handle(VtimerRequest::Start { vcpu: VcpuId(5), now: 1_000 }), Err(ServerError::NoSuchVcpu(VcpuId(5))));
+    assert_eq!(s, before);
+    assert_eq!(s.cntvoff(), None);
+    assert!(s.handle(VtimerRequest::Start { vcpu: VcpuId(1), now: 2_000 }).is_ok());
+    assert_eq!(s.cntvoff(), Some(2_000));
+}

@@ -246,16 +246,19 @@ mod tests {
             rt: 0,
             sign_extend: false,
         };
-        assert_eq!(policy_reply(&trap(Trap::Mmio(access))).actions[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
-        assert_eq!(policy_reply(&trap(Trap::Hvc { imm: 0, args: [0; 4] })).actions[..], [Action::InjectUndef]);
         assert_eq!(
-            policy_reply(&trap(Trap::PrefetchAbort { ipa: 0, far: 8 })).actions[..],
+            policy_reply(&trap(Trap::Mmio(access))).actions.to_vec()[..],
+            [Action::InjectDataAbort { far: 0xc080_0000 }]
+        );
+        assert_eq!(policy_reply(&trap(Trap::Hvc { imm: 0, args: [0; 4] })).actions.to_vec()[..], [Action::InjectUndef]);
+        assert_eq!(
+            policy_reply(&trap(Trap::PrefetchAbort { ipa: 0, far: 8 })).actions.to_vec()[..],
             [Action::InjectPrefetchAbort { far: 8 }]
         );
-        assert_eq!(policy_reply(&trap(Trap::Wfi)).actions[..], [Action::AdvancePc]);
+        assert_eq!(policy_reply(&trap(Trap::Wfi)).actions.to_vec()[..], [Action::AdvancePc]);
         assert!(policy_reply(&trap(Trap::Irq { intid: 27 })).actions.is_empty());
         let mmio = Message::Vgic(VgicRequest::Mmio { vcpu: VcpuId(1), access, status: None });
-        assert_eq!(policy_reply(&mmio).actions[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
+        assert_eq!(policy_reply(&mmio).actions.to_vec()[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
         let sync = Message::Vgic(VgicRequest::Sync { vcpu: VcpuId(0), status: Default::default() });
         assert!(policy_reply(&sync).actions.is_empty());
         // Every policy answer passes validation.

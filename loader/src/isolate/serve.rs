@@ -197,10 +197,12 @@ pub fn bad_action(id: ServerId) -> Action {
 /// Make a reply invalid (see [`bad_action`]).
 fn spoil(answer: Result<Reply, ServerError>, id: ServerId) -> Reply {
     let mut reply = answer.unwrap_or_default();
-    if let Err(full) = reply.actions.push(bad_action(id)) {
-        if let Some(last) = reply.actions.last_mut() {
-            *last = full;
-        }
+    if reply.push(bad_action(id)).is_err() {
+        // A full reply: the bad action takes the last one's place.
+        let mut actions: Vec<Action> = reply.actions.iter().collect();
+        actions.pop();
+        actions.push(bad_action(id));
+        reply = Reply { actions: actions.into_iter().collect() };
     }
     reply
 }

@@ -231,7 +231,7 @@ impl Harness {
     /// Console effects in a reply: output, line changes, room reports.
     fn console_effects(&mut self, reply: &Reply, written: Option<u8>) {
         let mut output = Vec::new();
-        for action in &reply.actions {
+        for action in &reply.actions.to_vec() {
             match action {
                 Action::ConsoleWrite { bytes } => output.extend_from_slice(bytes),
                 Action::ConsoleReady { room } => {
@@ -342,10 +342,11 @@ impl Harness {
             || !a.ipa.is_multiple_of(bytes)
             || a.ipa + bytes > end;
         if refused {
-            assert_eq!(reply.actions.as_slice(), [Action::InjectDataAbort { far: a.far }], "{a:?}");
+            assert_eq!(reply.actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }], "{a:?}");
             return;
         }
-        let (last, effects) = reply.actions.split_last().expect("an access gets an answer");
+        let actions = reply.actions.to_vec();
+        let (last, effects) = actions.split_last().expect("an access gets an answer");
         assert_eq!(*last, Action::AdvancePc, "{a:?}: {reply:?}");
         let offset = a.ipa - self.config.uart.base;
         let shift = (offset % 4) * 8;
@@ -582,7 +583,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
 
         match (expect, &got) {
             (Expect::Exact(e), _) => {
-                let got = got.as_ref().map(|r| r.actions.to_vec()).map_err(|e| *e);
+                let got = got.as_ref().map(|r| r.actions.iter().collect::<Vec<_>>()).map_err(|e| *e);
                 assert_eq!(got, e, "{request:?}");
             }
             (Expect::Uart(a), Ok(reply)) => h.uart(&a, reply),
@@ -590,14 +591,14 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
             (Expect::Any, Ok(reply)) => {
                 if let VcpuRequest::Start { .. } = request {
                     let policy = match reply.actions.first() {
-                        Some(Action::ConfigureTraps(p)) => *p,
+                        Some(Action::ConfigureTraps(p)) => p,
                         other => panic!("Start answered {other:?}"),
                     };
                     // What the other servers rely on: PSCI over SMC, ACTLR and
                     // set/way emulation, the emulated physical timer, idling.
                     assert!(policy.smc && policy.actlr && policy.set_way && policy.phys_timer && policy.wfi);
                     assert!(
-                        matches!(reply.actions.as_slice(), [_, Action::ConsoleReady { .. }]),
+                        matches!(reply.actions.to_vec().as_slice(), [_, Action::ConsoleReady { .. }]),
                         "Start answered {reply:?}"
                     );
                 }
@@ -653,7 +654,7 @@ fn boot(input: &Input) -> Vec<Op> {
 
 /// Track the line and the room from a reply the harness cannot predict.
 fn lenient_console(h: &mut Harness, reply: &Reply) {
-    for action in &reply.actions {
+    for action in &reply.actions.to_vec() {
         match action {
             Action::ConsoleReady { room } => {
                 assert!(*room <= RX_FIFO);

@@ -83,11 +83,11 @@ impl Pair {
     fn read(&mut self, vcpu: u8, offset: u64, size: AccessSize, rt: u8, sign_extend: bool, shape: bool) {
         let reply = self.mmio(vcpu, offset, size, false, 0, rt, sign_extend, shape);
         if rt > 14 {
-            assert!(matches!(reply.actions.as_slice(), [Action::InjectDataAbort { .. }]), "{reply:?}");
+            assert!(matches!(reply.actions.to_vec().as_slice(), [Action::InjectDataAbort { .. }]), "{reply:?}");
             return;
         }
         let expected = load(self.model.read(vcpu, offset, size), size, sign_extend);
-        match reply.actions.as_slice() {
+        match reply.actions.to_vec().as_slice() {
             [Action::SetReg { reg: GuestReg::Gpr(r), value }, Action::AdvancePc, kicks @ ..] => {
                 assert_eq!(*r, rt);
                 assert_eq!(
@@ -102,7 +102,7 @@ impl Pair {
 
     fn write(&mut self, vcpu: u8, offset: u64, size: AccessSize, value: u32) {
         let reply = self.mmio(vcpu, offset, size, true, value, 0, false, true);
-        match reply.actions.as_slice() {
+        match reply.actions.to_vec().as_slice() {
             [Action::AdvancePc, kicks @ ..] => assert!(kicks.iter().all(|k| matches!(k, Action::Kick { .. }))),
             other => panic!("write answered {other:?}"),
         }

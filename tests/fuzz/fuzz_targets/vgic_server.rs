@@ -213,7 +213,7 @@ impl Harness {
     /// the request may cause.
     fn apply(&mut self, server: &VgicServer, v: Option<u8>, kind: Kind, reply: &Reply) {
         let before = v.and_then(|v| self.gich[usize::from(v)].clone());
-        for action in &reply.actions {
+        for action in &reply.actions.to_vec() {
             match *action {
                 Action::Kick { vcpu } => self.kicks.push_back(vcpu.0),
                 Action::WriteListRegister { index, value } => {

@@ -251,7 +251,7 @@ impl Model {
     }
 
     fn observe(&mut self, reply: &Reply) {
-        for action in &reply.actions {
+        for action in &reply.actions.to_vec() {
             if let Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(v), hw: None })) =
                 action
             {

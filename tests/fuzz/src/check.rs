@@ -49,7 +49,7 @@ pub fn reply_shape(server: ServerId, reply: &Reply, vcpus: u8, answering: Answer
     let actions = &reply.actions;
     assert!(actions.len() <= MAX_ACTIONS, "{} actions", actions.len());
     let mut resumes = 0;
-    for action in actions {
+    for action in &actions.to_vec() {
         match action {
             Action::SetReg { reg: GuestReg::Gpr(n), .. } => {
                 assert!(*n <= MAX_GPR, "SetReg of r{n}: {reply:?}");

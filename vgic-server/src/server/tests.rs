@@ -738,11 +738,9 @@ fn kicks_for_every_vcpu_fit_and_overflow_is_owed() {
     assert_eq!(kicks(&reply), [0, 1, 2, 3, 4, 5, 6, 7]);
     // Should a reply still be full, the kicks that do not fit are owed to
     // the next reply, never dropped.
-    let mut full = Reply::none();
-    while full.push(Action::AdvancePc).is_ok() {}
-    let _ = full.actions.pop();
+    let mut full = Reply::of(&[const { Action::AdvancePc }; ipc::MAX_ACTIONS - 1]).unwrap();
     s.push_kicks(&mut full, 0b0110);
-    assert_eq!(kicks(&full.actions), [1]);
+    assert_eq!(kicks(&full.actions.to_vec()), [1]);
     assert_eq!(kicks(&set_line(&mut s, 40, false, None, None)), [2]);
     assert_eq!(kicks(&set_line(&mut s, 40, false, None, None)), []);
 }
