@@ -153,14 +153,8 @@ hyp_fault_dabt:
 domain_fault_entry:
     @ r0 = the domain's HTTBR (low word), r3 = kind.
     mov     r4, r0
-    ldr     r2, ={monitor_tables}
-    mov     r1, #0
-    dsb     ish
-    mcrr    p15, 4, r2, r1, c2              @ HTTBR: the monitor's tables
-    isb
-    mcr     p15, 4, r1, c8, c7, 0           @ TLBIALLH
-    dsb     nsh
-    isb
+    ldr     r0, ={monitor_tables}
+    bl      set_hyp_translation             @ uses r0 and r1 only, no stack
     mrc     p15, 4, r0, c13, c0, 2          @ HTPIDR: this CPU's index
     cmp     r0, #{max_cpus}
     bhs     .

@@ -160,30 +160,35 @@ domain_call:
     mov     r4, r0
     mov     r5, r1
     mov     r6, r2
-    mov     r7, #0
-    dsb     ish
-    mcrr    p15, 4, r3, r7, c2              @ HTTBR: the domain's tables
-    isb
-    mcr     p15, 4, r7, c8, c7, 0           @ TLBIALLH
-    dsb     nsh
-    isb
+    mov     r0, r3
+    bl      set_hyp_translation             @ the domain's tables
     add     sp, r6, #{stack}
     mov     r0, r6
     cpsie   i
     blx     r5
     cpsid   i
     ldr     r0, ={monitor_tables}
-    mov     r7, #0
-    dsb     ish
-    mcrr    p15, 4, r0, r7, c2              @ HTTBR: the monitor's tables
-    isb
-    mcr     p15, 4, r7, c8, c7, 0           @ TLBIALLH
-    dsb     nsh
-    isb
+    bl      set_hyp_translation             @ the monitor's tables
     ldr     sp, [r4]
     mov     r0, #0
     pop     {{r3-r11, pc}}
     .size domain_call, . - domain_call
+
+    @ set_hyp_translation(u32 tables): HTTBR = tables (below 4 GiB), then
+    @ invalidate this CPU's Hyp TLB. Uses r0 and r1 only, and no stack (the
+    @ fault vectors call it when the stack may be what faulted).
+    .global set_hyp_translation
+    .type set_hyp_translation, %function
+set_hyp_translation:
+    mov     r1, #0
+    dsb     ish
+    mcrr    p15, 4, r0, r1, c2              @ HTTBR
+    isb
+    mcr     p15, 4, r1, c8, c7, 0           @ TLBIALLH
+    dsb     nsh
+    isb
+    bx      lr
+    .size set_hyp_translation, . - set_hyp_translation
 
     @ contain_escape(u32 sp, u32 code): back to contain_call's (or
     @ domain_call's) caller as if it returned code. The translation is the

@@ -144,31 +144,20 @@ pub fn build_domain(
     Ok(())
 }
 
-/// Run on `tables`' translation (or the monitor's, `None`) from now on, on
-/// this CPU. Hyp stage 1 has no ASIDs: the switch invalidates this CPU's
+/// Run on the translation whose tables are at `base` (the monitor's or a
+/// domain's) from now on, on this CPU. Hyp stage 1 has no ASIDs: the switch invalidates this CPU's
 /// Hyp TLB (the domains' tables never change after boot, so no other CPU's
 /// TLB needs it).
-#[inline(always)]
 pub fn switch_hyp_translation(base: u64) {
-    // SAFETY: the caller gives the monitor's tables or a domain's, built
-    // at boot and never changed; both map the code running here and the
-    // stack in use. ISB makes the new HTTBR take effect before the TLB
-    // invalidation, DSB and ISB complete that before the next access. The
-    // block is a compiler memory barrier too: no access is moved across it.
-    unsafe {
-        core::arch::asm!(
-            "dsb ish",
-            "mcrr p15, 4, {lo}, {hi}, c2", // HTTBR
-            "isb",
-            "mcr p15, 4, {zero}, c8, c7, 0", // TLBIALLH
-            "dsb nsh",
-            "isb",
-            lo = in(reg) base as u32,
-            hi = in(reg) (base >> 32) as u32,
-            zero = in(reg) 0u32,
-            options(nostack, preserves_flags)
-        );
+    extern "C" {
+        /// `isolate`'s assembly: HTTBR, then the Hyp TLB invalidation.
+        fn set_hyp_translation(tables: u32);
     }
+    // SAFETY: the caller gives the monitor's tables or a domain's (below
+    // 4 GiB), built at boot and never changed; both map the code running
+    // here and the stack in use. The call is a compiler barrier: no memory
+    // access is moved across it.
+    unsafe { set_hyp_translation(base as u32) };
 }
 
 /// This CPU's HTTBR now.
