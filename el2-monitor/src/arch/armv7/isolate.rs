@@ -216,59 +216,40 @@ fn cpu() -> usize {
     super::HTPIDR.get() as usize
 }
 
-/// Run server `S` on its domain's inbox, in its protection domain; a panic
-/// or Hyp-mode exception inside it ends it with the fault.
-fn contained_in_domain<S: Hosted>() -> Result<(), Fault> {
+/// Run server `S` on its domain's inbox (`domain::serve`), in its
+/// protection domain or, with `in_domain` false, on this CPU's stack in the
+/// monitor's translation; a panic or Hyp-mode exception inside it ends it
+/// with the fault.
+fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
     let cpu = cpu();
     let (Some(active), Some(sp)) = (EXIT_ACTIVE.get(cpu), EXIT_SP.get(cpu)) else {
+        // HTPIDR is below MAX_CPUS on every CPU the monitor starts.
         return Err(Fault::Panic);
     };
-    let httbr = domain::translation::<S>();
+    let domain = S::slot().cast::<u8>();
     let saved = arm_watchdog();
     active.store(true, Ordering::SeqCst);
-    // SAFETY: domain_call keeps the AAPCS like contain_call (see
-    // `contained`). The domain's tables map the code, the domain (whose
-    // first STACK_SIZE bytes are the stack it switches to) and nothing the
-    // call needs besides; S's lock is held, so no other CPU uses the
-    // domain. The tables live below 4 GiB (HTTBR's high word is 0).
-    let code = unsafe { domain_call(sp.as_ptr(), domain::serve::<S>, S::slot().cast::<u8>(), httbr as u32) };
+    // SAFETY: contain_call and domain_call keep the AAPCS (they save what
+    // they use, and what an escape skips restoring is restored from their
+    // own frame). After an escape, the frames below theirs are abandoned:
+    // nothing in them is used again, and the domain they worked on is only
+    // read after the caller has put it right. S's lock is held, so no other
+    // CPU uses the domain. With `in_domain`, the domain's tables map the
+    // code, the domain (whose first STACK_SIZE bytes are the stack
+    // domain_call switches to) and nothing the call needs besides; they
+    // live below 4 GiB (HTTBR's high word is 0).
+    let code = unsafe {
+        if in_domain {
+            domain_call(sp.as_ptr(), domain::serve::<S>, domain, domain::translation::<S>() as u32)
+        } else {
+            contain_call(sp.as_ptr(), domain::serve::<S>, domain)
+        }
+    };
     active.store(false, Ordering::SeqCst);
     disarm_watchdog(saved);
     match code {
         0 => Ok(()),
         code => Err(Fault::from_code(code)),
-    }
-}
-
-/// Run `f`; a panic or Hyp-mode exception inside it ends it with the fault.
-pub fn contained<R, F: FnOnce() -> R>(f: F) -> Result<R, Fault> {
-    extern "C" fn trampoline<R, F: FnOnce() -> R>(arg: *mut u8) {
-        // SAFETY: `arg` is the `(Option<F>, Option<R>)` below, alive for the
-        // whole call and used by nothing else meanwhile.
-        let slot = unsafe { &mut *arg.cast::<(Option<F>, Option<R>)>() };
-        if let Some(f) = slot.0.take() {
-            slot.1 = Some(f());
-        }
-    }
-    let cpu = cpu();
-    let (Some(active), Some(sp)) = (EXIT_ACTIVE.get(cpu), EXIT_SP.get(cpu)) else {
-        return Ok(f());
-    };
-    let mut slot: (Option<F>, Option<R>) = (Some(f), None);
-    let saved = arm_watchdog();
-    active.store(true, Ordering::SeqCst);
-    // SAFETY: contain_call keeps the AAPCS (it saves what it uses and what
-    // an escape skips restoring is restored from its own frame); `slot`
-    // outlives the call. After an escape, the frames below contain_call's
-    // are abandoned: nothing in them is used again, and what they borrowed
-    // (`slot`, the server) is only read after the caller has put it right.
-    let code = unsafe { contain_call(sp.as_ptr(), trampoline::<R, F>, core::ptr::addr_of_mut!(slot).cast::<u8>()) };
-    active.store(false, Ordering::SeqCst);
-    disarm_watchdog(saved);
-    match (code, slot.1) {
-        (0, Some(result)) => Ok(result),
-        (0, None) => Err(Fault::Panic),
-        (code, _) => Err(Fault::from_code(code)),
     }
 }
 
@@ -554,8 +535,7 @@ fn attempt<S: Hosted>(
         (*d).inject = inject.and_then(|kind| Injected::of(kind, target));
     }
     let start = super::profile::now();
-    let outcome =
-        if config.domains { contained_in_domain::<S>() } else { contained(|| domain::serve::<S>(d.cast::<u8>())) };
+    let outcome = contained::<S>(config.domains);
     super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
     domain::drain_log::<S>();
     // SAFETY: as above; the call is over (returned or escaped).
