@@ -250,6 +250,9 @@ impl Build {
             self.workspace.display(),
             self.target_dir.display()
         );
+        if let Err(why) = crate::setup::ensure_rust_target(&self.workspace, TARGET) {
+            log::warn!("{why}; building anyway");
+        }
         let program = self.cargo.to_string_lossy().into_owned();
         let status = self.command().status().map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {

@@ -477,7 +477,10 @@ pub(crate) mod tests {
     /// The real thing: QEMU must be installed (the README and CI install it).
     #[test]
     fn probes_the_installed_qemu() {
-        let p = probe(Path::new("qemu-system-arm"), 2, 128).expect("qemu-system-arm (apt-get install qemu-system-arm)");
+        // As `splitvisor run` does: install QEMU on first use (this test may
+        // be the first of the suite to need it).
+        let qemu = crate::setup::ensure_qemu().expect("qemu-system-arm (apt-get install qemu-system-arm)");
+        let p = probe(&qemu, 2, 128).expect("probing qemu-system-arm");
         assert_eq!(p.ram_base, 0x4000_0000);
         assert_eq!(p.gicd, Span::new(0x0800_0000, 0x1000));
         assert_eq!(p.gicc, Span::new(0x0801_0000, 0x2000));

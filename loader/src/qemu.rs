@@ -209,7 +209,9 @@ impl Invocation {
             args.push("-device".into());
             args.push(device);
         }
-        for arg in ["-nographic", "-monitor", "none", "-serial", "stdio"] {
+        // No network card: the VM has none (and QEMU's default one needs a
+        // boot ROM that a minimal QEMU install does not have).
+        for arg in ["-nographic", "-nic", "none", "-monitor", "none", "-serial", "stdio"] {
             args.push(arg.into());
         }
         if self.icount {
@@ -599,6 +601,8 @@ mod tests {
             "-device",
             "loader,file=/t/a,,b.cfg,addr=0x40213000,force-raw=on",
             "-nographic",
+            "-nic",
+            "none",
             "-monitor",
             "none",
             "-serial",

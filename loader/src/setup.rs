@@ -1,9 +1,11 @@
 //! First-use set-up: installing what splitvisor needs from Debian's
 //! packages when it is missing, and saying so.
 //!
-//! Only `qemu-system-arm` is installed here; the `armv7a-none-eabi` target
-//! comes with `rust-toolchain.toml` (rustup adds it on the first cargo
-//! command), and the default guest is fetched by [`crate::guest`].
+//! `qemu-system-arm` comes from Debian's packages ([`ensure_qemu`]); the
+//! `armv7a-none-eabi` target from rustup ([`ensure_rust_target`]:
+//! `rust-toolchain.toml` names it, but rustup adds a toolchain file's
+//! targets only when it installs the toolchain, not to one already there);
+//! the default guest is fetched by [`crate::guest`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,6 +92,42 @@ pub fn ensure_qemu() -> Result<PathBuf, SetupError> {
     ensure(QEMU, QEMU_PACKAGE)
 }
 
+/// Make sure rustup's toolchain for `workspace` has the Rust `target`:
+/// when rustup lists it as missing, add it (`rustup target add`), saying
+/// so. Without rustup there is nothing to do here: the build that needs the
+/// target says what is missing.
+pub fn ensure_rust_target(workspace: &Path, target: &str) -> Result<(), String> {
+    let Some(rustup) = find_in_path("rustup") else {
+        return Ok(());
+    };
+    let listed = Command::new(&rustup)
+        .args(["target", "list", "--installed"])
+        .current_dir(workspace)
+        .output()
+        .map_err(|e| format!("running rustup: {e}"))?;
+    if !listed.status.success() || target_listed(&String::from_utf8_lossy(&listed.stdout), target) {
+        // A rustup that cannot list (an old one, a toolchain it does not
+        // manage) is left to the build to judge.
+        return Ok(());
+    }
+    eprintln!("splitvisor: the Rust target {target} is missing: adding it (rustup target add {target})");
+    let status = Command::new(&rustup)
+        .args(["target", "add", target])
+        .current_dir(workspace)
+        .status()
+        .map_err(|e| format!("running rustup: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`rustup target add {target}` failed ({status})"))
+    }
+}
+
+/// Whether `rustup target list --installed` printed `target`.
+fn target_listed(listing: &str, target: &str) -> bool {
+    listing.lines().any(|line| line.trim() == target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +146,27 @@ mod tests {
         let err = ensure_with("no-such-program-splitvisor", "some-package", Some("/usr/bin/apt-get".into()), false)
             .unwrap_err();
         assert!(err.to_string().contains("only when run as root"), "{err}");
+    }
+
+    #[test]
+    fn reads_rustups_list_of_installed_targets() {
+        let listing = "x86_64-unknown-linux-gnu\narmv7a-none-eabi\n";
+        assert!(target_listed(listing, "armv7a-none-eabi"));
+        assert!(!target_listed(listing, "armv7a-none-eabihf"));
+        assert!(!target_listed("x86_64-unknown-linux-gnu\n", "armv7a-none-eabi"));
+    }
+
+    #[test]
+    fn the_monitors_target_is_there_after_ensuring_it() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        ensure_rust_target(workspace, crate::monitor::TARGET).expect("rustup target add");
+        if let Some(rustup) = find_in_path("rustup") {
+            let out = Command::new(rustup)
+                .args(["target", "list", "--installed"])
+                .current_dir(workspace)
+                .output()
+                .expect("rustup");
+            assert!(target_listed(&String::from_utf8_lossy(&out.stdout), crate::monitor::TARGET));
+        }
     }
 }

@@ -165,6 +165,7 @@ impl Harness {
     pub fn monitor(&self) -> Result<PathBuf, HarnessError> {
         once(&MONITOR, || {
             let target_dir = self.splitvisor_target_dir();
+            self.ensure_target()?;
             let mut cmd = self.cargo();
             cmd.args(["build", "--release", "-p", "el2-monitor", "--target", GUEST_TARGET, "--target-dir"])
                 .arg(&target_dir);
@@ -210,6 +211,12 @@ impl Harness {
         cmd
     }
 
+    /// The bare-metal target, added by rustup if it is missing (as
+    /// `splitvisor run` does).
+    fn ensure_target(&self) -> Result<(), HarnessError> {
+        loader::setup::ensure_rust_target(&self.root, GUEST_TARGET).map_err(HarnessError::Target)
+    }
+
     /// The cargo that runs the tests (`$CARGO`), in the workspace root, with
     /// the variables that would redirect a nested build removed.
     fn cargo(&self) -> Command {
@@ -222,6 +229,7 @@ impl Harness {
     /// `cargo build --release --target armv7a-none-eabi --manifest-path
     /// tests/guests/Cargo.toml`, linked at `base` (default 0x4000_8000).
     fn build_guests(&self, target_dir: &Path, base: Option<u64>) -> Result<(), HarnessError> {
+        self.ensure_target()?;
         let mut cmd = self.cargo();
         cmd.args(["build", "--release", "--target", GUEST_TARGET, "--manifest-path"])
             .arg(self.root.join("tests").join("guests").join("Cargo.toml"))

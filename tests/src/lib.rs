@@ -57,6 +57,9 @@ pub enum HarnessError {
         /// The end of its standard error.
         stderr: String,
     },
+    /// The bare-metal Rust target is missing and could not be added.
+    #[error("the Rust target the guests and the monitor need: {0}")]
+    Target(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

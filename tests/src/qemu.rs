@@ -27,13 +27,14 @@ pub fn qemu_system_arm() -> Result<PathBuf, HarnessError> {
     })
 }
 
-/// `qemu-system-arm -M <machine> -cpu cortex-a15 -nographic -no-reboot
-/// [-semihosting] -kernel <kernel>`: the guest's console on standard
-/// output, semihosting output on standard error, and a reset ends QEMU
-/// (exit status 0) instead of rebooting the guest.
+/// `qemu-system-arm -M <machine> -cpu cortex-a15 -nographic -nic none
+/// -no-reboot [-semihosting] -kernel <kernel>`: the guest's console on
+/// standard output, semihosting output on standard error, no network card
+/// (as under splitvisor), and a reset ends QEMU (exit status 0) instead of
+/// rebooting the guest.
 pub fn plain(qemu: &Path, machine: &str, kernel: &Path, semihosting: bool) -> Command {
     let mut cmd = Command::new(qemu);
-    cmd.args(["-M", machine, "-cpu", CPU, "-nographic", "-no-reboot"]);
+    cmd.args(["-M", machine, "-cpu", CPU, "-nographic", "-nic", "none", "-no-reboot"]);
     if semihosting {
         cmd.arg("-semihosting");
     }

@@ -405,7 +405,7 @@ fn boot_time_to_init_against_plain_qemu() {
         .arg(&kernel)
         .arg("-initrd")
         .arg(&mark)
-        .args(["-append", "console=ttyAMA0", "-nographic", "-no-reboot"]);
+        .args(["-append", "console=ttyAMA0", "-nographic", "-nic", "none", "-no-reboot"]);
     let (plain_wall, plain_uptime) = time_to_init(plain, "plain QEMU");
     let (sv_wall, sv_uptime) = time_to_init(splitvisor_linux(&h, &mark, 2, "console=ttyAMA0"), "splitvisor");
     let table = format!(
