@@ -164,6 +164,46 @@ impl core::fmt::Display for Stats {
     }
 }
 
+/// The console's receive room as the vCPU server last reported it
+/// (`Action::ConsoleReady`), kept by report number.
+///
+/// Replies are applied after the server's lock is released, so the replies
+/// of two requests handled on two CPUs can be applied in the other order
+/// than the server gave them. Only a newer report (by its number, compared
+/// as wrapping) replaces the room: an older room of 0 applied over a newer
+/// one would stop console input for good, since the server reports only
+/// changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleRoom {
+    /// The number of the report kept (none yet: any report is newer).
+    report: Option<u32>,
+    /// Bytes the console can take (0 until the first report).
+    room: u8,
+}
+
+impl ConsoleRoom {
+    /// No report yet: no room.
+    pub const fn new() -> Self {
+        ConsoleRoom { report: None, room: 0 }
+    }
+
+    /// Take report number `report` of `room` bytes if it is newer than the
+    /// one kept; whether it was.
+    pub fn offer(&mut self, room: u8, report: u32) -> bool {
+        // Newer: less than half the number space ahead.
+        if self.report.is_some_and(|kept| report.wrapping_sub(kept) as i32 <= 0) {
+            return false;
+        }
+        *self = ConsoleRoom { report: Some(report), room };
+        true
+    }
+
+    /// Bytes the console can take now.
+    pub fn room(&self) -> u8 {
+        self.room
+    }
+}
+
 /// The outcome of routing one trap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Routed {
@@ -542,6 +582,26 @@ mod tests {
             complete(other, VcpuId(1), &hw),
             Message::Vgic(VgicRequest::Mmio { vcpu: VcpuId(0), access, status: None })
         );
+    }
+
+    #[test]
+    fn an_older_console_room_report_never_replaces_a_newer_one() {
+        let mut c = ConsoleRoom::new();
+        assert_eq!(c.room(), 0);
+        assert!(c.offer(16, 1));
+        // Report 3 (room 0) and report 4 (room 5) applied the other way round.
+        assert!(c.offer(5, 4));
+        assert!(!c.offer(0, 3));
+        assert_eq!(c.room(), 5);
+        // A report seen twice changes nothing.
+        assert!(!c.offer(7, 4));
+        assert_eq!(c.room(), 5);
+        // Across the wrap of the numbers.
+        let mut c = ConsoleRoom::new();
+        assert!(c.offer(1, u32::MAX - 1));
+        assert!(c.offer(2, 1));
+        assert!(!c.offer(3, u32::MAX));
+        assert_eq!(c.room(), 2);
     }
 
     #[test]

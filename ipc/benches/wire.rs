@@ -159,7 +159,10 @@ fn replies() -> std::vec::Vec<(&'static str, Result<Reply, ServerError>)> {
             ]),
         ),
         // The vCPU server's answer to Start.
-        ("reply/start", reply(&[Action::ConfigureTraps(TrapConfig::default()), Action::ConsoleReady { room: 16 }])),
+        (
+            "reply/start",
+            reply(&[Action::ConfigureTraps(TrapConfig::default()), Action::ConsoleReady { room: 16, report: 1 }]),
+        ),
         ("reply/error", Err(ServerError::NoSuchVcpu(VcpuId(9)))),
     ]
 }

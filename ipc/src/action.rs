@@ -155,9 +155,20 @@ pub enum Action {
     /// When the room goes from 0 to more, the monitor reads the bytes that
     /// waited in the physical UART (its receive interrupt may not fire again
     /// for them).
+    ///
+    /// Reports are numbered: the monitor applies a reply after the server's
+    /// lock is released, so two CPUs can apply the replies of two requests
+    /// in the other order than the server answered them. The monitor keeps
+    /// the report with the highest number (compared as wrapping), so that an
+    /// older room never overwrites a newer one (an older room of 0 left
+    /// behind a newer one would stop the console's input for good: the
+    /// server reports only changes).
     ConsoleReady {
         /// Bytes the console can take now.
         room: u8,
+        /// The number of this report (1 for the first, then counting up,
+        /// wrapping).
+        report: u32,
     },
 }
 
@@ -278,6 +289,7 @@ enum Entry {
     Send,
     ConsoleReady {
         room: u8,
+        report: u32,
     },
 }
 
@@ -328,7 +340,7 @@ impl Actions {
                 self.sends.push(message).map_err(|_| ReplyFull)?;
                 Entry::Send
             }
-            Action::ConsoleReady { room } => Entry::ConsoleReady { room },
+            Action::ConsoleReady { room, report } => Entry::ConsoleReady { room, report },
         };
         // Cannot fail: checked above.
         let _ = self.entries.push(entry);
@@ -417,7 +429,7 @@ impl Cursor {
                 // Always there: each Send entry pushed its message.
                 Action::Send(message?)
             }
-            Entry::ConsoleReady { room } => Action::ConsoleReady { room },
+            Entry::ConsoleReady { room, report } => Action::ConsoleReady { room, report },
         })
     }
 

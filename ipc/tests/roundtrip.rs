@@ -329,7 +329,7 @@ fn actions() -> Vec<Action> {
         Action::PowerOn { vcpu: V, entry: 0x4000_8000, context_id: u32::MAX },
         Action::PowerOff,
         Action::WaitForInterrupt,
-        Action::ConsoleReady { room: u8::MAX },
+        Action::ConsoleReady { room: u8::MAX, report: u32::MAX },
     ];
     actions.extend(guest_regs().into_iter().map(|reg| Action::SetReg { reg, value: u32::MAX }));
     actions.extend(shutdown_reasons().into_iter().map(Action::Shutdown));

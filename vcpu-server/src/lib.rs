@@ -237,7 +237,7 @@ mod tests {
                     phys_timer: true,
                     phys_counter: false,
                 }),
-                Action::ConsoleReady { room: 1 },
+                Action::ConsoleReady { room: 1, report: 1 },
             ]
         );
         assert_eq!(s.psci().power(VcpuId(0)), Some(PowerState::On));
@@ -299,12 +299,12 @@ mod tests {
         let mut bytes = heapless::Vec::<u8, MAX_INPUT_BYTES>::new();
         bytes.push(b'k').expect("room");
         let a = actions(&mut s, VcpuRequest::ConsoleInput { bytes });
-        assert_eq!(a, [Action::ConsoleReady { room: 0 }]);
+        assert_eq!(a, [Action::ConsoleReady { room: 0, report: 2 }]);
         let a = actions(&mut s, trap(0, mmio(base + offset::DR, false, 0)));
         assert_eq!(
             a,
             [
-                Action::ConsoleReady { room: 1 },
+                Action::ConsoleReady { room: 1, report: 3 },
                 Action::SetReg { reg: GuestReg::Gpr(2), value: u32::from(b'k') },
                 Action::AdvancePc
             ]

@@ -324,6 +324,9 @@ pub struct Pl011 {
     line: bool,
     /// The receive room last reported to the monitor.
     reported_room: u8,
+    /// The number of the last room report (`Action::ConsoleReady`), 0
+    /// before the first.
+    room_reports: u32,
 }
 
 impl Pl011 {
@@ -346,6 +349,7 @@ impl Pl011 {
             dmacr: 0,
             line: false,
             reported_room: 0,
+            room_reports: 0,
         }
     }
 
@@ -504,8 +508,10 @@ impl Pl011 {
     pub fn report_room(&mut self, effects: &mut Reply, force: bool) -> Result<(), ReplyFull> {
         let room = self.room();
         if force || room != self.reported_room {
-            effects.push(Action::ConsoleReady { room })?;
+            let report = self.room_reports.wrapping_add(1);
+            effects.push(Action::ConsoleReady { room, report })?;
             self.reported_room = room;
+            self.room_reports = report;
         }
         Ok(())
     }
@@ -713,7 +719,7 @@ mod tests {
         r.actions
             .iter()
             .filter_map(|a| match a {
-                Action::ConsoleReady { room } => Some(room),
+                Action::ConsoleReady { room, .. } => Some(room),
                 _ => None,
             })
             .collect()
@@ -850,6 +856,31 @@ mod tests {
         assert_eq!(rd(&mut u, offset::FR).0 as u16 & fr::RXFF, 0);
         // Reading a flag register reports no room change.
         assert!(rooms(&rd(&mut u, offset::FR).1).is_empty());
+    }
+
+    #[test]
+    fn room_reports_are_numbered_in_order() {
+        let reports = |r: &Reply| -> std::vec::Vec<(u8, u32)> {
+            r.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::ConsoleReady { room, report } => Some((room, report)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut u = linux_uart();
+        // linux_uart's FEN write changed the room from 1 to 16: report 1.
+        assert_eq!(u.room_reports, 1);
+        assert_eq!(reports(&input(&mut u, &[b'a'; 16])), [(0, 2)]);
+        assert_eq!(reports(&rd(&mut u, offset::DR).1), [(1, 3)]);
+        // A forced report (a vCPU's Start) is numbered too.
+        let mut r = Reply::none();
+        u.report_room(&mut r, true).expect("room in the reply");
+        assert_eq!(reports(&r), [(1, 4)]);
+        // Numbers wrap instead of overflowing.
+        u.room_reports = u32::MAX;
+        assert_eq!(reports(&rd(&mut u, offset::DR).1), [(2, 0)]);
     }
 
     #[test]

@@ -115,6 +115,8 @@ struct Harness {
     power: [PowerState; MAX_VCPUS],
     /// The receive room last reported, less what was forwarded since.
     console_budget: u8,
+    /// The number of the last room report seen (each is one more).
+    room_report: u32,
     /// Bytes forwarded that the guest has not read yet, in order; `None`
     /// once the receive path can legitimately lose or add bytes (overrun
     /// forced by the harness, loopback).
@@ -228,14 +230,23 @@ impl Harness {
         }
     }
 
+    /// Room reports are numbered upwards (the monitor keeps the newest by
+    /// its number; a refused request may have used a number).
+    fn room_reported(&mut self, report: u32) {
+        let ahead = report.wrapping_sub(self.room_report) as i32;
+        assert!(ahead > 0, "room report {report} not after {}", self.room_report);
+        self.room_report = report;
+    }
+
     /// Console effects in a reply: output, line changes, room reports.
     fn console_effects(&mut self, reply: &Reply, written: Option<u8>) {
         let mut output = Vec::new();
         for action in &reply.actions.to_vec() {
             match action {
                 Action::ConsoleWrite { bytes } => output.extend_from_slice(bytes),
-                Action::ConsoleReady { room } => {
+                Action::ConsoleReady { room, report } => {
                     assert!(*room <= RX_FIFO, "room {room} beyond the receive FIFO");
+                    self.room_reported(*report);
                     self.console_budget = *room;
                 }
                 Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target, hw })) => {
@@ -462,6 +473,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
         config: config.clone(),
         power: [PowerState::Off; MAX_VCPUS],
         console_budget: 0,
+        room_report: 0,
         rx: Some(VecDeque::new()),
         uart_line: false,
         actlr: [0; MAX_VCPUS],
@@ -656,8 +668,9 @@ fn boot(input: &Input) -> Vec<Op> {
 fn lenient_console(h: &mut Harness, reply: &Reply) {
     for action in &reply.actions.to_vec() {
         match action {
-            Action::ConsoleReady { room } => {
+            Action::ConsoleReady { room, report } => {
                 assert!(*room <= RX_FIFO);
+                h.room_reported(*report);
                 h.console_budget = *room;
             }
             Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, .. }))

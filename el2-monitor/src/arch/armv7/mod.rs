@@ -136,8 +136,10 @@ struct Vm {
 }
 
 static VM: Once<Vm> = Once::new();
-/// How many console bytes the vCPU server can take now (`ConsoleReady`).
-static CONSOLE_ROOM: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+/// How many console bytes the vCPU server can take now (its newest
+/// `ConsoleReady`), and the physical UART's receive interrupt set to match,
+/// under one lock.
+static CONSOLE_ROOM: Mutex<router::ConsoleRoom> = Mutex::new(router::ConsoleRoom::new());
 /// PowerOn requests waiting for a parked CPU: (entry, context id).
 static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 /// Per-CPU counters.

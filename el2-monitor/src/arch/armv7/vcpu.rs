@@ -212,7 +212,7 @@ impl Hardware for Hw<'_> {
     }
 
     fn console_input(&mut self, buf: &mut [u8]) -> usize {
-        let room = usize::from(super::CONSOLE_ROOM.load(core::sync::atomic::Ordering::Acquire));
+        let room = usize::from(super::CONSOLE_ROOM.lock().room());
         let take = buf.len().min(room);
         super::uart().read(&mut buf[..take])
     }
@@ -276,9 +276,13 @@ impl Hardware for Hw<'_> {
                     ipc::exit::MONITOR_FAULT
                 }
             }),
-            Action::ConsoleReady { room } => {
-                super::CONSOLE_ROOM.store(*room, core::sync::atomic::Ordering::Release);
-                super::uart().set_rx_interrupt(*room > 0);
+            Action::ConsoleReady { room, report } => {
+                // Under the lock, so that the interrupt mask follows the
+                // report kept, whichever CPU applies which report when.
+                let mut kept = super::CONSOLE_ROOM.lock();
+                if kept.offer(*room, *report) {
+                    super::uart().set_rx_interrupt(*room > 0);
+                }
             }
             // The router delivers these itself.
             Action::Send(_) => log::error!("router passed a Send to the hardware"),
