@@ -88,7 +88,7 @@ use ipc::{
 use log::{debug, trace, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::dist::{Distributor, Instance, Irq, Touch, Touched, PRIVATE, SGIS};
+use crate::dist::{BitIter, Distributor, Instance, Irq, Touch, Touched, SGIS};
 use crate::lr::{self, GuestEvent, ListRegister, LrLink, LrState, Misr, Rank, Selection, MAX_LRS};
 use crate::regs::{self, GicdReg};
 
@@ -133,6 +133,14 @@ impl CpuInterface {
     fn holds(&self, irq: Irq) -> bool {
         self.slots().any(|(_, s)| s.irq == irq)
     }
+}
+
+/// A vCPU's live private interrupts ([`Distributor::live_sgis`],
+/// [`Distributor::live_ppis`]), taken once per refresh.
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    sgis: u32,
+    ppis: u32,
 }
 
 /// A candidate for a list register.
@@ -392,10 +400,14 @@ impl VgicServer {
         self.dist.tidy();
         trace!("vcpu{}: {:?} {status:x?}", vcpu.0, Misr::decode(status.misr));
         let held_before = self.fold_status(vcpu, status);
-        let wait = idle && !self.could_signal(vcpu);
+        // Taken once, after the fold: writing the list registers makes no
+        // interrupt live or idle, and the deactivation scan checks each
+        // interrupt it visits anyway.
+        let live = Live { sgis: self.dist.live_sgis(vcpu), ppis: self.dist.live_ppis(vcpu) };
+        let wait = idle && !self.could_signal(vcpu, live);
         let mut reply = Reply::none();
-        self.flush(vcpu, status, &mut reply)?;
-        self.deactivate_owed(vcpu, &mut reply);
+        self.flush(vcpu, status, live, &mut reply)?;
+        self.deactivate_owed(vcpu, live, &mut reply);
         // This vCPU's own list registers were just written.
         let kicks = self.released_kicks(&held_before) & !bit(vcpu);
         self.push_kicks(&mut reply, kicks);
@@ -488,14 +500,14 @@ impl VgicServer {
     /// reported either; ignoring them errs towards not idling, never towards
     /// a lost wake-up. (A guest using EOImode 1 that drops priority and then
     /// waits before deactivating is judged by the priority before the drop.)
-    fn could_signal(&self, vcpu: VcpuId) -> bool {
+    fn could_signal(&self, vcpu: VcpuId, live: Live) -> bool {
         let Some(cpu) = self.cpus.get(vcpu.index()) else {
             return false;
         };
         let running = cpu.slots().filter_map(|(_, s)| s.acked_priority).min();
         let beats = |priority: u8| running.is_none_or(|r| priority < r);
         let mask = self.dist.vcpu_mask();
-        let sgis = (0..SGIS as u8).filter_map(|sgi| self.dist.sgi(vcpu, sgi));
+        let sgis = BitIter(live.sgis).filter_map(|sgi| self.dist.sgi(vcpu, sgi as u8));
         for s in sgis {
             // One requester of an SGI being active holds back the others.
             if s.active.is_none() && s.pending & mask != 0 && self.dist.group_enabled(s.group1) && beats(s.priority) {
@@ -503,7 +515,8 @@ impl VgicServer {
             }
         }
         let signals = |inst: &Instance| !inst.active && self.dist.forwardable(inst) && beats(inst.priority);
-        for intid in SGIS..PRIVATE {
+        // An idle PPI is not pending.
+        for intid in BitIter(live.ppis).map(|n| SGIS + n as u16) {
             if self.dist.instance(Irq::Ppi { vcpu, intid }).is_some_and(|i| signals(&i)) {
                 return true;
             }
@@ -525,7 +538,7 @@ impl VgicServer {
     }
 
     /// The candidates for `vcpu`'s list registers, best first.
-    fn candidates(&self, vcpu: VcpuId, cpu: &CpuInterface) -> Selection<Candidate> {
+    fn candidates(&self, vcpu: VcpuId, cpu: &CpuInterface, live: Live) -> Selection<Candidate> {
         let mut selection = Selection::new(usize::from(cpu.list_registers));
         let mut offer = |irq: Irq, inst: Instance, forwarded: bool, more_sources: bool| {
             if !inst.active && !forwarded {
@@ -539,11 +552,17 @@ impl VgicServer {
         // entries by VirtualID), so one requester at a time: the active one,
         // else the one already in a list register, else the lowest.
         let mask = self.dist.vcpu_mask();
-        for sgi in 0..SGIS as u8 {
+        // An SGI neither pending nor active is no candidate.
+        for sgi in BitIter(live.sgis).map(|n| n as u8) {
             let Some(state) = self.dist.sgi(vcpu, sgi) else {
                 continue;
             };
             let forwarded = if self.dist.group_enabled(state.group1) { state.pending & mask } else { 0 };
+            // Cheap filter first: an SGI neither active nor forwarded from
+            // any source is no candidate (the match below skips it too).
+            if state.active.is_none() && forwarded == 0 {
+                continue;
+            }
             let held = cpu.slots().find_map(|(_, s)| match s.irq {
                 Irq::Sgi { sgi: id, source, .. } if id == sgi => Some(source.0),
                 _ => None,
@@ -562,7 +581,8 @@ impl VgicServer {
             offer(irq, inst, forwarded >> source & 1 != 0, others != 0);
         }
 
-        for intid in SGIS..PRIVATE {
+        // An idle PPI is neither pending nor active.
+        for intid in BitIter(live.ppis).map(|n| SGIS + n as u16) {
             let irq = Irq::Ppi { vcpu, intid };
             if let Some(inst) = self.dist.instance(irq) {
                 offer(irq, inst, self.dist.forwardable(&inst), false);
@@ -596,12 +616,12 @@ impl VgicServer {
     }
 
     /// Choose and write `vcpu`'s list registers and GICH_HCR.
-    fn flush(&mut self, vcpu: VcpuId, status: &LrStatus, reply: &mut Reply) -> Result<(), ServerError> {
+    fn flush(&mut self, vcpu: VcpuId, status: &LrStatus, live: Live, reply: &mut Reply) -> Result<(), ServerError> {
         let Some(cpu) = self.cpus.get(vcpu.index()).copied() else {
             return Err(ServerError::NoSuchVcpu(vcpu));
         };
         let count = usize::from(cpu.list_registers);
-        let selection = self.candidates(vcpu, &cpu);
+        let selection = self.candidates(vcpu, &cpu, live);
         let chosen: Vec<Candidate, MAX_LRS> = selection.chosen().map(|(_, c)| *c).collect();
 
         // Keep each chosen interrupt in the register it is in; put new ones
@@ -681,7 +701,7 @@ impl VgicServer {
     /// pending nor active any more: the guest finished it (seen through EOI
     /// maintenance) or it went away (cleared, disabled). A deactivation that
     /// does not fit in the reply stays owed.
-    fn deactivate_owed(&mut self, vcpu: VcpuId, reply: &mut Reply) {
+    fn deactivate_owed(&mut self, vcpu: VcpuId, live: Live, reply: &mut Reply) {
         let Some(cpu) = self.cpus.get(vcpu.index()).copied() else {
             return;
         };
@@ -693,7 +713,8 @@ impl VgicServer {
                 }
             }
         };
-        for intid in SGIS..PRIVATE {
+        // An idle PPI holds no physical interrupt.
+        for intid in BitIter(live.ppis).map(|n| SGIS + n as u16) {
             let irq = Irq::Ppi { vcpu, intid };
             if let Some(s) = self.dist.ppi(vcpu, intid) {
                 if s.hw_owed() && !cpu.holds(irq) {

@@ -566,6 +566,8 @@ fn the_busy_spis_are_exactly_the_spis_that_are_not_idle() {
             }
         }
         assert_eq!(busy_by_bitmap(&d), busy_by_scan(&d), "step {step}");
+        let words = d.busy.iter().enumerate().fold(0u32, |m, (w, &b)| if b != 0 { m | 1 << w } else { m });
+        assert_eq!(d.busy_words, words, "step {step}: the summary has a bit for each non-empty word");
     }
     // A level-sensitive SPI raised and lowered again is forgotten by tidy.
     let mut d = Distributor::new(2, 64);
@@ -577,4 +579,40 @@ fn the_busy_spis_are_exactly_the_spis_that_are_not_idle() {
     assert_ne!(d.busy, [0; BUSY_WORDS], "the bit stays until tidy");
     d.tidy();
     assert_eq!(d.busy, [0; BUSY_WORDS]);
+    assert_eq!(d.busy_words, 0);
+}
+
+#[test]
+fn the_live_masks_are_exactly_the_private_interrupts_that_are_not_idle() {
+    let mut rng = Rng::new(12);
+    let mut d = Distributor::new(2, 32);
+    for step in 0..5_000 {
+        let vcpu = VcpuId(rng.below(2) as u8);
+        match rng.below(4) {
+            0 => {
+                let intid = SGIS + rng.below(16) as u16;
+                let hw = (rng.below(4) == 0).then_some(IntId(intid));
+                let _ = d.set_line(Irq::Ppi { vcpu, intid }, rng.below(2) == 0, hw);
+            }
+            1 => d.ack(Irq::Ppi { vcpu, intid: SGIS + rng.below(16) as u16 }),
+            2 => d.deactivate(Irq::Sgi { target: vcpu, sgi: rng.below(16) as u8, source: VcpuId(rng.below(2) as u8) }),
+            _ => {
+                // Private registers and GICD_SGIR, from either vCPU.
+                let off = [0x100, 0x180, 0x200, 0x280, 0x300, 0x380, 0xf00, 0xf10, 0xf20][rng.below(9) as usize];
+                d.write(vcpu, decode(off, Word), rng.next() as u32);
+            }
+        }
+        for v in [VcpuId(0), VcpuId(1)] {
+            let ppis = (0..16u16).fold(0u32, |m, n| match d.ppi(v, SGIS + n) {
+                Some(s) if !s.idle() => m | 1 << n,
+                _ => m,
+            });
+            let sgis = (0..16u8).fold(0u32, |m, n| match d.sgi(v, n) {
+                Some(s) if s.pending != 0 || s.active.is_some() => m | 1 << n,
+                _ => m,
+            });
+            assert_eq!(d.live_ppis(v), ppis, "step {step}");
+            assert_eq!(d.live_sgis(v), sgis, "step {step}");
+        }
+    }
 }
