@@ -35,21 +35,19 @@ fn exclusive() -> MutexGuard<'static, ()> {
 /// `splitvisor run --kernel <guest ELF> --smp <cpus> --timeout 60
 /// --no-reboot`.
 pub fn under_splitvisor(harness: &Harness, guest: Guest, cpus: u8) -> Result<Run, HarnessError> {
+    under_splitvisor_with(harness, guest, cpus, &[])
+}
+
+/// [`under_splitvisor`] with more `splitvisor run` options.
+pub fn under_splitvisor_with(harness: &Harness, guest: Guest, cpus: u8, options: &[&str]) -> Result<Run, HarnessError> {
     qemu_system_arm()?;
     let kernel = harness.guest_elf(guest)?;
     harness.monitor()?;
     let timeout = GUEST_TIMEOUT_SECS.to_string();
     let smp = cpus.to_string();
-    let mut cmd = harness.splitvisor_command([
-        "run",
-        "--timeout",
-        timeout.as_str(),
-        "--no-reboot",
-        "--smp",
-        smp.as_str(),
-        "--kernel",
-    ])?;
-    cmd.arg(&kernel);
+    let mut cmd =
+        harness.splitvisor_command(["run", "--timeout", timeout.as_str(), "--no-reboot", "--smp", smp.as_str()])?;
+    cmd.args(options).arg("--kernel").arg(&kernel);
     let _one = exclusive();
     run(&mut cmd, RUN_LIMIT, None)
 }
