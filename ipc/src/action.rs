@@ -209,6 +209,13 @@ impl Reply {
     pub fn push(&mut self, action: Action) -> Result<(), ReplyFull> {
         self.actions.push(action)
     }
+
+    /// Make this reply a copy of `other`, copying only what `other` holds
+    /// (a move or a clone of a whole reply copies all of its room, about
+    /// 300 bytes, which is what a short reply costs many times over).
+    pub fn copy_from(&mut self, other: &Reply) {
+        self.actions.copy_from(&other.actions);
+    }
 }
 
 /// The most messages one reply forwards to other servers ([`Action::Send`]).
@@ -302,6 +309,17 @@ fn join(low: u32, high: u32) -> u64 {
 }
 
 impl Actions {
+    /// See [`Reply::copy_from`].
+    fn copy_from(&mut self, other: &Actions) {
+        // Cannot fail: the same capacities.
+        self.entries.clear();
+        let _ = self.entries.extend_from_slice(&other.entries);
+        self.sends.clear();
+        let _ = self.sends.extend_from_slice(&other.sends);
+        self.console.clear();
+        let _ = self.console.extend_from_slice(&other.console);
+    }
+
     /// Append an action.
     pub fn push(&mut self, action: Action) -> Result<(), ReplyFull> {
         if self.entries.is_full() {
@@ -588,6 +606,18 @@ mod tests {
 
     fn set_line(intid: u16) -> Action {
         Action::Send(Message::Vgic(VgicRequest::SetLine { intid: IntId(intid), level: true, target: None, hw: None }))
+    }
+
+    #[test]
+    fn a_copied_reply_equals_its_source_whatever_was_there_before() {
+        let source = Reply::of(&[Action::console(b"hi"), set_line(33), Action::AdvancePc]).expect("fits");
+        let mut target =
+            Reply::of(&[set_line(34), set_line(35), Action::console(b"older bytes"), Action::PowerOff]).expect("fits");
+        target.copy_from(&source);
+        assert_eq!(target, source);
+        assert!(target.actions.iter().eq(source.actions.iter()));
+        target.copy_from(&Reply::none());
+        assert_eq!(target, Reply::none());
     }
 
     #[test]

@@ -379,13 +379,15 @@ impl<S: Hosted> Guarded<S> {
         unsafe { &mut (*S::slot()).server }
     }
 
-    /// Hand `message` to the server, containing what goes wrong.
-    pub fn deliver(&mut self, message: &Message, config: &VmConfig) -> Result<Reply, ServerError> {
+    /// Hand `message` to the server, containing what goes wrong; its reply
+    /// is written into `reply`.
+    pub fn deliver(&mut self, message: &Message, config: &VmConfig, reply: &mut Reply) -> Result<(), ServerError> {
         if !config.isolation {
             let start = super::profile::now();
             let result = self.server().handle_message(message.clone());
             super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
-            return result;
+            *reply = result?;
+            return Ok(());
         }
         if self.log.is_full() || self.checkpoint.is_none() {
             let copy = self.server().clone();
@@ -398,16 +400,15 @@ impl<S: Hosted> Guarded<S> {
         let target = core::ptr::addr_of!(self.checkpoint) as usize;
         let wild = injection.is_some_and(|i| i.kind == FaultKind::WildWrite);
         let before = wild.then(|| self.checkpoint_hash());
-        let mut out = None;
-        let first = attempt::<S>(message, injection.map(|i| i.kind), target, config, &mut out);
+        let first = attempt::<S>(message, injection.map(|i| i.kind), target, config, reply);
         if let Some(before) = before {
             self.check_wild_write(before, target, config);
         }
         let fault = match first {
-            Ok(()) => {
+            Ok(answer) => {
                 // Cannot fail: a full log was emptied above.
                 let _ = self.log.push(message.clone());
-                return out.unwrap_or(Err(ServerError::Faulted));
+                return answer;
             }
             Err(fault) => fault,
         };
@@ -420,21 +421,21 @@ impl<S: Hosted> Guarded<S> {
         let again = injection.filter(|i| i.repeat).map(|i| i.kind);
         let before = (again == Some(FaultKind::WildWrite)).then(|| self.checkpoint_hash());
         let second = match self.restore(config) {
-            Ok(()) => attempt::<S>(message, again, target, config, &mut out),
+            Ok(()) => attempt::<S>(message, again, target, config, reply),
             Err(fault) => Err(fault),
         };
         if let Some(before) = before {
             self.check_wild_write(before, target, config);
         }
         match second {
-            Ok(()) => {
+            Ok(answer) => {
                 let _ = self.log.push(message.clone());
                 log::error!(
                     "server {} recovered: message #{n} done after its state was restored ({} us)",
                     S::ID.name(),
                     super::profile::micros(super::profile::counter().wrapping_sub(started))
                 );
-                out.unwrap_or(Err(ServerError::Faulted))
+                answer
             }
             Err(fault) => {
                 // Put the state back to before the message: it was not
@@ -503,9 +504,10 @@ impl<S: Hosted> Guarded<S> {
         }
         super::logger::mute(true);
         let mut result = Ok(());
-        let mut out = None;
+        // The replies were applied the first time: only the state counts.
+        let mut scratch = Reply::none();
         for message in &self.log {
-            if let Err(fault) = attempt::<S>(message, None, 0, config, &mut out) {
+            if let Err(fault) = attempt::<S>(message, None, 0, config, &mut scratch) {
                 result = Err(fault);
                 break;
             }
@@ -516,16 +518,16 @@ impl<S: Hosted> Guarded<S> {
 }
 
 /// One contained request, with an injected fault if asked (a wild write
-/// aims at `target`); its answer is left in `out` (written there in place:
-/// a reply is over 600 bytes, and each move of it costs more than the
-/// containment). A refusal (`Err(ServerError)`) is an answer, not a fault.
+/// aims at `target`); its answer: a reply, copied into `reply` (only what it
+/// holds, see `Reply::copy_from`), or a refusal (`Err(ServerError)`, an
+/// answer, not a fault).
 fn attempt<S: Hosted>(
     message: &Message,
     inject: Option<FaultKind>,
     target: usize,
     config: &VmConfig,
-    out: &mut Option<Result<Reply, ServerError>>,
-) -> Result<(), Fault> {
+    reply: &mut Reply,
+) -> Result<Result<(), ServerError>, Fault> {
     let d = S::slot();
     // SAFETY: S's domain is installed (a Guarded of S exists) and S's lock
     // is held: the server is not running and no one else uses the domain.
@@ -538,18 +540,20 @@ fn attempt<S: Hosted>(
     let outcome = contained::<S>(config.domains);
     super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
     domain::drain_log::<S>();
-    // SAFETY: as above; the call is over (returned or escaped).
-    *out = unsafe { (*d).outbox.take() };
     outcome?;
     if inject == Some(FaultKind::BadReply) {
         // A register that does not exist: what a corrupted reply looks like.
-        *out =
-            Some(Reply::of(&[ipc::Action::SetReg { reg: GuestReg::Gpr(0x7f), value: 0 }]).map_err(ServerError::from));
+        *reply = Reply::of(&[ipc::Action::SetReg { reg: GuestReg::Gpr(0x7f), value: 0 }]).unwrap_or_default();
+    } else {
+        // SAFETY: as above; the call is over (it returned), and the outbox
+        // is only read.
+        match unsafe { (*d).outbox.as_ref() } {
+            Some(Ok(answer)) => reply.copy_from(answer),
+            Some(Err(refused)) => return Ok(Err(*refused)),
+            // The server ran to its end, so it wrote its answer.
+            None => return Err(Fault::Panic),
+        }
     }
-    match out {
-        Some(Ok(reply)) => validate::check(reply, config).map_err(Fault::InvalidReply),
-        Some(Err(_)) => Ok(()),
-        // The server ran to its end, so it wrote its answer.
-        None => Err(Fault::Panic),
-    }
+    validate::check(reply, config).map_err(Fault::InvalidReply)?;
+    Ok(Ok(()))
 }

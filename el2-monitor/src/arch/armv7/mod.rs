@@ -21,11 +21,13 @@ mod profile;
 mod trace;
 mod vcpu;
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use el2_monitor::router::{self, Delivery, PhysIrqs, RouteTable, Routed, Servers, Stats};
 use el2_monitor::syndrome::{self, Decoded, ExceptionClass, Syndrome};
 use ipc::{
     Message, Reply, ServerError, ServerId, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest, VmConfig, VtimerRequest,
 };
+
 use spin::{Mutex, Once};
 use tock_registers::interfaces::{Readable, Writeable};
 use vcpu_server::VcpuServer;
@@ -102,26 +104,27 @@ impl lock::Waker for Cpus {
 }
 
 impl Servers for &ServerSet {
-    fn call(&mut self, message: &Message) -> Result<Reply, ServerError> {
+    fn call(&mut self, message: &Message, reply: &mut Reply) -> Result<(), ServerError> {
         // With tracing on, the request and its reply are recorded while the
         // server's lock is held, so each server's records are in the order
         // it handled them, whatever the other CPUs do.
         fn traced<S: domain::Hosted>(
             server: &ServerLock<isolate::Guarded<S>>,
             message: &Message,
-        ) -> Result<Reply, ServerError> {
+            reply: &mut Reply,
+        ) -> Result<(), ServerError> {
             let mut server = server.lock();
             let seq = trace::request(message);
-            let result = server.deliver(message, &vm().config);
+            let result = server.deliver(message, &vm().config, reply);
             if let Some(seq) = seq {
-                trace::reply(seq, S::ID, &result);
+                trace::reply(seq, S::ID, &result.map(|()| reply.clone()));
             }
             result
         }
         match message.server() {
-            ServerId::Vcpu => traced(&self.vcpu, message),
-            ServerId::Vgic => traced(&self.vgic, message),
-            ServerId::Vtimer => traced(&self.vtimer, message),
+            ServerId::Vcpu => traced(&self.vcpu, message, reply),
+            ServerId::Vgic => traced(&self.vgic, message, reply),
+            ServerId::Vtimer => traced(&self.vtimer, message, reply),
         }
     }
 }
@@ -143,15 +146,56 @@ static CONSOLE_ROOM: Mutex<router::ConsoleRoom> = Mutex::new(router::ConsoleRoom
 /// PowerOn requests waiting for a parked CPU: (entry, context id).
 static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 /// Per-CPU counters.
-static STATS: [Mutex<Stats>; MAX_CPUS] = [const {
-    Mutex::new(Stats {
-        traps: [0; router::TRAP_KINDS.len()],
-        messages: [0; 3],
-        refused: 0,
-        dropped: 0,
-        ticks: [0; router::PROFILE_PARTS.len()],
-    })
-}; MAX_CPUS];
+static STATS: [CpuStats; MAX_CPUS] = [const { CpuStats::new() }; MAX_CPUS];
+
+/// One CPU's counters, added to in place by the CPU itself (each trap and
+/// each message): no lock, no copy. A shutdown reads every CPU's.
+struct CpuStats {
+    traps: [AtomicU64; router::TRAP_KINDS.len()],
+    messages: [AtomicU64; 3],
+    refused: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl CpuStats {
+    const fn new() -> Self {
+        CpuStats {
+            traps: [const { AtomicU64::new(0) }; router::TRAP_KINDS.len()],
+            messages: [const { AtomicU64::new(0) }; 3],
+            refused: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn add(cell: &AtomicU64, n: u64) {
+        cell.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Stats {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            traps: self.traps.each_ref().map(read),
+            messages: self.messages.each_ref().map(read),
+            refused: read(&self.refused),
+            dropped: read(&self.dropped),
+            ticks: [0; router::PROFILE_PARTS.len()],
+        }
+    }
+}
+
+impl router::Counters for &CpuStats {
+    fn message(&mut self, server: ServerId) {
+        CpuStats::add(&self.messages[server.index()], 1);
+    }
+
+    fn refused(&mut self) {
+        CpuStats::add(&self.refused, 1);
+    }
+
+    fn dropped(&mut self, n: u64) {
+        CpuStats::add(&self.dropped, n);
+    }
+}
 
 fn vm() -> &'static Vm {
     match VM.get() {
@@ -185,7 +229,7 @@ fn shutdown(status: u8) -> ! {
     if let Some(vm) = VM.get() {
         let mut total = Stats::default();
         for (cpu, s) in STATS.iter().take(usize::from(vm.config.vcpus)).enumerate() {
-            total.add(&s.lock());
+            total.add(&s.snapshot());
             total.add(&Stats { ticks: profile::ticks(cpu), ..Stats::default() });
         }
         log::info!("VM stopped with status {status}");
@@ -199,8 +243,8 @@ fn shutdown(status: u8) -> ! {
 
 /// Count a trap on this CPU.
 fn count_trap(vcpu: VcpuId, trap: Option<&Trap>) {
-    if let Some(stats) = STATS.get(vcpu.index()) {
-        stats.lock().traps[router::trap_kind(trap)] += 1;
+    if let Some(cell) = STATS.get(vcpu.index()).and_then(|s| s.traps.get(router::trap_kind(trap))) {
+        CpuStats::add(cell, 1);
     }
 }
 
@@ -458,13 +502,10 @@ fn stack_top(cpu: usize) -> *mut Frame {
 fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
     let vm = vm();
     let mut servers = &vm.servers;
-    // Counted apart and added after: an action (a shutdown) may read all
-    // counters while this delivery runs.
-    let mut stats = Stats::default();
+    let Some(mut stats) = STATS.get(vcpu.index()) else {
+        fatal("a vCPU beyond the CPUs");
+    };
     Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu }.run(message);
-    if let Some(total) = STATS.get(vcpu.index()) {
-        total.lock().add(&stats);
-    }
 }
 
 /// Trap and interrupt entry from the vectors: kind 0 = trap, 1 = IRQ, 2 = FIQ
