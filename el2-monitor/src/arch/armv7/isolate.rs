@@ -66,6 +66,9 @@ pub enum Fault {
 /// microseconds; the margin is for a host that stops QEMU's CPU thread for a
 /// while (a false alarm costs a restore and a retry, nothing more).
 pub const BUDGET_MS: u64 = 100;
+/// How many budgets make a second.
+const BUDGETS_PER_SECOND: u32 = (1000 / BUDGET_MS) as u32;
+const _: () = assert!(1000 % BUDGET_MS == 0, "the budget divides a second");
 
 impl Fault {
     const fn code(self) -> u32 {
@@ -263,7 +266,9 @@ struct HypTimer {
 /// wake SGI) interrupt.
 fn arm_watchdog() -> HypTimer {
     let saved = HypTimer { ctl: CNTHP_CTL.get(), cval: CNTHP_CVAL.get() };
-    let budget = u64::from(CNTFRQ.get()) * BUDGET_MS / 1000;
+    // A 32-bit division by a constant (a multiply): a 64-bit one is a
+    // library call, on every request.
+    let budget = u64::from(CNTFRQ.get() / BUDGETS_PER_SECOND);
     CNTHP_CVAL.set(CNTPCT.get().wrapping_add(budget));
     CNTHP_CTL.write(TIMER_CTL::ENABLE::SET);
     super::gic().set_priority_mask(super::devices::PRIORITY_MASK_WATCHDOG);
