@@ -561,6 +561,7 @@ mod tests {
                             level: true,
                             target: None,
                             hw: None,
+                            change: 0,
                         })),
                     ])
                     .unwrap(),
@@ -676,7 +677,7 @@ mod tests {
         );
         run(Message::Vgic(VgicRequest::Start { vcpu: VcpuId(1), list_registers: 4 }), &mut hw);
         use ipc::IntId;
-        let timer = |hw| VgicRequest::SetLine { intid: IntId(27), level: true, target: Some(VcpuId(1)), hw };
+        let timer = |hw| VgicRequest::SetLine { intid: IntId(27), level: true, target: Some(VcpuId(1)), hw, change: 0 };
         run(Message::Vgic(timer(Some(IntId(27)))), &mut hw);
         run(Message::Vgic(timer(None)), &mut hw);
         assert_eq!(

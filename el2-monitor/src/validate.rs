@@ -216,6 +216,7 @@ mod tests {
                 level: true,
                 target: Some(VcpuId(0)),
                 hw: Some(IntId(27)),
+                change: 0,
             })),
         ]);
         assert_eq!(check(&good, &c), Ok(()));
@@ -271,6 +272,7 @@ mod tests {
                     level: true,
                     target: None,
                     hw: None,
+                    change: 0,
                 })),
                 InvalidReply::BadIntid(IntId(2000)),
             ),

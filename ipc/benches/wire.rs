@@ -103,6 +103,7 @@ fn messages() -> std::vec::Vec<(&'static str, Message)> {
                 level: true,
                 target: Some(VcpuId(1)),
                 hw: Some(IntId(27)),
+                change: 0,
             }),
         ),
         ("vgic/maintenance", Message::Vgic(VgicRequest::Maintenance { vcpu: VcpuId(1), status: status() })),

@@ -605,7 +605,13 @@ mod tests {
     use crate::msg::VgicRequest;
 
     fn set_line(intid: u16) -> Action {
-        Action::Send(Message::Vgic(VgicRequest::SetLine { intid: IntId(intid), level: true, target: None, hw: None }))
+        Action::Send(Message::Vgic(VgicRequest::SetLine {
+            intid: IntId(intid),
+            level: true,
+            target: None,
+            hw: None,
+            change: 0,
+        }))
     }
 
     #[test]

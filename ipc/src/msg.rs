@@ -95,6 +95,15 @@ pub enum VgicRequest {
         /// For an interrupt backed by hardware: the physical INTID whose
         /// deactivation the guest's EOI must reach.
         hw: Option<IntId>,
+        /// The number of this change of the line at its source, counting up
+        /// from 1 (wrapping), or 0 from a source whose changes are all sent
+        /// from one CPU. A reply is applied after its server's lock is
+        /// released, so two CPUs can deliver two changes of one line in the
+        /// other order than the source made them; the vGIC server takes a
+        /// numbered change only if it is newer than the last it took (an
+        /// older level left behind would lose a level-triggered interrupt,
+        /// or hold one up for good, since sources send only changes).
+        change: u32,
     },
     /// A maintenance interrupt on the physical CPU that runs `vcpu`.
     Maintenance {

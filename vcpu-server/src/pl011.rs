@@ -322,6 +322,9 @@ pub struct Pl011 {
     dmacr: u8,
     /// The interrupt level last sent to the vGIC server.
     line: bool,
+    /// The number of the last change of the line sent (`SetLine::change`),
+    /// 0 before the first.
+    line_changes: u32,
     /// The receive room last reported to the monitor.
     reported_room: u8,
     /// The number of the last room report (`Action::ConsoleReady`), 0
@@ -348,6 +351,7 @@ impl Pl011 {
             ris: 0,
             dmacr: 0,
             line: false,
+            line_changes: 0,
             reported_room: 0,
             room_reports: 0,
         }
@@ -492,13 +496,17 @@ impl Pl011 {
     fn sync(&mut self, effects: &mut Reply) -> Result<(), ReplyFull> {
         let level = self.irq_level();
         if level != self.line {
+            // Any CPU may touch the UART: the changes are numbered.
+            let change = self.line_changes.wrapping_add(1).max(1);
             effects.push(Action::Send(Message::Vgic(VgicRequest::SetLine {
                 intid: self.intid,
                 level,
                 target: None,
                 hw: None,
+                change,
             })))?;
             self.line = level;
+            self.line_changes = change;
         }
         self.report_room(effects, false)
     }
@@ -705,7 +713,7 @@ mod tests {
         r.actions
             .iter()
             .filter_map(|a| match a {
-                Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: None, hw: None }))
+                Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: None, hw: None, .. }))
                     if intid == INTID =>
                 {
                     Some(level)
@@ -859,6 +867,26 @@ mod tests {
     }
 
     #[test]
+    fn line_changes_are_numbered_in_order() {
+        let changes = |r: &Reply| -> std::vec::Vec<(bool, u32)> {
+            r.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Send(Message::Vgic(VgicRequest::SetLine { level, change, .. })) => Some((level, change)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut u = linux_uart();
+        assert_eq!(changes(&input(&mut u, b"ab")), [(true, 1)]);
+        rd(&mut u, offset::DR);
+        assert_eq!(changes(&rd(&mut u, offset::DR).1), [(false, 2)]);
+        // Numbers wrap, skipping 0 (unnumbered).
+        u.line_changes = u32::MAX;
+        assert_eq!(changes(&input(&mut u, b"c")), [(true, 1)]);
+    }
+
+    #[test]
     fn room_reports_are_numbered_in_order() {
         let reports = |r: &Reply| -> std::vec::Vec<(u8, u32)> {
             r.actions
@@ -870,14 +898,15 @@ mod tests {
                 .collect()
         };
         let mut u = linux_uart();
-        // linux_uart's FEN write changed the room from 1 to 16: report 1.
-        assert_eq!(u.room_reports, 1);
-        assert_eq!(reports(&input(&mut u, &[b'a'; 16])), [(0, 2)]);
-        assert_eq!(reports(&rd(&mut u, offset::DR).1), [(1, 3)]);
+        // Setting the UART up changed the room (1 to 16 with FEN): reported.
+        let n = u.room_reports;
+        assert!(n >= 1);
+        assert_eq!(reports(&input(&mut u, &[b'a'; 16])), [(0, n + 1)]);
+        assert_eq!(reports(&rd(&mut u, offset::DR).1), [(1, n + 2)]);
         // A forced report (a vCPU's Start) is numbered too.
         let mut r = Reply::none();
         u.report_room(&mut r, true).expect("room in the reply");
-        assert_eq!(reports(&r), [(1, 4)]);
+        assert_eq!(reports(&r), [(1, n + 3)]);
         // Numbers wrap instead of overflowing.
         u.room_reports = u32::MAX;
         assert_eq!(reports(&rd(&mut u, offset::DR).1), [(2, 0)]);

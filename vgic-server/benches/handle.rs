@@ -193,11 +193,16 @@ fn handle(c: &mut Criterion) {
         c,
         "set-line/spi",
         &running,
-        VgicRequest::SetLine { intid: IntId(UART_SPI), level: true, target: None, hw: None },
+        VgicRequest::SetLine { intid: IntId(UART_SPI), level: true, target: None, hw: None, change: 0 },
         |a| kicks(a, 0),
     );
-    let vtimer_line =
-        VgicRequest::SetLine { intid: IntId(VTIMER), level: true, target: Some(VcpuId(1)), hw: Some(IntId(VTIMER)) };
+    let vtimer_line = VgicRequest::SetLine {
+        intid: IntId(VTIMER),
+        level: true,
+        target: Some(VcpuId(1)),
+        hw: Some(IntId(VTIMER)),
+        change: 0,
+    };
     step(c, "set-line/ppi-hw (timer tick)", &running, vtimer_line.clone(), |a| kicks(a, 1));
 
     // An IPI to vCPU 1, which re-enters after its kick.

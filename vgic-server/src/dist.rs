@@ -155,6 +155,9 @@ pub struct IrqState {
     /// once the guest has finished the virtual interrupt, or when the
     /// virtual interrupt goes away (see [`IrqState::hw_owed`]).
     pub hw_live: bool,
+    /// The number of the last numbered change of the line taken
+    /// (`SetLine::change`; 0: none).
+    pub line_change: u32,
 }
 
 impl IrqState {
@@ -595,6 +598,24 @@ impl Distributor {
         if let Some(s) = self.irq_state_mut(irq) {
             s.hw_live = false;
         }
+    }
+
+    /// Take change number `change` of `irq`'s line (`SetLine::change`):
+    /// false if it is not newer (compared as wrapping) than the last
+    /// numbered change taken, which then stays. Change 0 is unnumbered and
+    /// always taken.
+    pub fn take_line_change(&mut self, irq: Irq, change: u32) -> bool {
+        if change == 0 {
+            return true;
+        }
+        let Some(s) = self.irq_state_mut(irq) else {
+            return true;
+        };
+        if s.line_change != 0 && change.wrapping_sub(s.line_change) as i32 <= 0 {
+            return false;
+        }
+        s.line_change = change;
+        true
     }
 
     /// An interrupt line changed level (a PPI or SPI instance). `hw` backs

@@ -39,7 +39,7 @@
 //!
 //! # Interrupts backed by a physical one
 //!
-//! An interrupt raised with `SetLine { hw: Some(physical) }` (the virtual
+//! An interrupt raised with `SetLine { hw: Some(physical), change: 0 }` (the virtual
 //! timer) is backed by a physical interrupt that the monitor acknowledged
 //! and left active, so that it cannot fire again before the guest has
 //! handled this one. Its list register is a software one that asks for EOI
@@ -313,6 +313,7 @@ impl VgicServer {
         level: bool,
         target: Option<VcpuId>,
         hw: Option<IntId>,
+        change: u32,
     ) -> Result<Reply, ServerError> {
         let irq = if intid.is_ppi() {
             let vcpu = target.ok_or(ServerError::Unexpected)?;
@@ -328,6 +329,10 @@ impl VgicServer {
         };
         if hw.is_some_and(|p| !(p.is_ppi() || p.is_spi())) {
             return Err(ServerError::Unexpected);
+        }
+        if !self.dist.take_line_change(irq, change) {
+            debug!("SetLine: change {change} of INTID {} is older than one already taken; ignored", intid.0);
+            return Ok(Reply::none());
         }
         self.dist.set_line(irq, level, hw);
         let touch = match irq {
@@ -753,7 +758,9 @@ impl Server for VgicServer {
         match request {
             VgicRequest::Start { vcpu, list_registers } => self.start(vcpu, list_registers),
             VgicRequest::Mmio { vcpu, access, status } => self.mmio(vcpu, access, status),
-            VgicRequest::SetLine { intid, level, target, hw } => self.set_line(intid, level, target, hw),
+            VgicRequest::SetLine { intid, level, target, hw, change } => {
+                self.set_line(intid, level, target, hw, change)
+            }
             VgicRequest::Maintenance { vcpu, status } | VgicRequest::Sync { vcpu, status } => {
                 self.refresh(vcpu, &status, false)
             }

@@ -122,6 +122,8 @@ struct Harness {
     /// forced by the harness, loopback).
     rx: Option<VecDeque<u8>>,
     uart_line: bool,
+    /// The number of the UART line's last change (each is newer, never 0).
+    uart_change: u32,
     actlr: [u32; MAX_VCPUS],
 }
 
@@ -230,6 +232,14 @@ impl Harness {
         }
     }
 
+    /// The UART's line changes are numbered upwards, never 0 (any CPU may
+    /// send one; the vGIC server keeps the newest).
+    fn line_changed(&mut self, change: u32) {
+        let ahead = change.wrapping_sub(self.uart_change) as i32;
+        assert!(change != 0 && ahead > 0, "line change {change} not after {}", self.uart_change);
+        self.uart_change = change;
+    }
+
     /// Room reports are numbered upwards (the monitor keeps the newest by
     /// its number; a refused request may have used a number).
     fn room_reported(&mut self, report: u32) {
@@ -249,10 +259,11 @@ impl Harness {
                     self.room_reported(*report);
                     self.console_budget = *room;
                 }
-                Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target, hw })) => {
+                Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target, hw, change })) => {
                     assert_eq!(intid.0, self.config.uart_intid, "a line other than the UART's");
                     assert_eq!((*target, *hw), (None, None), "the UART's SPI is neither private nor hardware");
                     assert_ne!(*level, self.uart_line, "SetLine without a change of level");
+                    self.line_changed(*change);
                     self.uart_line = *level;
                 }
                 _ => {}
@@ -476,6 +487,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
         room_report: 0,
         rx: Some(VecDeque::new()),
         uart_line: false,
+        uart_change: 0,
         actlr: [0; MAX_VCPUS],
     };
     h.power[0] = PowerState::OnPending;
@@ -673,10 +685,11 @@ fn lenient_console(h: &mut Harness, reply: &Reply) {
                 h.room_reported(*report);
                 h.console_budget = *room;
             }
-            Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, .. }))
+            Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, change, .. }))
                 if intid.0 == h.config.uart_intid =>
             {
                 assert_ne!(*level, h.uart_line, "SetLine without a change of level");
+                h.line_changed(*change);
                 h.uart_line = *level;
             }
             _ => {}

@@ -151,7 +151,13 @@ fuzz_target!(|input: Input| {
             Op::Line { intid, level, target } => {
                 let intid = intid % (lines as u16 + 8);
                 let target = (target % 16 < 15).then_some(target % (config.vcpus + 1));
-                let request = VgicRequest::SetLine { intid: IntId(intid), level, target: target.map(VcpuId), hw: None };
+                let request = VgicRequest::SetLine {
+                    intid: IntId(intid),
+                    level,
+                    target: target.map(VcpuId),
+                    hw: None,
+                    change: 0,
+                };
                 let before = pair.server.clone();
                 let got = pair.server.handle(request.clone());
                 let accepted = pair.model.set_line(intid, level, target);

@@ -554,6 +554,7 @@ fn run(config: &VmConfig, setup: Option<&Setup>, ops: &[Op]) {
                     level,
                     target: target.map(VcpuId),
                     hw: hw.then_some(IntId(intid)),
+                    change: 0,
                 };
                 let _ = h.send(&mut server, &mut shadow, request);
             }

@@ -128,7 +128,7 @@ struct Model {
 }
 
 fn set_line(intid: ipc::IntId, vcpu: VcpuId, level: bool, hw: Option<ipc::IntId>) -> Action {
-    Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(vcpu), hw }))
+    Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(vcpu), hw, change: 0 }))
 }
 
 fn reply(actions: &[Action]) -> Reply {
@@ -252,8 +252,9 @@ impl Model {
 
     fn observe(&mut self, reply: &Reply) {
         for action in &reply.actions.to_vec() {
-            if let Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(v), hw: None })) =
-                action
+            if let Action::Send(Message::Vgic(VgicRequest::SetLine {
+                intid, level, target: Some(v), hw: None, ..
+            })) = action
             {
                 if *intid == self.timer.guest_phys {
                     self.vgic_line[v.index()] = *level;

@@ -64,7 +64,10 @@ fn kicks(actions: &[Action]) -> StdVec<u8> {
 }
 
 fn set_line(s: &mut VgicServer, intid: u16, level: bool, target: Option<u8>, hw: Option<u16>) -> StdVec<Action> {
-    req(s, VgicRequest::SetLine { intid: IntId(intid), level, target: target.map(VcpuId), hw: hw.map(IntId) })
+    req(
+        s,
+        VgicRequest::SetLine { intid: IntId(intid), level, target: target.map(VcpuId), hw: hw.map(IntId), change: 0 },
+    )
 }
 
 fn lr_writes(actions: &[Action]) -> StdVec<(u8, ListRegister)> {
@@ -241,7 +244,7 @@ fn bad_requests_get_typed_errors() {
         Err(ServerError::NoSuchVcpu(VcpuId(9)))
     );
     assert_eq!(s.handle(VgicRequest::Start { vcpu: VcpuId(0), list_registers: 0 }), Err(ServerError::Unexpected));
-    let line = |intid, target, hw| VgicRequest::SetLine { intid: IntId(intid), level: true, target, hw };
+    let line = |intid, target, hw| VgicRequest::SetLine { intid: IntId(intid), level: true, target, hw, change: 0 };
     assert_eq!(s.handle(line(3, Some(VcpuId(0)), None)), Err(ServerError::Unexpected), "SGI");
     assert_eq!(s.handle(line(27, None, None)), Err(ServerError::Unexpected), "PPI without vCPU");
     assert_eq!(s.handle(line(27, Some(VcpuId(5)), None)), Err(ServerError::NoSuchVcpu(VcpuId(5))));
@@ -315,6 +318,32 @@ fn distributor_and_group_enables_gate_forwarding() {
     write(&mut s, 1, 0x184, 1 << 3);
     cpu.sync(&mut s, 0);
     assert_eq!(cpu.lr(0).state, LrState::Active);
+}
+
+#[test]
+fn an_older_change_of_a_line_delivered_late_is_ignored() {
+    let mut s = booted(2, 32, 4);
+    let line = |s: &mut VgicServer, level, change| {
+        req(s, VgicRequest::SetLine { intid: IntId(33), level, target: None, hw: None, change })
+    };
+    // The UART's line fell (change 1), then rose (change 2), but two CPUs
+    // delivered the rise first: the late fall must not lower it.
+    assert!(!line(&mut s, true, 2).is_empty(), "the rise kicks the target");
+    assert_eq!(line(&mut s, false, 1), [], "the older fall changes nothing");
+    assert!(s.distributor().spi(33).is_some_and(|x| x.line && x.pending()));
+    // The same change again is no newer either.
+    assert_eq!(line(&mut s, false, 2), []);
+    assert!(s.distributor().spi(33).is_some_and(|x| x.line));
+    // A newer one is taken, across the wrap of the numbers.
+    line(&mut s, false, 3);
+    assert!(s.distributor().spi(33).is_some_and(|x| !x.line));
+    let mut wrapped = booted(2, 32, 4);
+    line(&mut wrapped, true, u32::MAX);
+    line(&mut wrapped, false, 1);
+    assert!(wrapped.distributor().spi(33).is_some_and(|x| !x.line), "1 comes after u32::MAX");
+    // Unnumbered changes (0: a source on one CPU) are always taken.
+    set_line(&mut s, 33, false, None, None);
+    assert!(s.distributor().spi(33).is_some_and(|x| !x.line));
 }
 
 #[test]
@@ -808,6 +837,7 @@ fn garbage_requests_never_panic() {
                 level: rng.chance(50),
                 target: rng.chance(50).then_some(vcpu),
                 hw: rng.chance(30).then(|| IntId(rng.below(1100) as u16)),
+                change: 0,
             },
             3 => VgicRequest::Maintenance { vcpu, status },
             4 => VgicRequest::Sync { vcpu, status },
