@@ -412,9 +412,9 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
 
 /// Fill in what only the monitor knows in a message about to be delivered
 /// while it handles vCPU `current` on its CPU: an `Idle` request gets the
-/// list-register status of this CPU, and so does a distributor access by
-/// `current` (one by another vCPU, whose list registers are on another CPU,
-/// gets none).
+/// list-register status of this CPU, and so do a distributor access by
+/// `current` and a change of one of `current`'s private lines (those of
+/// another vCPU, whose list registers are on another CPU, get none).
 pub fn complete(mut message: Message, current: VcpuId, hw: &impl Hardware) -> Message {
     complete_in_place(&mut message, current, hw);
     message
@@ -426,6 +426,9 @@ pub fn complete_in_place(message: &mut Message, current: VcpuId, hw: &impl Hardw
         Message::Vgic(VgicRequest::Idle { status, .. }) => *status = hw.lr_status(),
         Message::Vgic(VgicRequest::Mmio { vcpu, status, .. }) => {
             *status = (*vcpu == current).then(|| hw.lr_status());
+        }
+        Message::Vgic(VgicRequest::SetLine { target, status, .. }) => {
+            *status = (*target == Some(current)).then(|| hw.lr_status());
         }
         _ => {}
     }
@@ -562,6 +565,7 @@ mod tests {
                             target: None,
                             hw: None,
                             change: 0,
+                            status: None,
                         })),
                     ])
                     .unwrap(),
@@ -590,6 +594,29 @@ mod tests {
             ]
         );
         assert_eq!(stats.messages, [1, 2, 0]);
+    }
+
+    #[test]
+    fn a_private_line_of_the_vcpu_handled_carries_its_status() {
+        let hw = FakeHw::default();
+        let line = |target, status| {
+            Message::Vgic(VgicRequest::SetLine {
+                intid: ipc::IntId(27),
+                level: true,
+                target,
+                hw: Some(ipc::IntId(27)),
+                change: 0,
+                status,
+            })
+        };
+        let status_of = |m: Message| match m {
+            Message::Vgic(VgicRequest::SetLine { status, .. }) => status,
+            other => panic!("{other:?}"),
+        };
+        assert!(status_of(complete(line(Some(VcpuId(1)), None), VcpuId(1), &hw)).is_some_and(|s| s.elrsr == 0xf));
+        // Another vCPU's line, or an SPI: no status (whatever a sender put).
+        assert_eq!(status_of(complete(line(Some(VcpuId(0)), Some(LrStatus::default())), VcpuId(1), &hw)), None);
+        assert_eq!(status_of(complete(line(None, Some(LrStatus::default())), VcpuId(1), &hw)), None);
     }
 
     #[test]
@@ -677,7 +704,14 @@ mod tests {
         );
         run(Message::Vgic(VgicRequest::Start { vcpu: VcpuId(1), list_registers: 4 }), &mut hw);
         use ipc::IntId;
-        let timer = |hw| VgicRequest::SetLine { intid: IntId(27), level: true, target: Some(VcpuId(1)), hw, change: 0 };
+        let timer = |hw| VgicRequest::SetLine {
+            intid: IntId(27),
+            level: true,
+            target: Some(VcpuId(1)),
+            hw,
+            change: 0,
+            status: None,
+        };
         run(Message::Vgic(timer(Some(IntId(27)))), &mut hw);
         run(Message::Vgic(timer(None)), &mut hw);
         assert_eq!(

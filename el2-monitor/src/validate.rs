@@ -217,6 +217,7 @@ mod tests {
                 target: Some(VcpuId(0)),
                 hw: Some(IntId(27)),
                 change: 0,
+                status: None,
             })),
         ]);
         assert_eq!(check(&good, &c), Ok(()));
@@ -273,6 +274,7 @@ mod tests {
                     target: None,
                     hw: None,
                     change: 0,
+                    status: None,
                 })),
                 InvalidReply::BadIntid(IntId(2000)),
             ),

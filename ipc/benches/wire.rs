@@ -104,6 +104,7 @@ fn messages() -> std::vec::Vec<(&'static str, Message)> {
                 target: Some(VcpuId(1)),
                 hw: Some(IntId(27)),
                 change: 0,
+                status: None,
             }),
         ),
         ("vgic/maintenance", Message::Vgic(VgicRequest::Maintenance { vcpu: VcpuId(1), status: status() })),

@@ -611,6 +611,7 @@ mod tests {
             target: None,
             hw: None,
             change: 0,
+            status: None,
         }))
     }
 

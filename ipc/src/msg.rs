@@ -104,6 +104,13 @@ pub enum VgicRequest {
         /// older level left behind would lose a level-triggered interrupt,
         /// or hold one up for good, since sources send only changes).
         change: u32,
+        /// The list-register status of `target`'s physical CPU interface,
+        /// filled in by the router when `target` is the vCPU it is handling
+        /// (a private line of the trapping vCPU, such as its timer's): the
+        /// server then writes that vCPU's list registers in this reply,
+        /// instead of kicking it and refreshing them in the `Sync` the kick
+        /// would bring. `None` otherwise (and whatever a sender put here).
+        status: Option<LrStatus>,
     },
     /// A maintenance interrupt on the physical CPU that runs `vcpu`.
     Maintenance {

@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::msg::Envelope;
 
 /// The version of the message catalogue. Bumped on every incompatible change.
-pub const WIRE_VERSION: u16 = 5;
+pub const WIRE_VERSION: u16 = 6;
 
 /// The largest encoded message (envelope included), in bytes.
 pub const MAX_MESSAGE_SIZE: usize = 512;

@@ -257,11 +257,25 @@ impl Model {
                     let intid = ipc::IntId(self.config.uart_intid);
                     self.deliver(
                         vcpu,
-                        Message::Vgic(VgicRequest::SetLine { intid, level: true, target: None, hw: None, change: 0 }),
+                        Message::Vgic(VgicRequest::SetLine {
+                            intid,
+                            level: true,
+                            target: None,
+                            hw: None,
+                            change: 0,
+                            status: None,
+                        }),
                     );
                     self.deliver(
                         vcpu,
-                        Message::Vgic(VgicRequest::SetLine { intid, level: false, target: None, hw: None, change: 0 }),
+                        Message::Vgic(VgicRequest::SetLine {
+                            intid,
+                            level: false,
+                            target: None,
+                            hw: None,
+                            change: 0,
+                            status: None,
+                        }),
                     );
                 }
             }

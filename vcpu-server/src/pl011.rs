@@ -504,6 +504,7 @@ impl Pl011 {
                 target: None,
                 hw: None,
                 change,
+                status: None,
             })))?;
             self.line = level;
             self.line_changes = change;

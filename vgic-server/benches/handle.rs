@@ -193,7 +193,7 @@ fn handle(c: &mut Criterion) {
         c,
         "set-line/spi",
         &running,
-        VgicRequest::SetLine { intid: IntId(UART_SPI), level: true, target: None, hw: None, change: 0 },
+        VgicRequest::SetLine { intid: IntId(UART_SPI), level: true, target: None, hw: None, change: 0, status: None },
         |a| kicks(a, 0),
     );
     let vtimer_line = VgicRequest::SetLine {
@@ -202,6 +202,7 @@ fn handle(c: &mut Criterion) {
         target: Some(VcpuId(1)),
         hw: Some(IntId(VTIMER)),
         change: 0,
+        status: None,
     };
     step(c, "set-line/ppi-hw (timer tick)", &running, vtimer_line.clone(), |a| kicks(a, 1));
 

@@ -39,7 +39,7 @@
 //!
 //! # Interrupts backed by a physical one
 //!
-//! An interrupt raised with `SetLine { hw: Some(physical), change: 0 }` (the virtual
+//! An interrupt raised with `SetLine { hw: Some(physical), .. }` (the virtual
 //! timer) is backed by a physical interrupt that the monitor acknowledged
 //! and left active, so that it cannot fire again before the guest has
 //! handled this one. Its list register is a software one that asks for EOI
@@ -314,6 +314,7 @@ impl VgicServer {
         target: Option<VcpuId>,
         hw: Option<IntId>,
         change: u32,
+        status: Option<LrStatus>,
     ) -> Result<Reply, ServerError> {
         let irq = if intid.is_ppi() {
             let vcpu = target.ok_or(ServerError::Unexpected)?;
@@ -340,6 +341,16 @@ impl VgicServer {
             _ => Touch::Spi(intid.0),
         };
         let kicks = self.touch_kicks(touch);
+        // A private line of the vCPU being handled, with its status: its
+        // list registers are written here, in place of the kick and the
+        // `Sync` it would bring (the same refresh, one message sooner).
+        if let (Some(status), Irq::Ppi { vcpu, .. }) = (status, irq) {
+            if kicks & bit(vcpu) != 0 {
+                let mut reply = self.refresh(vcpu, &status, false)?;
+                self.push_kicks(&mut reply, kicks & !bit(vcpu));
+                return Ok(reply);
+            }
+        }
         let mut reply = Reply::none();
         self.push_kicks(&mut reply, kicks);
         Ok(reply)
@@ -758,8 +769,8 @@ impl Server for VgicServer {
         match request {
             VgicRequest::Start { vcpu, list_registers } => self.start(vcpu, list_registers),
             VgicRequest::Mmio { vcpu, access, status } => self.mmio(vcpu, access, status),
-            VgicRequest::SetLine { intid, level, target, hw, change } => {
-                self.set_line(intid, level, target, hw, change)
+            VgicRequest::SetLine { intid, level, target, hw, change, status } => {
+                self.set_line(intid, level, target, hw, change, status)
             }
             VgicRequest::Maintenance { vcpu, status } | VgicRequest::Sync { vcpu, status } => {
                 self.refresh(vcpu, &status, false)

@@ -265,7 +265,7 @@ fn gpr(n: u8) -> Option<GuestReg> {
 
 /// A `SetLine` for the vGIC server on `vcpu`'s private line `intid`.
 fn set_line(intid: IntId, vcpu: VcpuId, level: bool, hw: Option<IntId>) -> Action {
-    Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(vcpu), hw, change: 0 }))
+    Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(vcpu), hw, change: 0, status: None }))
 }
 
 /// Send the physical timer's output level if it changed since it was last

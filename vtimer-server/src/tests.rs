@@ -263,6 +263,7 @@ fn virtual_timer_fires_as_a_hardware_linked_ppi() {
             target: Some(V1),
             hw: Some(IntId(27)),
             change: 0,
+            status: None,
         }))]
     );
 }

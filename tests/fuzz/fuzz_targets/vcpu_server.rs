@@ -259,8 +259,9 @@ impl Harness {
                     self.room_reported(*report);
                     self.console_budget = *room;
                 }
-                Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target, hw, change })) => {
+                Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target, hw, change, status })) => {
                     assert_eq!(intid.0, self.config.uart_intid, "a line other than the UART's");
+                    assert_eq!(*status, None, "a status only the monitor can read");
                     assert_eq!((*target, *hw), (None, None), "the UART's SPI is neither private nor hardware");
                     assert_ne!(*level, self.uart_line, "SetLine without a change of level");
                     self.line_changed(*change);

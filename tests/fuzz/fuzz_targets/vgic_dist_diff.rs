@@ -157,6 +157,7 @@ fuzz_target!(|input: Input| {
                     target: target.map(VcpuId),
                     hw: None,
                     change: 0,
+                    status: None,
                 };
                 let before = pair.server.clone();
                 let got = pair.server.handle(request.clone());

@@ -62,7 +62,7 @@ enum Op {
     /// A distributor access from a running vCPU.
     Mmio { vcpu: u8, access: FuzzAccess, write: bool, value: u32, rt: u8, with_status: bool },
     /// An interrupt line changes.
-    Line { intid: u16, level: bool, target: u8 },
+    Line { intid: u16, level: bool, target: u8, with_status: bool },
     /// The guest acknowledges its highest-priority interrupt.
     Ack { vcpu: u8 },
     /// The guest deactivates one of its active interrupts.
@@ -279,6 +279,11 @@ impl Harness {
         let (v, kind) = match request {
             VgicRequest::Start { vcpu, .. } => (Some(vcpu.0), Kind::Start),
             VgicRequest::Mmio { vcpu, .. } => (Some(vcpu.0), Kind::Mmio),
+            // A private line of the vCPU being handled, with its status: a
+            // refresh of that vCPU.
+            VgicRequest::SetLine { target: Some(vcpu), status: Some(_), .. } => {
+                (Some(vcpu.0), Kind::Refresh { idle: false })
+            }
             VgicRequest::SetLine { .. } => (None, Kind::Line),
             VgicRequest::Maintenance { vcpu, .. } | VgicRequest::Sync { vcpu, .. } => {
                 (Some(vcpu.0), Kind::Refresh { idle: false })
@@ -293,6 +298,7 @@ impl Harness {
             | VgicRequest::Sync { vcpu, .. }
             | VgicRequest::Maintenance { vcpu, .. }
             | VgicRequest::Idle { vcpu, .. }
+            | VgicRequest::SetLine { target: Some(vcpu), status: Some(_), .. }
                 if got.is_ok() =>
             {
                 if let Some(u) = self.unseen.get_mut(vcpu.index()) {
@@ -533,7 +539,7 @@ fn run(config: &VmConfig, setup: Option<&Setup>, ops: &[Op]) {
                 let status = h.gich[usize::from(v)].as_ref().map(Gich::status).filter(|_| with_status);
                 let _ = h.send(&mut server, &mut shadow, VgicRequest::Mmio { vcpu: VcpuId(v), access, status });
             }
-            Op::Line { intid, level, target } => {
+            Op::Line { intid, level, target, with_status } => {
                 let intid = 16 + intid % (lines as u16 - 16);
                 if intid >= 32 + config.spis {
                     continue;
@@ -549,12 +555,18 @@ fn run(config: &VmConfig, setup: Option<&Setup>, ops: &[Op]) {
                     }
                     h.phys_active.insert(key);
                 }
+                // The router sends the status of a private line's vCPU when
+                // that vCPU is the one it handles (running, in its trap).
+                let status = target
+                    .filter(|&v| with_status && h.running().contains(&v))
+                    .and_then(|v| h.gich[usize::from(v)].as_ref().map(Gich::status));
                 let request = VgicRequest::SetLine {
                     intid: IntId(intid),
                     level,
                     target: target.map(VcpuId),
                     hw: hw.then_some(IntId(intid)),
                     change: 0,
+                    status,
                 };
                 let _ = h.send(&mut server, &mut shadow, request);
             }

@@ -128,7 +128,7 @@ struct Model {
 }
 
 fn set_line(intid: ipc::IntId, vcpu: VcpuId, level: bool, hw: Option<ipc::IntId>) -> Action {
-    Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(vcpu), hw, change: 0 }))
+    Action::Send(Message::Vgic(VgicRequest::SetLine { intid, level, target: Some(vcpu), hw, change: 0, status: None }))
 }
 
 fn reply(actions: &[Action]) -> Reply {

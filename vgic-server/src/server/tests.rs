@@ -66,7 +66,14 @@ fn kicks(actions: &[Action]) -> StdVec<u8> {
 fn set_line(s: &mut VgicServer, intid: u16, level: bool, target: Option<u8>, hw: Option<u16>) -> StdVec<Action> {
     req(
         s,
-        VgicRequest::SetLine { intid: IntId(intid), level, target: target.map(VcpuId), hw: hw.map(IntId), change: 0 },
+        VgicRequest::SetLine {
+            intid: IntId(intid),
+            level,
+            target: target.map(VcpuId),
+            hw: hw.map(IntId),
+            change: 0,
+            status: None,
+        },
     )
 }
 
@@ -244,7 +251,14 @@ fn bad_requests_get_typed_errors() {
         Err(ServerError::NoSuchVcpu(VcpuId(9)))
     );
     assert_eq!(s.handle(VgicRequest::Start { vcpu: VcpuId(0), list_registers: 0 }), Err(ServerError::Unexpected));
-    let line = |intid, target, hw| VgicRequest::SetLine { intid: IntId(intid), level: true, target, hw, change: 0 };
+    let line = |intid, target, hw| VgicRequest::SetLine {
+        intid: IntId(intid),
+        level: true,
+        target,
+        hw,
+        change: 0,
+        status: None,
+    };
     assert_eq!(s.handle(line(3, Some(VcpuId(0)), None)), Err(ServerError::Unexpected), "SGI");
     assert_eq!(s.handle(line(27, None, None)), Err(ServerError::Unexpected), "PPI without vCPU");
     assert_eq!(s.handle(line(27, Some(VcpuId(5)), None)), Err(ServerError::NoSuchVcpu(VcpuId(5))));
@@ -324,7 +338,7 @@ fn distributor_and_group_enables_gate_forwarding() {
 fn an_older_change_of_a_line_delivered_late_is_ignored() {
     let mut s = booted(2, 32, 4);
     let line = |s: &mut VgicServer, level, change| {
-        req(s, VgicRequest::SetLine { intid: IntId(33), level, target: None, hw: None, change })
+        req(s, VgicRequest::SetLine { intid: IntId(33), level, target: None, hw: None, change, status: None })
     };
     // The UART's line fell (change 1), then rose (change 2), but two CPUs
     // delivered the rise first: the late fall must not lower it.
@@ -438,6 +452,35 @@ fn all_list_registers_active_use_eoi_maintenance() {
     cpu.apply(&actions);
     assert!((0..2).any(|i| cpu.lr(i).virtual_id == 42 && cpu.lr(i).state == LrState::Pending));
     assert_eq!(cpu.hcr, lr::hcr_bits::EN);
+}
+
+/// A private line of the vCPU being handled, sent with its status (the
+/// router does that for the trapping vCPU's own lines): the list registers
+/// are written in the reply, as the `Sync` after a kick would have.
+#[test]
+fn a_private_line_with_the_status_refreshes_in_place_of_a_kick() {
+    let timer = |status| VgicRequest::SetLine {
+        intid: IntId(27),
+        level: true,
+        target: Some(VcpuId(1)),
+        hw: Some(IntId(27)),
+        change: 0,
+        status,
+    };
+    // The kick and the Sync it brings...
+    let mut kicked = booted(2, 32, 4);
+    write(&mut kicked, 1, 0x418, 0x8000_0000);
+    let mut cpu = CpuIf::new(4);
+    assert_eq!(kicks(&req(&mut kicked, timer(None))), [1]);
+    let synced = cpu.sync(&mut kicked, 1);
+    // ... and the line with the status: the same list registers at once.
+    let mut direct = booted(2, 32, 4);
+    write(&mut direct, 1, 0x418, 0x8000_0000);
+    let at_once = req(&mut direct, timer(Some(CpuIf::new(4).status())));
+    assert_eq!(kicks(&at_once), [], "no kick of the vCPU refreshed");
+    assert_eq!(lr_writes(&at_once), lr_writes(&synced));
+    assert_eq!(lr_writes(&at_once).len(), 1);
+    assert_eq!(direct, kicked, "the same state either way");
 }
 
 /// The virtual timer's interrupt, backed by the physical PPI 27 that the
@@ -838,6 +881,7 @@ fn garbage_requests_never_panic() {
                 target: rng.chance(50).then_some(vcpu),
                 hw: rng.chance(30).then(|| IntId(rng.below(1100) as u16)),
                 change: 0,
+                status: None,
             },
             3 => VgicRequest::Maintenance { vcpu, status },
             4 => VgicRequest::Sync { vcpu, status },
