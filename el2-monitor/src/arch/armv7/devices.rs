@@ -294,15 +294,20 @@ impl Uart {
     }
 
     /// Read up to `buf.len()` received bytes.
+    ///
+    /// No UARTICR write: reading the FIFO empty clears the receive and
+    /// receive-timeout interrupts itself (PL011 TRM 3.4.3, 3.4.4; QEMU's
+    /// model clears RX when the last byte is read), and a clear after the
+    /// FIFO was seen empty would lose a byte that arrives in between: its
+    /// interrupt, raised as the FIFO went from empty to one byte, would be
+    /// cleared with the byte left unread, and no later byte raises it again
+    /// (QEMU raises RX only on reaching the trigger level, one byte). That
+    /// stopped the VM's console input mid-line now and then.
     pub fn read(&self, buf: &mut [u8]) -> usize {
         let mut n = 0;
         while n < buf.len() && self.regs.fr.get() & UART_FR_RXFE == 0 {
             buf[n] = self.regs.dr.get() as u8;
             n += 1;
-        }
-        if n < buf.len() {
-            // FIFO drained: clear the receive interrupts.
-            self.regs.icr.set(UART_INT_RX);
         }
         n
     }
