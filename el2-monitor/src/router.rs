@@ -220,8 +220,7 @@ impl ConsoleRoom {
     /// Take report number `report` of `room` bytes if it is newer than the
     /// one kept; whether it was.
     pub fn offer(&mut self, room: u8, report: u32) -> bool {
-        // Newer: less than half the number space ahead.
-        if self.report.is_some_and(|kept| report.wrapping_sub(kept) as i32 <= 0) {
+        if self.report.is_some_and(|kept| !ipc::msg::is_newer(report, kept)) {
             return false;
         }
         *self = ConsoleRoom { report: Some(report), room };

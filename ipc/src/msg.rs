@@ -136,6 +136,14 @@ pub enum VgicRequest {
     },
 }
 
+/// Whether `number` comes after `than` in a sequence that counts up and
+/// wraps (the numbers of `SetLine::change` and of `Action::ConsoleReady`
+/// reports): it is less than half the number space ahead. The receivers of
+/// numbered state use it to keep only the newest.
+pub fn is_newer(number: u32, than: u32) -> bool {
+    (number.wrapping_sub(than) as i32) > 0
+}
+
 /// Which of a vCPU's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -304,5 +312,23 @@ pub trait Server {
     fn handle_message(&mut self, message: Message) -> Result<Reply, ServerError> {
         let request = Self::unwrap_message(message)?;
         self.handle(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_newer;
+
+    #[test]
+    fn newer_numbers_count_up_and_wrap() {
+        assert!(is_newer(2, 1));
+        assert!(!is_newer(1, 2));
+        assert!(!is_newer(7, 7));
+        // Across the wrap: 1 comes after u32::MAX, not before it.
+        assert!(is_newer(1, u32::MAX));
+        assert!(!is_newer(u32::MAX, 1));
+        // Half the space ahead or more counts as behind.
+        assert!(is_newer(0x7fff_ffff, 0));
+        assert!(!is_newer(0x8000_0000, 0));
     }
 }

@@ -611,7 +611,7 @@ impl Distributor {
         let Some(s) = self.irq_state_mut(irq) else {
             return true;
         };
-        if s.line_change != 0 && change.wrapping_sub(s.line_change) as i32 <= 0 {
+        if s.line_change != 0 && !ipc::msg::is_newer(change, s.line_change) {
             return false;
         }
         s.line_change = change;

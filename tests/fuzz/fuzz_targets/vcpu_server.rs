@@ -235,16 +235,18 @@ impl Harness {
     /// The UART's line changes are numbered upwards, never 0 (any CPU may
     /// send one; the vGIC server keeps the newest).
     fn line_changed(&mut self, change: u32) {
-        let ahead = change.wrapping_sub(self.uart_change) as i32;
-        assert!(change != 0 && ahead > 0, "line change {change} not after {}", self.uart_change);
+        assert!(
+            change != 0 && ipc::msg::is_newer(change, self.uart_change),
+            "line change {change} not after {}",
+            self.uart_change
+        );
         self.uart_change = change;
     }
 
     /// Room reports are numbered upwards (the monitor keeps the newest by
     /// its number; a refused request may have used a number).
     fn room_reported(&mut self, report: u32) {
-        let ahead = report.wrapping_sub(self.room_report) as i32;
-        assert!(ahead > 0, "room report {report} not after {}", self.room_report);
+        assert!(ipc::msg::is_newer(report, self.room_report), "room report {report} not after {}", self.room_report);
         self.room_report = report;
     }
 
