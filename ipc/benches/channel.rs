@@ -25,16 +25,16 @@ impl Server for Answering {
     const ID: ServerId = ServerId::Vcpu;
     type Request = VcpuRequest;
 
-    fn handle(&mut self, request: VcpuRequest) -> Result<Reply, ServerError> {
+    fn handle_into(&mut self, request: &VcpuRequest, reply: &mut Reply) -> Result<(), ServerError> {
         match request {
             VcpuRequest::Trap(_) => {
-                Ok(Reply::of(&[Action::SetReg { reg: GuestReg::Gpr(0), value: 0x0001_0000 }, Action::AdvancePc])?)
+                Ok(reply.extend([Action::SetReg { reg: GuestReg::Gpr(0), value: 0x0001_0000 }, Action::AdvancePc])?)
             }
             _ => Err(ServerError::Unexpected),
         }
     }
 
-    fn unwrap_message(message: Message) -> Result<VcpuRequest, ServerError> {
+    fn request_of(message: &Message) -> Result<&VcpuRequest, ServerError> {
         match message {
             Message::Vcpu(request) => Ok(request),
             _ => Err(ServerError::WrongServer),

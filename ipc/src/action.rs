@@ -210,6 +210,19 @@ impl Reply {
         self.actions.push(action)
     }
 
+    /// Append actions, in order.
+    pub fn extend<const N: usize>(&mut self, actions: [Action; N]) -> Result<(), ReplyFull> {
+        for action in actions {
+            self.push(action)?;
+        }
+        Ok(())
+    }
+
+    /// Empty this reply (only its lengths are written).
+    pub fn clear(&mut self) {
+        self.actions.clear();
+    }
+
     /// Make this reply a copy of `other`, copying only what `other` holds
     /// (a move or a clone of a whole reply copies all of its room, about
     /// 300 bytes, which is what a short reply costs many times over).
@@ -309,6 +322,13 @@ fn join(low: u32, high: u32) -> u64 {
 }
 
 impl Actions {
+    /// See [`Reply::clear`].
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.sends.clear();
+        self.console.clear();
+    }
+
     /// See [`Reply::copy_from`].
     fn copy_from(&mut self, other: &Actions) {
         // Cannot fail: the same capacities.

@@ -301,17 +301,40 @@ pub trait Server {
     /// The requests it takes.
     type Request;
 
-    /// Handle one request.
-    fn handle(&mut self, request: Self::Request) -> Result<Reply, ServerError>;
+    /// Handle one request, appending its reply's actions to `reply`, which
+    /// the caller passes empty. On an error, what `reply` holds means
+    /// nothing (the caller drops it).
+    ///
+    /// The reply is an out-parameter rather than a result because of its
+    /// size: a [`Reply`] is about 300 bytes, a move of one is a copy of all
+    /// of it, and a new one is a clear of all of it. The monitor keeps one
+    /// reply for each server and lends it to every request.
+    fn handle_into(&mut self, request: &Self::Request, reply: &mut Reply) -> Result<(), ServerError>;
 
-    /// Take the request out of a [`Message`], or refuse a message for
+    /// The request inside a [`Message`], or a refusal of a message for
     /// another server.
-    fn unwrap_message(message: Message) -> Result<Self::Request, ServerError>;
+    fn request_of(message: &Message) -> Result<&Self::Request, ServerError>;
 
-    /// Handle a [`Message`] addressed to this server.
+    /// Handle one request, and return its reply.
+    fn handle(&mut self, request: Self::Request) -> Result<Reply, ServerError> {
+        let mut reply = Reply::none();
+        self.handle_into(&request, &mut reply)?;
+        Ok(reply)
+    }
+
+    /// Handle a [`Message`] addressed to this server, and return its reply.
     fn handle_message(&mut self, message: Message) -> Result<Reply, ServerError> {
-        let request = Self::unwrap_message(message)?;
-        self.handle(request)
+        let mut reply = Reply::none();
+        self.handle_message_into(&message, &mut reply)?;
+        Ok(reply)
+    }
+
+    /// Handle a [`Message`] addressed to this server, writing its reply
+    /// into `reply` (emptied first).
+    fn handle_message_into(&mut self, message: &Message, reply: &mut Reply) -> Result<(), ServerError> {
+        reply.clear();
+        let request = Self::request_of(message)?;
+        self.handle_into(request, reply)
     }
 }
 

@@ -783,9 +783,9 @@ impl ipc::Server for Counter {
     const ID: ServerId = ServerId::Vtimer;
     type Request = VtimerRequest;
 
-    fn handle(&mut self, request: VtimerRequest) -> Result<Reply, ServerError> {
+    fn handle_into(&mut self, request: &VtimerRequest, reply: &mut Reply) -> Result<(), ServerError> {
         self.handled += 1;
-        match request {
+        match *request {
             VtimerRequest::Fired { now, .. } => {
                 if let Some((at, gate)) = &self.stall {
                     if *at == now {
@@ -793,13 +793,13 @@ impl ipc::Server for Counter {
                     }
                 }
                 assert_ne!(self.crash_at, Some(now), "test server crashes on purpose");
-                Ok(Reply::of(&[Action::SetHypTimer { deadline: Some(now) }])?)
+                Ok(reply.push(Action::SetHypTimer { deadline: Some(now) })?)
             }
             _ => Err(ServerError::Unexpected),
         }
     }
 
-    fn unwrap_message(message: Message) -> Result<VtimerRequest, ServerError> {
+    fn request_of(message: &Message) -> Result<&VtimerRequest, ServerError> {
         match message {
             Message::Vtimer(request) => Ok(request),
             _ => Err(ServerError::WrongServer),

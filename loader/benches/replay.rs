@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ipc::trace::TraceRecord;
-use ipc::{Message, Server, ServerId, VmConfig};
+use ipc::{Message, Reply, Server, ServerId, VmConfig};
 use loader::trace::{self, Replayed};
 use vcpu_server::VcpuServer;
 use vgic_server::VgicServer;
@@ -61,8 +61,7 @@ where
     let requests: Vec<(VmConfig, Vec<S::Request>)> = boots
         .iter()
         .map(|boot| {
-            let mine =
-                boot.requests.iter().filter(|m| m.server() == id).filter_map(|m| S::unwrap_message(m.clone()).ok());
+            let mine = boot.requests.iter().filter(|m| m.server() == id).filter_map(|m| S::request_of(m).ok().cloned());
             (boot.config.clone(), mine.collect())
         })
         .collect();
@@ -79,10 +78,13 @@ where
         b.iter_batched(
             || requests.iter().map(|(config, reqs)| (new(config), reqs.clone())).collect::<Vec<_>>(),
             |runs| {
+                // One reply, lent to every request, as the monitor does.
+                let mut reply = Reply::none();
                 let mut refused = 0usize;
                 for (mut server, reqs) in runs {
-                    for request in reqs {
-                        refused += usize::from(server.handle(request).is_err());
+                    for request in &reqs {
+                        reply.clear();
+                        refused += usize::from(server.handle_into(request, &mut reply).is_err());
                     }
                 }
                 refused

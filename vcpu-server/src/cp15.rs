@@ -132,13 +132,12 @@ impl Cp15 {
         self.actlr.get(vcpu.index()).copied()
     }
 
-    /// Answer a trapped MCR/MRC of `vcpu`.
-    pub fn access(&mut self, vcpu: VcpuId, access: &Cp15Access) -> Result<Reply, ServerError> {
+    /// Answer a trapped MCR/MRC of `vcpu`, into `reply`.
+    pub fn access(&mut self, vcpu: VcpuId, access: &Cp15Access, reply: &mut Reply) -> Result<(), ServerError> {
         let reg = Cp15Reg::decode(access);
-        let undef = || Reply::of(&[Action::InjectUndef]).map_err(ServerError::from);
         if access.rt > MAX_GPR {
             warn!("vcpu{}: CP15 {reg:?} with r15 is UNPREDICTABLE; injecting undef", vcpu.0);
-            return undef();
+            return Ok(reply.push(Action::InjectUndef)?);
         }
         let actions = match (reg, access.write) {
             (Cp15Reg::Actlr, false) => {
@@ -152,7 +151,7 @@ impl Cp15 {
                     debug!("vcpu{}: ACTLR write {:#x}: only SMP is writable", vcpu.0, access.value);
                 }
                 *slot = kept;
-                return Reply::of(&[Action::AdvancePc]).map_err(ServerError::from);
+                return Ok(reply.push(Action::AdvancePc)?);
             }
             // Set/way operations act on one cache level of this CPU only; the
             // guest cannot be given that safely, so each becomes a clean and
@@ -169,10 +168,10 @@ impl Cp15 {
                     vcpu.0,
                     if access.write { "MCR" } else { "MRC" }
                 );
-                return undef();
+                return Ok(reply.push(Action::InjectUndef)?);
             }
         };
-        Reply::of(&actions).map_err(ServerError::from)
+        Ok(reply.extend(actions)?)
     }
 }
 
@@ -186,6 +185,11 @@ mod tests {
 
     fn mrc(opc1: u8, crn: u8, crm: u8, opc2: u8, rt: u8) -> Cp15Access {
         Cp15Access { opc1, crn, crm, opc2, write: false, rt, value: 0 }
+    }
+
+    fn access(c: &mut Cp15, vcpu: VcpuId, a: &Cp15Access) -> Result<Reply, ServerError> {
+        let mut reply = Reply::none();
+        c.access(vcpu, a, &mut reply).map(|()| reply)
     }
 
     const V0: VcpuId = VcpuId(0);
@@ -203,13 +207,13 @@ mod tests {
     #[test]
     fn actlr_reads_virtual_smp_value() {
         let mut c = Cp15::new(2);
-        let r = c.access(V1, &mrc(0, 1, 0, 1, 5)).expect("reply");
+        let r = access(&mut c, V1, &mrc(0, 1, 0, 1, 5)).expect("reply");
         assert_eq!(
             r.actions.to_vec().as_slice(),
             [Action::SetReg { reg: GuestReg::Gpr(5), value: actlr::SMP }, Action::AdvancePc]
         );
         let mut c = Cp15::new(1);
-        let r = c.access(V0, &mrc(0, 1, 0, 1, 5)).expect("reply");
+        let r = access(&mut c, V0, &mrc(0, 1, 0, 1, 5)).expect("reply");
         assert_eq!(r.actions.to_vec()[0], Action::SetReg { reg: GuestReg::Gpr(5), value: 0 });
     }
 
@@ -217,14 +221,14 @@ mod tests {
     fn actlr_write_keeps_only_smp_per_vcpu() {
         let mut c = Cp15::new(1);
         // Linux's __v7_ca15mp_setup: read, set SMP, write back.
-        let r = c.access(V0, &mcr(0, 1, 0, 1, 0, 0xFFFF_FFFF)).expect("reply");
+        let r = access(&mut c, V0, &mcr(0, 1, 0, 1, 0, 0xFFFF_FFFF)).expect("reply");
         assert_eq!(r.actions.to_vec().as_slice(), [Action::AdvancePc]);
         assert_eq!(c.actlr(V0), Some(actlr::SMP));
-        c.access(V0, &mcr(0, 1, 0, 1, 0, 0x1)).expect("reply");
+        access(&mut c, V0, &mcr(0, 1, 0, 1, 0, 0x1)).expect("reply");
         assert_eq!(c.actlr(V0), Some(0));
         // Per vCPU, and reset restores the reset value.
         let mut c = Cp15::new(2);
-        c.access(V1, &mcr(0, 1, 0, 1, 0, 0)).expect("reply");
+        access(&mut c, V1, &mcr(0, 1, 0, 1, 0, 0)).expect("reply");
         assert_eq!(c.actlr(V1), Some(0));
         assert_eq!(c.actlr(V0), Some(actlr::SMP));
         c.reset(V1);
@@ -235,14 +239,14 @@ mod tests {
     fn set_way_becomes_whole_cache_maintenance() {
         let mut c = Cp15::new(1);
         for crm in [6, 10, 14] {
-            let r = c.access(V0, &mcr(0, 7, crm, 2, 1, 0x8000_0002)).expect("reply");
+            let r = access(&mut c, V0, &mcr(0, 7, crm, 2, 1, 0x8000_0002)).expect("reply");
             assert_eq!(
                 r.actions.to_vec().as_slice(),
                 [Action::CleanInvalidateDcache, Action::AdvancePc],
                 "c7, c{crm}, 2"
             );
             // MRC of a write-only operation is undefined.
-            let r = c.access(V0, &mrc(0, 7, crm, 2, 1)).expect("reply");
+            let r = access(&mut c, V0, &mrc(0, 7, crm, 2, 1)).expect("reply");
             assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectUndef]);
         }
     }
@@ -258,19 +262,19 @@ mod tests {
             mcr(0, 9, 12, 0, 0, 0),
         ] {
             let before = c.clone();
-            let r = c.access(V0, &a).expect("reply");
+            let r = access(&mut c, V0, &a).expect("reply");
             assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectUndef], "{a:?}");
             assert_eq!(c, before);
         }
         // r15 with ACTLR: UNPREDICTABLE, answered undefined.
-        let r = c.access(V0, &mrc(0, 1, 0, 1, 15)).expect("reply");
+        let r = access(&mut c, V0, &mrc(0, 1, 0, 1, 15)).expect("reply");
         assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectUndef]);
     }
 
     #[test]
     fn missing_vcpu_is_an_error_not_a_panic() {
         let mut c = Cp15::new(1);
-        assert_eq!(c.access(VcpuId(200), &mrc(0, 1, 0, 1, 0)), Err(ServerError::NoSuchVcpu(VcpuId(200))));
+        assert_eq!(access(&mut c, VcpuId(200), &mrc(0, 1, 0, 1, 0)), Err(ServerError::NoSuchVcpu(VcpuId(200))));
         c.reset(VcpuId(200));
     }
 }

@@ -98,25 +98,23 @@ impl VcpuServer {
     /// `vcpu` is about to run for the first time since power-on: it is on,
     /// its CP15 state comes out of reset, and it gets the trap policy; the
     /// monitor is told the console's receive room.
-    fn start(&mut self, vcpu: VcpuId) -> Result<Reply, ServerError> {
+    fn start(&mut self, vcpu: VcpuId, reply: &mut Reply) -> Result<(), ServerError> {
         self.check(vcpu)?;
         self.psci.started(vcpu)?;
         self.cp15.reset(vcpu);
-        let mut reply = Reply::of(&[Action::ConfigureTraps(TRAP_POLICY)])?;
+        reply.push(Action::ConfigureTraps(TRAP_POLICY))?;
         if let Some(console) = self.bus.console() {
-            console.report_room(&mut reply, true)?;
+            console.report_room(reply, true)?;
         }
-        Ok(reply)
+        Ok(())
     }
 
-    fn console_input(&mut self, bytes: &[u8]) -> Result<Reply, ServerError> {
+    fn console_input(&mut self, bytes: &[u8], reply: &mut Reply) -> Result<(), ServerError> {
         let console = self.bus.console().ok_or(ServerError::Unexpected)?;
-        let mut reply = Reply::none();
-        console.console_input(bytes, &mut reply)?;
-        Ok(reply)
+        Ok(console.console_input(bytes, reply)?)
     }
 
-    fn trap(&mut self, msg: &TrapMsg) -> Result<Reply, ServerError> {
+    fn trap(&mut self, msg: &TrapMsg, reply: &mut Reply) -> Result<(), ServerError> {
         let vcpu = msg.vcpu;
         self.check(vcpu)?;
         match msg.trap {
@@ -127,42 +125,41 @@ impl VcpuServer {
             // (Xen's HVC #0xEA1) is probed this way.
             Trap::Hvc { imm, args } if imm != 0 => {
                 debug!("vcpu{}: HVC #{imm:#x} (function {:#x}) is not an SMCCC call", vcpu.0, args[0]);
-                Reply::of(&[
+                Ok(reply.extend([
                     Action::SetReg { reg: GuestReg::Gpr(0), value: PsciError::NotSupported.reg() },
                     Action::AdvancePc,
-                ])
-                .map_err(ServerError::from)
+                ])?)
             }
-            Trap::Hvc { args, .. } | Trap::Smc { args } => self.psci.call(vcpu, args),
-            Trap::Mmio(access) => self.bus.emulate(&access),
+            Trap::Hvc { args, .. } | Trap::Smc { args } => self.psci.call(vcpu, args, reply),
+            Trap::Mmio(access) => self.bus.emulate(&access, reply),
             Trap::DataAbortNoSyndrome { ipa, far, write } => {
                 warn!(
                     "vcpu{}: {} at {ipa:#x} (va {far:#x}) without a syndrome (load/store multiple or writeback) cannot be emulated; injecting a data abort",
                     vcpu.0,
                     if write { "store" } else { "load" }
                 );
-                Reply::of(&[Action::InjectDataAbort { far }]).map_err(ServerError::from)
+                Ok(reply.push(Action::InjectDataAbort { far })?)
             }
             Trap::PrefetchAbort { ipa, far } => {
                 warn!("vcpu{}: instruction fetch from {ipa:#x} (va {far:#x}) outside guest RAM", vcpu.0);
-                Reply::of(&[Action::InjectPrefetchAbort { far }]).map_err(ServerError::from)
+                Ok(reply.push(Action::InjectPrefetchAbort { far })?)
             }
-            Trap::Cp15(access) => self.cp15.access(vcpu, &access),
+            Trap::Cp15(access) => self.cp15.access(vcpu, &access, reply),
             Trap::Cp15Wide(access) => {
                 warn!("vcpu{}: trapped 64-bit CP15 access {access:?}; injecting undef", vcpu.0);
-                Reply::of(&[Action::InjectUndef]).map_err(ServerError::from)
+                Ok(reply.push(Action::InjectUndef)?)
             }
             // Step past the WFI and ask the vGIC server whether the vCPU may
             // idle (it answers WaitForInterrupt, or nothing when an interrupt
             // is pending). The monitor's router fills in the list-register
             // status of the `Idle` request before delivering it.
-            Trap::Wfi => Reply::of(&[Action::AdvancePc, psci::idle(vcpu)]).map_err(ServerError::from),
+            Trap::Wfi => Ok(reply.extend([Action::AdvancePc, psci::idle(vcpu)])?),
             // WFE may complete at any time; with one vCPU per physical CPU
             // there is nothing to yield to.
-            Trap::Wfe => Reply::of(&[Action::AdvancePc]).map_err(ServerError::from),
+            Trap::Wfe => Ok(reply.push(Action::AdvancePc)?),
             Trap::Unknown { hsr } => {
                 warn!("vcpu{}: unknown trap (HSR {hsr:#010x}) at pc {:#x}; injecting undef", vcpu.0, msg.pc);
-                Reply::of(&[Action::InjectUndef]).map_err(ServerError::from)
+                Ok(reply.push(Action::InjectUndef)?)
             }
             // Interrupts belong to the vGIC and vtimer servers.
             Trap::Irq { .. } | Trap::HypTimer => Err(ServerError::Unexpected),
@@ -174,15 +171,15 @@ impl Server for VcpuServer {
     const ID: ServerId = ServerId::Vcpu;
     type Request = VcpuRequest;
 
-    fn handle(&mut self, request: VcpuRequest) -> Result<Reply, ServerError> {
+    fn handle_into(&mut self, request: &VcpuRequest, reply: &mut Reply) -> Result<(), ServerError> {
         match request {
-            VcpuRequest::Start { vcpu } => self.start(vcpu),
-            VcpuRequest::Trap(msg) => self.trap(&msg),
-            VcpuRequest::ConsoleInput { bytes } => self.console_input(&bytes),
+            VcpuRequest::Start { vcpu } => self.start(*vcpu, reply),
+            VcpuRequest::Trap(msg) => self.trap(msg, reply),
+            VcpuRequest::ConsoleInput { bytes } => self.console_input(bytes, reply),
         }
     }
 
-    fn unwrap_message(message: Message) -> Result<VcpuRequest, ServerError> {
+    fn request_of(message: &Message) -> Result<&VcpuRequest, ServerError> {
         match message {
             Message::Vcpu(request) => Ok(request),
             _ => Err(ServerError::WrongServer),

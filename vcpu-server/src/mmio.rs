@@ -172,20 +172,24 @@ impl MmioBus {
 
     /// Emulate a trapped load or store: the reply sets the load's register
     /// and steps past the instruction, or injects an external data abort
-    /// (without stepping) when nothing takes the access.
-    pub fn emulate(&mut self, access: &MmioAccess) -> Result<Reply, ServerError> {
-        let abort = || Reply::of(&[Action::InjectDataAbort { far: access.far }]).map_err(ServerError::from);
+    /// (without stepping) when nothing takes the access. `reply` is the
+    /// request's whole reply (it comes empty, and an abort empties it again:
+    /// the effects of an access that failed are not carried out).
+    pub fn emulate(&mut self, access: &MmioAccess, reply: &mut Reply) -> Result<(), ServerError> {
+        let abort = |reply: &mut Reply| {
+            reply.clear();
+            Ok(reply.push(Action::InjectDataAbort { far: access.far })?)
+        };
         // AArch32 loads fill one 32-bit register; a 64-bit access never
         // carries a syndrome on ARMv7, and R15 cannot be loaded here.
         if !access.write && (access.size == AccessSize::Double || access.rt > MAX_LOAD_GPR) {
             warn!("mmio: load of {:?} into r{} at {:#x} cannot be emulated", access.size, access.rt, access.ipa);
-            return abort();
+            return abort(reply);
         }
-        let mut reply = Reply::none();
         let result = if access.write {
-            self.write(access.ipa, access.size, access.value, &mut reply).map(|()| None)
+            self.write(access.ipa, access.size, access.value, reply).map(|()| None)
         } else {
-            self.read(access.ipa, access.size, &mut reply).map(Some)
+            self.read(access.ipa, access.size, reply).map(Some)
         };
         match result {
             Ok(loaded) => {
@@ -193,8 +197,7 @@ impl MmioBus {
                     let value = load_value(raw, access.size, access.sign_extend);
                     reply.push(Action::SetReg { reg: GuestReg::Gpr(access.rt), value })?;
                 }
-                reply.push(Action::AdvancePc)?;
-                Ok(reply)
+                Ok(reply.push(Action::AdvancePc)?)
             }
             Err(BusError::Device(AccessError::ReplyFull)) => Err(ServerError::ReplyFull),
             Err(e) => {
@@ -205,7 +208,7 @@ impl MmioBus {
                     access.ipa,
                     access.far
                 );
-                abort()
+                abort(reply)
             }
         }
     }
@@ -236,6 +239,10 @@ impl RegionEnd for DeviceRegion {
 
 #[cfg(test)]
 mod tests {
+    fn emulate(b: &mut MmioBus, a: &MmioAccess) -> Result<Reply, ServerError> {
+        let mut reply = Reply::none();
+        b.emulate(a, &mut reply).map(|()| reply)
+    }
     use super::*;
     use crate::pl011::{self, offset};
     use ipc::IntId;
@@ -256,12 +263,12 @@ mod tests {
     #[test]
     fn routes_by_region() {
         let mut b = bus();
-        let r = b.emulate(&access(UART.base + offset::PERIPH_ID0, AccessSize::Word, false, 0)).expect("reply");
+        let r = emulate(&mut b, &access(UART.base + offset::PERIPH_ID0, AccessSize::Word, false, 0)).expect("reply");
         assert_eq!(
             r.actions.to_vec().as_slice(),
             [Action::SetReg { reg: GuestReg::Gpr(3), value: u32::from(pl011::ID[0]) }, Action::AdvancePc]
         );
-        let r = b.emulate(&access(UART.base, AccessSize::Byte, true, u64::from(b'!'))).expect("reply");
+        let r = emulate(&mut b, &access(UART.base, AccessSize::Byte, true, u64::from(b'!'))).expect("reply");
         assert_eq!(r.actions.to_vec().as_slice(), [Action::console(b"!"), Action::AdvancePc]);
     }
 
@@ -270,21 +277,30 @@ mod tests {
         let mut b = bus();
         for ipa in [0x0800_0000, UART.base - 4, UART.base + UART.size, 0xFFFF_FFFF_FFFF_FFFF] {
             let a = access(ipa, AccessSize::Word, false, 0);
-            let r = b.emulate(&a).expect("reply");
+            let r = emulate(&mut b, &a).expect("reply");
             assert_eq!(r.actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }], "ipa {ipa:#x}");
         }
         // An access that starts inside but ends outside the region.
         let a = access(UART.base + UART.size - 2, AccessSize::Word, true, 0);
-        assert_eq!(b.emulate(&a).expect("reply").actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }]);
+        assert_eq!(
+            emulate(&mut b, &a).expect("reply").actions.to_vec().as_slice(),
+            [Action::InjectDataAbort { far: a.far }]
+        );
     }
 
     #[test]
     fn device_refusal_aborts() {
         let mut b = bus();
         let a = access(UART.base + offset::CR + 1, AccessSize::Half, false, 0);
-        assert_eq!(b.emulate(&a).expect("reply").actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }]);
+        assert_eq!(
+            emulate(&mut b, &a).expect("reply").actions.to_vec().as_slice(),
+            [Action::InjectDataAbort { far: a.far }]
+        );
         let a = access(UART.base + offset::CR, AccessSize::Double, true, 0);
-        assert_eq!(b.emulate(&a).expect("reply").actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }]);
+        assert_eq!(
+            emulate(&mut b, &a).expect("reply").actions.to_vec().as_slice(),
+            [Action::InjectDataAbort { far: a.far }]
+        );
     }
 
     #[test]
@@ -293,10 +309,13 @@ mod tests {
         b.console().expect("uart").console_input(b"q", &mut Reply::none()).expect("input");
         let mut a = access(UART.base + offset::DR, AccessSize::Word, false, 0);
         a.rt = 15;
-        assert_eq!(b.emulate(&a).expect("reply").actions.to_vec().as_slice(), [Action::InjectDataAbort { far: a.far }]);
+        assert_eq!(
+            emulate(&mut b, &a).expect("reply").actions.to_vec().as_slice(),
+            [Action::InjectDataAbort { far: a.far }]
+        );
         // The character is still there.
         a.rt = 0;
-        let r = b.emulate(&a).expect("reply");
+        let r = emulate(&mut b, &a).expect("reply");
         assert!(r.actions.contains(&Action::SetReg { reg: GuestReg::Gpr(0), value: u32::from(b'q') }));
     }
 
@@ -311,7 +330,7 @@ mod tests {
         let mut b = bus();
         let mut a = access(UART.base + offset::PCELL_ID0 + 12, AccessSize::Byte, false, 0);
         a.sign_extend = true;
-        let r = b.emulate(&a).expect("reply");
+        let r = emulate(&mut b, &a).expect("reply");
         assert_eq!(r.actions.to_vec()[0], Action::SetReg { reg: GuestReg::Gpr(3), value: 0xFFFF_FFB1 });
     }
 

@@ -254,16 +254,16 @@ pub struct Psci {
 }
 
 /// r0 = `value`, then return past the call.
-fn ret(value: u32) -> Result<Reply, ServerError> {
-    Reply::of(&[Action::SetReg { reg: GuestReg::Gpr(0), value }, Action::AdvancePc]).map_err(ServerError::from)
+fn ret(reply: &mut Reply, value: u32) -> Result<(), ServerError> {
+    Ok(reply.extend([Action::SetReg { reg: GuestReg::Gpr(0), value }, Action::AdvancePc])?)
 }
 
-fn ret_err(e: PsciError) -> Result<Reply, ServerError> {
-    ret(e.reg())
+fn ret_err(reply: &mut Reply, e: PsciError) -> Result<(), ServerError> {
+    ret(reply, e.reg())
 }
 
-fn ret_result(r: Result<u32, PsciError>) -> Result<Reply, ServerError> {
-    ret(r.unwrap_or_else(PsciError::reg))
+fn ret_result(reply: &mut Reply, r: Result<u32, PsciError>) -> Result<(), ServerError> {
+    ret(reply, r.unwrap_or_else(PsciError::reg))
 }
 
 impl Psci {
@@ -316,30 +316,31 @@ impl Psci {
         (thumb || entry & 3 == 0) && self.ram.contains_ipa(u64::from(addr), len)
     }
 
-    /// A PSCI or SMCCC call from `caller` with r0-r3 = `args`.
-    pub fn call(&mut self, caller: VcpuId, args: [u32; 4]) -> Result<Reply, ServerError> {
+    /// A PSCI or SMCCC call from `caller` with r0-r3 = `args`; its answer
+    /// goes into `reply`.
+    pub fn call(&mut self, caller: VcpuId, args: [u32; 4], reply: &mut Reply) -> Result<(), ServerError> {
         let [r0, r1, r2, r3] = args;
         let function = Function::decode(r0);
         debug!("vcpu{}: {function:?} ({r1:#x}, {r2:#x}, {r3:#x})", caller.0);
         match function {
-            Function::SmcccVersion => ret(SMCCC_VERSION_1_1),
-            Function::SmcccArchFeatures => ret_result(Function::decode(r1).arch_features()),
-            Function::PsciVersion => ret(PSCI_VERSION_1_0),
-            Function::PsciFeatures => ret_result(Function::decode(r1).psci_features()),
-            Function::CpuSuspend => self.cpu_suspend(caller, r1),
-            Function::CpuOff => self.cpu_off(caller),
-            Function::CpuOn => self.cpu_on(caller, r1, r2, r3),
-            Function::AffinityInfo => ret_result(self.affinity_info(r1, r2)),
-            Function::MigrateInfoType => ret(MIGRATE_INFO_TYPE_NOT_REQUIRED),
-            Function::SystemOff => Self::system(ShutdownReason::PowerOff),
-            Function::SystemReset => Self::system(ShutdownReason::Reset),
+            Function::SmcccVersion => ret(reply, SMCCC_VERSION_1_1),
+            Function::SmcccArchFeatures => ret_result(reply, Function::decode(r1).arch_features()),
+            Function::PsciVersion => ret(reply, PSCI_VERSION_1_0),
+            Function::PsciFeatures => ret_result(reply, Function::decode(r1).psci_features()),
+            Function::CpuSuspend => self.cpu_suspend(caller, r1, reply),
+            Function::CpuOff => self.cpu_off(caller, reply),
+            Function::CpuOn => self.cpu_on(caller, [r1, r2, r3], reply),
+            Function::AffinityInfo => ret_result(reply, self.affinity_info(r1, r2)),
+            Function::MigrateInfoType => ret(reply, MIGRATE_INFO_TYPE_NOT_REQUIRED),
+            Function::SystemOff => Self::system(ShutdownReason::PowerOff, reply),
+            Function::SystemReset => Self::system(ShutdownReason::Reset, reply),
             // MIGRATE and MIGRATE_INFO_UP_CPU are optional when
             // MIGRATE_INFO_TYPE is 2.
             Function::Migrate
             | Function::MigrateInfoUpCpu
             | Function::Optional(_)
             | Function::Smc64(_)
-            | Function::Unknown(_) => ret_err(PsciError::NotSupported),
+            | Function::Unknown(_) => ret_err(reply, PsciError::NotSupported),
         }
     }
 
@@ -348,56 +349,59 @@ impl Psci {
     /// specification allows for a power-down request too (a shallower state
     /// may always be entered; the caller then resumes after the call with its
     /// context intact; KVM does the same).
-    fn cpu_suspend(&self, caller: VcpuId, power_state: u32) -> Result<Reply, ServerError> {
+    fn cpu_suspend(&self, caller: VcpuId, power_state: u32, reply: &mut Reply) -> Result<(), ServerError> {
         if power_state & POWER_STATE_RESERVED != 0 {
             debug!("vcpu{}: CPU_SUSPEND power_state {power_state:#x} has reserved bits set", caller.0);
-            return ret_err(PsciError::InvalidParameters);
+            return ret_err(reply, PsciError::InvalidParameters);
         }
-        let mut reply = ret(SUCCESS)?;
-        reply.push(idle(caller))?;
-        Ok(reply)
+        ret(reply, SUCCESS)?;
+        Ok(reply.push(idle(caller))?)
     }
 
     /// CPU_OFF: never DENIED here (no Trusted OS needs migrating); on
     /// success the call does not return.
-    fn cpu_off(&mut self, caller: VcpuId) -> Result<Reply, ServerError> {
+    fn cpu_off(&mut self, caller: VcpuId, reply: &mut Reply) -> Result<(), ServerError> {
         let state = self.power_mut(caller).ok_or(ServerError::NoSuchVcpu(caller))?;
         *state = PowerState::Off;
         if self.power.iter().take(usize::from(self.vcpus)).all(|s| *s == PowerState::Off) {
             warn!("vcpu{}: CPU_OFF of the last vCPU on; the VM can no longer run", caller.0);
         }
-        Reply::of(&[Action::PowerOff]).map_err(ServerError::from)
+        Ok(reply.push(Action::PowerOff)?)
     }
 
     /// CPU_ON: target affinity, entry point, context ID.
-    fn cpu_on(&mut self, caller: VcpuId, target: u32, entry: u32, context_id: u32) -> Result<Reply, ServerError> {
+    fn cpu_on(
+        &mut self,
+        caller: VcpuId,
+        [target, entry, context_id]: [u32; 3],
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
         let Some(vcpu) = self.target(target) else {
             warn!("vcpu{}: CPU_ON of missing CPU {target:#x}", caller.0);
-            return ret_err(PsciError::InvalidParameters);
+            return ret_err(reply, PsciError::InvalidParameters);
         };
         // The caller is running whatever the record says.
         let state = if vcpu == caller { PowerState::On } else { self.power(vcpu).unwrap_or(PowerState::Off) };
         match state {
             PowerState::On => {
                 debug!("vcpu{}: CPU_ON of vcpu{}, already on", caller.0, vcpu.0);
-                return ret_err(PsciError::AlreadyOn);
+                return ret_err(reply, PsciError::AlreadyOn);
             }
-            PowerState::OnPending => return ret_err(PsciError::OnPending),
+            PowerState::OnPending => return ret_err(reply, PsciError::OnPending),
             PowerState::Off => {}
         }
         if !self.entry_valid(entry) {
             warn!("vcpu{}: CPU_ON of vcpu{} at {entry:#x}, outside guest RAM", caller.0, vcpu.0);
-            return ret_err(PsciError::InvalidAddress);
+            return ret_err(reply, PsciError::InvalidAddress);
         }
         if let Some(s) = self.power_mut(vcpu) {
             *s = PowerState::OnPending;
         }
-        let mut reply = ret(SUCCESS)?;
+        ret(reply, SUCCESS)?;
         // The monitor starts the vCPU as the PSCI specification has it (SVC
         // mode, MMU and caches off, IRQ/FIQ masked, r0 = context ID, Thumb
         // when bit 0 of the entry is set) and reports its `Start`.
-        reply.push(Action::PowerOn { vcpu, entry, context_id })?;
-        Ok(reply)
+        Ok(reply.push(Action::PowerOn { vcpu, entry, context_id })?)
     }
 
     /// AFFINITY_INFO. Only affinity level 0 is supported (the
@@ -413,10 +417,9 @@ impl Psci {
 
     /// SYSTEM_OFF / SYSTEM_RESET: the VM stops. Should the vCPU ever run on,
     /// it sees INTERNAL_FAILURE, as on KVM.
-    fn system(reason: ShutdownReason) -> Result<Reply, ServerError> {
-        let mut reply = ret(PsciError::InternalFailure.reg())?;
-        reply.push(Action::Shutdown(reason))?;
-        Ok(reply)
+    fn system(reason: ShutdownReason, reply: &mut Reply) -> Result<(), ServerError> {
+        ret(reply, PsciError::InternalFailure.reg())?;
+        Ok(reply.push(Action::Shutdown(reason))?)
     }
 }
 
@@ -451,7 +454,9 @@ mod tests {
     }
 
     fn call(p: &mut Psci, caller: VcpuId, args: [u32; 4]) -> Reply {
-        p.call(caller, args).expect("reply")
+        let mut reply = Reply::none();
+        p.call(caller, args, &mut reply).expect("reply");
+        reply
     }
 
     fn simple(p: &mut Psci, args: [u32; 4]) -> u32 {
@@ -650,7 +655,10 @@ mod tests {
         let mut p = booted(1);
         assert_eq!(p.started(VcpuId(1)), Err(ServerError::NoSuchVcpu(VcpuId(1))));
         assert_eq!(p.started(VcpuId(255)), Err(ServerError::NoSuchVcpu(VcpuId(255))));
-        assert_eq!(p.call(VcpuId(9), [fid::CPU_OFF, 0, 0, 0]), Err(ServerError::NoSuchVcpu(VcpuId(9))));
+        assert_eq!(
+            p.call(VcpuId(9), [fid::CPU_OFF, 0, 0, 0], &mut Reply::none()),
+            Err(ServerError::NoSuchVcpu(VcpuId(9)))
+        );
         assert_eq!(p.power(VcpuId(8)), None);
         // A VM claiming more vCPUs than exist is clamped.
         let p = Psci::new(200, RAM);

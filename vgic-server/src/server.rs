@@ -232,7 +232,7 @@ impl VgicServer {
 
     // ----------------------------------------------------------------- Start
 
-    fn start(&mut self, vcpu: VcpuId, list_registers: u8) -> Result<Reply, ServerError> {
+    fn start(&mut self, vcpu: VcpuId, list_registers: u8, reply: &mut Reply) -> Result<(), ServerError> {
         self.check(vcpu)?;
         if list_registers == 0 {
             // GICH_VTR.ListRegs + 1 is at least 1: a monitor bug.
@@ -252,14 +252,19 @@ impl VgicServer {
                 kicks |= self.touch_kicks(Touch::Spi(intid));
             }
         }
-        let mut reply = Reply::none();
-        self.push_kicks(&mut reply, kicks);
-        Ok(reply)
+        self.push_kicks(reply, kicks);
+        Ok(())
     }
 
     // ------------------------------------------------------------------ MMIO
 
-    fn mmio(&mut self, vcpu: VcpuId, access: MmioAccess, status: Option<LrStatus>) -> Result<Reply, ServerError> {
+    fn mmio(
+        &mut self,
+        vcpu: VcpuId,
+        access: MmioAccess,
+        status: Option<LrStatus>,
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
         self.check(vcpu)?;
         // What the guest did on the virtual CPU interface since the last
         // refresh (acknowledged an interrupt, deactivated one) shows in the
@@ -278,7 +283,6 @@ impl VgicServer {
         if matches!(reg, GicdReg::BadAccess { .. } | GicdReg::Reserved(_) | GicdReg::ImplementationDefined(_)) {
             debug!("vcpu{}: {} {reg:?}: RAZ/WI", vcpu.0, if access.write { "write" } else { "read" });
         }
-        let mut reply = Reply::none();
         let mut kicks = 0;
         if access.write {
             let touched = self.dist.write(vcpu, reg, access.value as u32);
@@ -291,22 +295,26 @@ impl VgicServer {
         } else {
             let value = self.dist.read(vcpu, reg);
             trace!("vcpu{}: read {reg:?} = {value:#x}", vcpu.0);
-            reply.push(Action::SetReg {
-                reg: GuestReg::Gpr(access.rt),
-                value: load_value(value, access.size, access.sign_extend),
-            })?;
-            reply.push(Action::AdvancePc)?;
+            reply.extend([
+                Action::SetReg {
+                    reg: GuestReg::Gpr(access.rt),
+                    value: load_value(value, access.size, access.sign_extend),
+                },
+                Action::AdvancePc,
+            ])?;
         }
         // SPIs the fold released may go on to a vCPU, this one included (its
         // list registers are written at its next refresh, which the kick
         // brings about).
         kicks |= self.released_kicks(&held_before);
-        self.push_kicks(&mut reply, kicks);
-        Ok(reply)
+        self.push_kicks(reply, kicks);
+        Ok(())
     }
 
     // ------------------------------------------------------------- Set line
 
+    // The fields of `VgicRequest::SetLine`, and the reply.
+    #[allow(clippy::too_many_arguments)]
     fn set_line(
         &mut self,
         intid: IntId,
@@ -315,7 +323,8 @@ impl VgicServer {
         hw: Option<IntId>,
         change: u32,
         status: Option<LrStatus>,
-    ) -> Result<Reply, ServerError> {
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
         let irq = if intid.is_ppi() {
             let vcpu = target.ok_or(ServerError::Unexpected)?;
             self.check(vcpu)?;
@@ -333,7 +342,7 @@ impl VgicServer {
         }
         if !self.dist.take_line_change(irq, change) {
             debug!("SetLine: change {change} of INTID {} is older than one already taken; ignored", intid.0);
-            return Ok(Reply::none());
+            return Ok(());
         }
         self.dist.set_line(irq, level, hw);
         let touch = match irq {
@@ -346,14 +355,13 @@ impl VgicServer {
         // `Sync` it would bring (the same refresh, one message sooner).
         if let (Some(status), Irq::Ppi { vcpu, .. }) = (status, irq) {
             if kicks & bit(vcpu) != 0 {
-                let mut reply = self.refresh(vcpu, &status, false)?;
-                self.push_kicks(&mut reply, kicks & !bit(vcpu));
-                return Ok(reply);
+                self.refresh(vcpu, &status, false, reply)?;
+                self.push_kicks(reply, kicks & !bit(vcpu));
+                return Ok(());
             }
         }
-        let mut reply = Reply::none();
-        self.push_kicks(&mut reply, kicks);
-        Ok(reply)
+        self.push_kicks(reply, kicks);
+        Ok(())
     }
 
     // ----------------------------------------------------------------- Kicks
@@ -411,7 +419,7 @@ impl VgicServer {
 
     // ------------------------------------------------- Fold, choose, write
 
-    fn refresh(&mut self, vcpu: VcpuId, status: &LrStatus, idle: bool) -> Result<Reply, ServerError> {
+    fn refresh(&mut self, vcpu: VcpuId, status: &LrStatus, idle: bool, reply: &mut Reply) -> Result<(), ServerError> {
         self.check(vcpu)?;
         self.dist.tidy();
         trace!("vcpu{}: {:?} {status:x?}", vcpu.0, Misr::decode(status.misr));
@@ -421,16 +429,15 @@ impl VgicServer {
         // interrupt it visits anyway.
         let live = Live { sgis: self.dist.live_sgis(vcpu), ppis: self.dist.live_ppis(vcpu) };
         let wait = idle && !self.could_signal(vcpu, live);
-        let mut reply = Reply::none();
-        self.flush(vcpu, status, live, &mut reply)?;
-        self.deactivate_owed(vcpu, live, &mut reply);
+        self.flush(vcpu, status, live, reply)?;
+        self.deactivate_owed(vcpu, live, reply);
         // This vCPU's own list registers were just written.
         let kicks = self.released_kicks(&held_before) & !bit(vcpu);
-        self.push_kicks(&mut reply, kicks);
+        self.push_kicks(reply, kicks);
         if wait {
             reply.push(Action::WaitForInterrupt)?;
         }
-        Ok(reply)
+        Ok(())
     }
 
     /// [`Self::fold`] `status` into `vcpu`'s state; returns what its list
@@ -765,21 +772,21 @@ impl Server for VgicServer {
     const ID: ServerId = ServerId::Vgic;
     type Request = VgicRequest;
 
-    fn handle(&mut self, request: VgicRequest) -> Result<Reply, ServerError> {
-        match request {
-            VgicRequest::Start { vcpu, list_registers } => self.start(vcpu, list_registers),
-            VgicRequest::Mmio { vcpu, access, status } => self.mmio(vcpu, access, status),
+    fn handle_into(&mut self, request: &VgicRequest, reply: &mut Reply) -> Result<(), ServerError> {
+        match *request {
+            VgicRequest::Start { vcpu, list_registers } => self.start(vcpu, list_registers, reply),
+            VgicRequest::Mmio { vcpu, access, status } => self.mmio(vcpu, access, status, reply),
             VgicRequest::SetLine { intid, level, target, hw, change, status } => {
-                self.set_line(intid, level, target, hw, change, status)
+                self.set_line(intid, level, target, hw, change, status, reply)
             }
-            VgicRequest::Maintenance { vcpu, status } | VgicRequest::Sync { vcpu, status } => {
-                self.refresh(vcpu, &status, false)
+            VgicRequest::Maintenance { vcpu, ref status } | VgicRequest::Sync { vcpu, ref status } => {
+                self.refresh(vcpu, status, false, reply)
             }
-            VgicRequest::Idle { vcpu, status } => self.refresh(vcpu, &status, true),
+            VgicRequest::Idle { vcpu, ref status } => self.refresh(vcpu, status, true, reply),
         }
     }
 
-    fn unwrap_message(message: Message) -> Result<VgicRequest, ServerError> {
+    fn request_of(message: &Message) -> Result<&VgicRequest, ServerError> {
         match message {
             Message::Vgic(request) => Ok(request),
             _ => Err(ServerError::WrongServer),

@@ -102,12 +102,13 @@ impl VtimerServer {
         self.vcpus.get(vcpu.index())
     }
 
-    fn start(&mut self, vcpu: VcpuId, now: u64) -> Result<Reply, ServerError> {
+    /// `Start`: program CNTVOFF and state the line and the Hyp timer again,
+    /// into `reply`.
+    fn start(&mut self, vcpu: VcpuId, now: u64, reply: &mut Reply) -> Result<(), ServerError> {
         let offset = *self.cntvoff.get_or_insert(now);
         let intids = self.intids;
         let state = self.state(vcpu)?;
         state.started = true;
-        let mut reply = Reply::none();
         reply.push(Action::SetCntvoff { value: offset })?;
         // The physical CPU's Hyp timer and the vGIC's view of the line may
         // both have been reset while the vCPU was off: state both again.
@@ -118,13 +119,14 @@ impl VtimerServer {
         }
         state.hyp_deadline = state.phys.deadline(now);
         reply.push(Action::SetHypTimer { deadline: state.hyp_deadline })?;
-        Ok(reply)
+        Ok(())
     }
 
-    fn fired(&mut self, vcpu: VcpuId, timer: TimerKind, now: u64) -> Result<Reply, ServerError> {
+    /// `Fired`: raise the virtual-timer PPI, or bring the physical timer's
+    /// line and Hyp timer up to date, into `reply`.
+    fn fired(&mut self, vcpu: VcpuId, timer: TimerKind, now: u64, reply: &mut Reply) -> Result<(), ServerError> {
         let intids = self.intids;
         let state = self.state(vcpu)?;
-        let mut reply = Reply::none();
         match timer {
             TimerKind::Virtual => {
                 // The hardware timer's output is a level that stays high until
@@ -138,23 +140,23 @@ impl VtimerServer {
                 // The Hyp timer stays asserted until it is re-programmed, so
                 // always say what it should do now (a stale or early firing
                 // re-arms it).
-                sync_line(state, intids.guest_phys, vcpu, now, &mut reply)?;
+                sync_line(state, intids.guest_phys, vcpu, now, reply)?;
                 state.hyp_deadline = state.phys.deadline(now);
                 reply.push(Action::SetHypTimer { deadline: state.hyp_deadline })?;
             }
         }
-        Ok(reply)
+        Ok(())
     }
 
-    fn cp15(&mut self, vcpu: VcpuId, access: Cp15Access, now: u64) -> Result<Reply, ServerError> {
+    /// A trapped MRC/MCR of a timer register, answered into `reply`.
+    fn cp15(&mut self, vcpu: VcpuId, access: Cp15Access, now: u64, reply: &mut Reply) -> Result<(), ServerError> {
         let intids = self.intids;
         let state = self.state(vcpu)?;
-        let mut reply = Reply::none();
         let reg = TimerReg32::decode(&access);
         let Some(rt) = gpr(access.rt) else {
             debug!("vtimer: vCPU {} MRC/MCR {reg:?} with r{}: undefined", vcpu.0, access.rt);
             reply.push(Action::InjectUndef)?;
-            return Ok(reply);
+            return Ok(());
         };
         match (reg, access.write) {
             (TimerReg32::CntpCtl, false) => {
@@ -168,34 +170,36 @@ impl VtimerServer {
             (TimerReg32::Unknown { .. }, _) => {
                 debug!("vtimer: vCPU {} accessed {reg:?}: undefined", vcpu.0);
                 reply.push(Action::InjectUndef)?;
-                return Ok(reply);
+                return Ok(());
             }
         }
         reply.push(Action::AdvancePc)?;
-        update(state, intids.guest_phys, vcpu, now, &mut reply)?;
-        Ok(reply)
+        update(state, intids.guest_phys, vcpu, now, reply)
     }
 
-    fn cp15_wide(&mut self, vcpu: VcpuId, access: Cp15WideAccess, now: u64) -> Result<Reply, ServerError> {
+    /// A trapped MRRC/MCRR of a timer register, answered into `reply`.
+    fn cp15_wide(
+        &mut self,
+        vcpu: VcpuId,
+        access: Cp15WideAccess,
+        now: u64,
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
         let intids = self.intids;
         let state = self.state(vcpu)?;
-        let mut reply = Reply::none();
         let reg = TimerReg64::decode(&access);
         let regs = match (gpr(access.rt), gpr(access.rt2)) {
             // MRRC with Rt == Rt2 is UNPREDICTABLE; MCRR with it is fine.
             (Some(lo), Some(hi)) if access.write || access.rt != access.rt2 => Some((lo, hi)),
             _ => None,
         };
-        let read = |value: u64, reply: &mut Reply, (lo, hi): (GuestReg, GuestReg)| {
-            // The low and high words of the 64-bit value.
-            reply.push(Action::SetReg { reg: lo, value: value as u32 })?;
-            reply.push(Action::SetReg { reg: hi, value: (value >> 32) as u32 })
+        // The low and high words of the 64-bit value, into Rt and Rt2.
+        let read = |value: u64, (lo, hi): (GuestReg, GuestReg)| {
+            [Action::SetReg { reg: lo, value: value as u32 }, Action::SetReg { reg: hi, value: (value >> 32) as u32 }]
         };
         match (reg, access.write, regs) {
-            (TimerReg64::Cntpct, false, Some(pair)) => read(now, &mut reply, pair)?,
-            (TimerReg64::CntpCval, false, Some(pair)) => {
-                read(state.phys.read_cval(), &mut reply, pair)?;
-            }
+            (TimerReg64::Cntpct, false, Some(pair)) => reply.extend(read(now, pair))?,
+            (TimerReg64::CntpCval, false, Some(pair)) => reply.extend(read(state.phys.read_cval(), pair))?,
             (TimerReg64::CntpCval, true, Some(_)) => state.phys.write_cval(access.value),
             // CNTPCT is read-only: MCRR to it is UNDEFINED.
             (TimerReg64::Cntpct, true, _) | (TimerReg64::Unknown { .. }, _, _) | (_, _, None) => {
@@ -204,12 +208,11 @@ impl VtimerServer {
                     vcpu.0, access.write, access.rt, access.rt2
                 );
                 reply.push(Action::InjectUndef)?;
-                return Ok(reply);
+                return Ok(());
             }
         }
         reply.push(Action::AdvancePc)?;
-        update(state, intids.guest_phys, vcpu, now, &mut reply)?;
-        Ok(reply)
+        update(state, intids.guest_phys, vcpu, now, reply)
     }
 
     fn state(&mut self, vcpu: VcpuId) -> Result<&mut VcpuTimers, ServerError> {
@@ -221,24 +224,25 @@ impl Server for VtimerServer {
     const ID: ServerId = ServerId::Vtimer;
     type Request = VtimerRequest;
 
-    fn handle(&mut self, request: VtimerRequest) -> Result<Reply, ServerError> {
+    fn handle_into(&mut self, request: &VtimerRequest, reply: &mut Reply) -> Result<(), ServerError> {
         // A request that fails leaves no half-done change behind (a reply
-        // that does not fit is an error, not a partial answer). A request
-        // changes only its vCPU's timers and the VM's CNTVOFF, so those are
-        // what is kept to put back (copying the whole state on every request
-        // cost more than the request).
-        let vcpu = match request {
+        // that does not fit is an error, not a partial answer: the actions
+        // already in `reply` are dropped by the caller). A request changes
+        // only its vCPU's timers and the VM's CNTVOFF, so those are what is
+        // kept to put back (copying the whole state on every request cost
+        // more than the request).
+        let vcpu = match *request {
             VtimerRequest::Start { vcpu, .. }
             | VtimerRequest::Fired { vcpu, .. }
             | VtimerRequest::Cp15 { vcpu, .. }
             | VtimerRequest::Cp15Wide { vcpu, .. } => vcpu,
         };
         let saved = (self.cntvoff, self.vcpus.get(vcpu.index()).copied());
-        let result = match request {
-            VtimerRequest::Start { vcpu, now } => self.start(vcpu, now),
-            VtimerRequest::Fired { vcpu, timer, now } => self.fired(vcpu, timer, now),
-            VtimerRequest::Cp15 { vcpu, access, now } => self.cp15(vcpu, access, now),
-            VtimerRequest::Cp15Wide { vcpu, access, now } => self.cp15_wide(vcpu, access, now),
+        let result = match *request {
+            VtimerRequest::Start { vcpu, now } => self.start(vcpu, now, reply),
+            VtimerRequest::Fired { vcpu, timer, now } => self.fired(vcpu, timer, now, reply),
+            VtimerRequest::Cp15 { vcpu, access, now } => self.cp15(vcpu, access, now, reply),
+            VtimerRequest::Cp15Wide { vcpu, access, now } => self.cp15_wide(vcpu, access, now, reply),
         };
         if result.is_err() {
             let (cntvoff, timers) = saved;
@@ -250,7 +254,7 @@ impl Server for VtimerServer {
         result
     }
 
-    fn unwrap_message(message: Message) -> Result<VtimerRequest, ServerError> {
+    fn request_of(message: &Message) -> Result<&VtimerRequest, ServerError> {
         match message {
             Message::Vtimer(request) => Ok(request),
             Message::Vcpu(_) | Message::Vgic(_) => Err(ServerError::WrongServer),

@@ -104,10 +104,13 @@ pub struct Domain<S> {
     stack: [u8; STACK_SIZE],
     /// The server's state.
     pub server: S,
-    /// The request to handle.
+    /// The request to handle (`None` once taken).
     pub inbox: Option<Message>,
-    /// Its answer.
-    pub outbox: Option<Result<Reply, ServerError>>,
+    /// Its reply's actions, written in place by the server (meaningful
+    /// only when `answer` is `Some(Ok(()))`).
+    pub outbox: Reply,
+    /// How the request ended: `None` until the server returns.
+    pub answer: Option<Result<(), ServerError>>,
     /// A fault to inject into this request.
     pub inject: Option<Injected>,
     /// What the server logged.
@@ -247,7 +250,8 @@ pub fn install<S: Hosted>(server: S) -> Result<(), S> {
         core::ptr::addr_of_mut!((*d).stack).write_bytes(STACK_PAINT, 1);
         core::ptr::addr_of_mut!((*d).server).write(server);
         core::ptr::addr_of_mut!((*d).inbox).write(None);
-        core::ptr::addr_of_mut!((*d).outbox).write(None);
+        core::ptr::addr_of_mut!((*d).outbox).write(Reply::none());
+        core::ptr::addr_of_mut!((*d).answer).write(None);
         core::ptr::addr_of_mut!((*d).inject).write(None);
         core::ptr::addr_of_mut!((*d).log).write(LogBuffer::new());
     }
@@ -260,7 +264,7 @@ pub extern "C" fn serve<S: Hosted>(domain: *mut u8) {
     // SAFETY: `domain` is S's installed domain, handed over by
     // `isolate::attempt` under the server's lock: no one else uses it.
     let d = unsafe { &mut *domain.cast::<Domain<S>>() };
-    let Some(message) = d.inbox.take() else {
+    let Some(message) = d.inbox.as_ref() else {
         return;
     };
     match d.inject.take() {
@@ -277,7 +281,8 @@ pub extern "C" fn serve<S: Hosted>(domain: *mut u8) {
         }
         None => {}
     }
-    d.outbox = Some(d.server.handle_message(message));
+    d.answer = Some(d.server.handle_message_into(message, &mut d.outbox));
+    d.inbox = None;
 }
 
 #[inline(never)]

@@ -389,10 +389,9 @@ impl<S: Hosted> Guarded<S> {
     pub fn deliver(&mut self, message: &Message, config: &VmConfig, reply: &mut Reply) -> Result<(), ServerError> {
         if !config.isolation {
             let start = super::profile::now();
-            let result = self.server().handle_message(message.clone());
+            let result = self.server().handle_message_into(message, reply);
             super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
-            *reply = result?;
-            return Ok(());
+            return result;
         }
         if self.log.is_full() || self.checkpoint.is_none() {
             let copy = self.server().clone();
@@ -538,7 +537,7 @@ fn attempt<S: Hosted>(
     // is held: the server is not running and no one else uses the domain.
     unsafe {
         (*d).inbox = Some(message.clone());
-        (*d).outbox = None;
+        (*d).answer = None;
         (*d).inject = inject.and_then(|kind| Injected::of(kind, target));
     }
     let start = super::profile::now();
@@ -548,13 +547,15 @@ fn attempt<S: Hosted>(
     outcome?;
     if inject == Some(FaultKind::BadReply) {
         // A register that does not exist: what a corrupted reply looks like.
-        *reply = Reply::of(&[ipc::Action::SetReg { reg: GuestReg::Gpr(0x7f), value: 0 }]).unwrap_or_default();
+        reply.clear();
+        let _ = reply.push(ipc::Action::SetReg { reg: GuestReg::Gpr(0x7f), value: 0 });
     } else {
-        // SAFETY: as above; the call is over (it returned), and the outbox
-        // is only read.
-        match unsafe { (*d).outbox.as_ref() } {
-            Some(Ok(answer)) => reply.copy_from(answer),
-            Some(Err(refused)) => return Ok(Err(*refused)),
+        // SAFETY: as above; the call is over (it returned), and the answer
+        // and the outbox are only read.
+        let (answer, outbox) = unsafe { ((*d).answer, &(*d).outbox) };
+        match answer {
+            Some(Ok(())) => reply.copy_from(outbox),
+            Some(Err(refused)) => return Ok(Err(refused)),
             // The server ran to its end, so it wrote its answer.
             None => return Err(Fault::Panic),
         }
