@@ -130,6 +130,10 @@ pub struct Report {
     pub parts: [u64; 4],
     /// Those in the monitor image, by function.
     pub functions: BTreeMap<String, u64>,
+    /// The monitor image's blocks that ran, by the image address of their
+    /// first instruction: (instructions in the block, runs). Blocks QEMU
+    /// translated more than once at one address are added up.
+    pub blocks: BTreeMap<u64, (u64, u64)>,
 }
 
 impl Report {
@@ -152,8 +156,24 @@ impl Report {
             };
             report.parts[part] += n;
             *report.functions.entry(name.to_string()).or_default() += n;
+            if b.runs > 0 {
+                let block = report.blocks.entry(image.start + offset).or_insert((b.insns, 0));
+                block.1 += b.runs;
+            }
         }
         Ok(report)
+    }
+
+    /// The monitor's blocks, one line each in address order: address,
+    /// instructions, runs, instructions executed, function (for reading
+    /// beside a disassembly of the monitor ELF).
+    pub fn render_blocks(&self, image: &Image) -> String {
+        let mut out = String::from("address insns runs executed function\n");
+        for (&addr, &(insns, runs)) in &self.blocks {
+            let name = image.function_at(addr).map_or("(outside any function)", |f| f.name.as_str());
+            let _ = writeln!(out, "{addr:#010x} {insns} {runs} {} {name}", insns * runs);
+        }
+        out
     }
 
     /// Instructions in the monitor image.
@@ -183,30 +203,40 @@ impl Report {
     }
 }
 
-/// The plugin's arguments: `monitor=PATH` (the monitor ELF QEMU runs) and
-/// `out=PATH` (where the report goes at exit).
+/// The plugin's arguments: `monitor=PATH` (the monitor ELF QEMU runs),
+/// `out=PATH` (where the report goes at exit) and, optionally,
+/// `blocks=PATH` (where the monitor's per-block counts go, see
+/// [`Report::render_blocks`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Args {
     /// The monitor ELF.
     pub monitor: PathBuf,
     /// The report file.
     pub out: PathBuf,
+    /// The per-block counts' file, if asked for.
+    pub blocks: Option<PathBuf>,
 }
 
 impl Args {
     /// Parse `key=value` arguments.
     pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Args, String> {
-        let (mut monitor, mut out) = (None, None);
+        let (mut monitor, mut out, mut blocks) = (None, None, None);
         for arg in args {
             match arg.split_once('=') {
                 Some(("monitor", v)) => monitor = Some(PathBuf::from(v)),
                 Some(("out", v)) => out = Some(PathBuf::from(v)),
-                _ => return Err(format!("unknown argument {arg:?} (expected monitor=PATH and out=PATH)")),
+                Some(("blocks", v)) => blocks = Some(PathBuf::from(v)),
+                _ => {
+                    return Err(format!(
+                        "unknown argument {arg:?} (expected monitor=PATH, out=PATH and optionally blocks=PATH)"
+                    ))
+                }
             }
         }
         Ok(Args {
             monitor: monitor.ok_or("missing monitor=PATH (the monitor ELF)")?,
             out: out.ok_or("missing out=PATH (the report file)")?,
+            blocks,
         })
     }
 }
@@ -316,6 +346,11 @@ extern "C" fn on_exit(_id: u64, _userdata: *mut c_void) {
             if let Err(e) = std::fs::write(&args.out, report.render(40)) {
                 say(&format!("cannot write {}: {e}", args.out.display()));
             }
+            if let Some(path) = &args.blocks {
+                if let Err(e) = std::fs::write(path, report.render_blocks(image)) {
+                    say(&format!("cannot write {}: {e}", path.display()));
+                }
+            }
         }
         Err(e) => say(&e),
     }
@@ -409,6 +444,26 @@ mod tests {
         assert_eq!(report.functions["_start"], 4);
         let text = report.render(10);
         assert!(text.starts_with("instructions: 760\nhypervisor: 60 (7.895 %)\n"), "{text}");
+        // The monitor's blocks by image address; the guest's is not there.
+        assert_eq!(report.blocks.len(), 3);
+        assert_eq!(report.blocks[&0x4020_0100], (5, 10));
+        let lines = report.render_blocks(&image());
+        assert!(
+            lines.contains("0x40200100 5 10 50 <vgic_server::VgicServer as ipc::Server>::handle_message\n"),
+            "{lines}"
+        );
+    }
+
+    #[test]
+    fn a_block_translated_twice_is_counted_once_with_both_runs() {
+        let host = 0x7f00_0000_0000u64;
+        let blocks = [
+            BlockCount { vaddr: 0x4020_0000, haddr: host, insns: 4, runs: 1 },
+            BlockCount { vaddr: 0x4020_0200, haddr: host + 0x200, insns: 3, runs: 2 },
+            BlockCount { vaddr: 0x4020_0200, haddr: host + 0x200, insns: 3, runs: 5 },
+        ];
+        let report = Report::new(&image(), &blocks).unwrap();
+        assert_eq!(report.blocks[&0x4020_0200], (3, 7));
     }
 
     #[test]
@@ -421,6 +476,9 @@ mod tests {
     fn arguments_are_checked() {
         let args = Args::parse(["monitor=/m.elf", "out=/r.txt"]).unwrap();
         assert_eq!(args.monitor, PathBuf::from("/m.elf"));
+        assert_eq!(args.blocks, None);
+        let args = Args::parse(["monitor=/m.elf", "out=/r.txt", "blocks=/b.txt"]).unwrap();
+        assert_eq!(args.blocks, Some(PathBuf::from("/b.txt")));
         assert!(Args::parse(["monitor=/m.elf"]).unwrap_err().contains("out=PATH"));
         assert!(Args::parse(["monitr=/m.elf", "out=x"]).unwrap_err().contains("unknown argument"));
     }

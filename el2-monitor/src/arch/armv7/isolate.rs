@@ -386,6 +386,14 @@ impl<S: Hosted> Guarded<S> {
 
     /// Hand `message` to the server, containing what goes wrong; its reply
     /// is written into `reply`.
+    ///
+    /// Only the path every request takes is here, so that it stays small
+    /// where it is inlined (the router's delivery loop): taking a
+    /// checkpoint, injecting faults and recovering are functions of their
+    /// own, out of line. (Inlined, their copies of the server's state made
+    /// the loop's stack frame 72 KB, and the loop spent a hundred
+    /// instructions a trap setting up addresses into it.)
+    #[inline(always)]
     pub fn deliver(&mut self, message: &Message, config: &VmConfig, reply: &mut Reply) -> Result<(), ServerError> {
         if !config.isolation {
             let start = super::profile::now();
@@ -394,11 +402,34 @@ impl<S: Hosted> Guarded<S> {
             return result;
         }
         if self.log.is_full() || self.checkpoint.is_none() {
-            let copy = self.server().clone();
-            self.checkpoint = Some(copy);
-            self.log.clear();
+            self.take_checkpoint();
         }
         self.delivered += 1;
+        if !config.faults.is_empty() {
+            return self.deliver_injected(message, config, reply);
+        }
+        match attempt::<S>(message, None, 0, config, reply) {
+            Ok(answer) => {
+                // Cannot fail: a full log was emptied above.
+                let _ = self.log.push(message.clone());
+                answer
+            }
+            Err(fault) => self.recover(message, fault, None, config, reply),
+        }
+    }
+
+    /// A copy of the server's state to restore from, and an empty log.
+    #[cold]
+    #[inline(never)]
+    fn take_checkpoint(&mut self) {
+        let copy = self.server().clone();
+        self.checkpoint = Some(copy);
+        self.log.clear();
+    }
+
+    /// [`Guarded::deliver`] when faults are to be injected (`--inject`).
+    #[inline(never)]
+    fn deliver_injected(&mut self, message: &Message, config: &VmConfig, reply: &mut Reply) -> Result<(), ServerError> {
         let n = self.delivered;
         let injection = config.faults.iter().find(|i| i.fires(S::ID, n));
         let target = core::ptr::addr_of!(self.checkpoint) as usize;
@@ -408,21 +439,40 @@ impl<S: Hosted> Guarded<S> {
         if let Some(before) = before {
             self.check_wild_write(before, target, config);
         }
-        let fault = match first {
+        match first {
             Ok(answer) => {
                 // Cannot fail: a full log was emptied above.
                 let _ = self.log.push(message.clone());
-                return answer;
+                answer
             }
-            Err(fault) => fault,
-        };
+            Err(fault) => {
+                let again = injection.filter(|i| i.repeat).map(|i| i.kind);
+                self.recover(message, fault, again, config, reply)
+            }
+        }
+    }
+
+    /// The server failed on `message` with `fault`: restore its state and
+    /// retry once (injecting `again`, if asked); if that fails too, refuse
+    /// the request or stop the VM, as `--on-server-fault` says.
+    #[cold]
+    #[inline(never)]
+    fn recover(
+        &mut self,
+        message: &Message,
+        fault: Fault,
+        again: Option<FaultKind>,
+        config: &VmConfig,
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
+        let n = self.delivered;
+        let target = core::ptr::addr_of!(self.checkpoint) as usize;
         let started = super::profile::counter();
         log::error!(
             "server {} failed on its message #{n} ({}): {fault}; restoring its state and retrying",
             S::ID.name(),
             message.request_name()
         );
-        let again = injection.filter(|i| i.repeat).map(|i| i.kind);
         let before = (again == Some(FaultKind::WildWrite)).then(|| self.checkpoint_hash());
         let second = match self.restore(config) {
             Ok(()) => attempt::<S>(message, again, target, config, reply),

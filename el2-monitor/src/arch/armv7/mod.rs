@@ -107,7 +107,10 @@ impl Servers for &ServerSet {
     fn call(&mut self, message: &Message, reply: &mut Reply) -> Result<(), ServerError> {
         // With tracing on, the request and its reply are recorded while the
         // server's lock is held, so each server's records are in the order
-        // it handled them, whatever the other CPUs do.
+        // it handled them, whatever the other CPUs do. Out of line: inlined
+        // three times (a server each) into the delivery loop, it made the
+        // loop too large to keep its values in registers.
+        #[inline(never)]
         fn traced<S: domain::Hosted>(
             server: &ServerLock<isolate::Guarded<S>>,
             message: &Message,
