@@ -11,8 +11,8 @@
 use ipc::msg::{LrStatus, MAX_INPUT_BYTES};
 use ipc::transport::EventQueue;
 use ipc::{
-    Action, DeviceRegion, Message, Reply, ServerError, ServerId, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest,
-    VtimerRequest,
+    Action, ActionRef, DeviceRegion, Message, Reply, ServerError, ServerId, Trap, TrapMsg, VcpuId, VcpuRequest,
+    VgicRequest, VtimerRequest,
 };
 
 /// The physical interrupts the monitor owns, as the platform's device tree
@@ -59,7 +59,7 @@ pub trait Hardware {
     /// Read up to `buf.len()` bytes the physical UART has received.
     fn console_input(&mut self, buf: &mut [u8]) -> usize;
     /// Carry out an action for the vCPU being handled.
-    fn apply(&mut self, action: &Action);
+    fn apply(&mut self, action: ActionRef<'_>);
 }
 
 /// The servers, reached by message.
@@ -370,15 +370,11 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
             }
             log::debug!("vcpu{} <- {}: {:?}", self.vcpu.0, server.name(), reply.actions);
             let mut sync_self = false;
-            for action in reply.actions.iter() {
-                match &action {
-                    Action::Kick { vcpu } if *vcpu == self.vcpu => sync_self = true,
-                    Action::Send(_) => {
-                        if let Action::Send(m) = action {
-                            self.enqueue(&mut queue, m);
-                        }
-                    }
-                    _ => self.hw.apply(&action),
+            for action in reply.actions.views() {
+                match action {
+                    ActionRef::Kick { vcpu } if vcpu == self.vcpu => sync_self = true,
+                    ActionRef::Send(m) => self.enqueue(&mut queue, m.clone()),
+                    _ => self.hw.apply(action),
                 }
             }
             if sync_self {
@@ -402,7 +398,7 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
         let server = message.server();
         if let Some(answer) = refusal_answer(message) {
             log::warn!("vcpu{}: {} refused {message:?}: {e}; answering {answer:?}", self.vcpu.0, server.name());
-            self.hw.apply(&answer);
+            self.hw.apply(answer.as_view());
         } else {
             log::error!("vcpu{}: {} refused {message:?}: {e}", self.vcpu.0, server.name());
         }
@@ -458,8 +454,8 @@ mod tests {
             self.console.drain(..n);
             n
         }
-        fn apply(&mut self, action: &Action) {
-            self.applied.push(action.clone());
+        fn apply(&mut self, action: ActionRef<'_>) {
+            self.applied.push(action.to_action());
         }
     }
 

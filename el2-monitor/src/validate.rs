@@ -10,7 +10,7 @@
 //! server's bugs, never the guest's: the servers turn every guest request
 //! into well-formed actions.
 
-use ipc::{Action, GuestReg, IntId, Message, Reply, VcpuId, VcpuRequest, VgicRequest, VmConfig, VtimerRequest};
+use ipc::{ActionRef, GuestReg, IntId, Message, Reply, VcpuId, VcpuRequest, VgicRequest, VmConfig, VtimerRequest};
 use vgic_server::lr::{lr_bits, MAX_LRS};
 
 /// The highest general-purpose register a reply may name: `GuestReg::Gpr`
@@ -72,7 +72,7 @@ const CPSR_MODE: u32 = 0x1f;
 /// Check every action of `reply` (and every message it forwards) against
 /// the VM `config` describes.
 pub fn check(reply: &Reply, config: &VmConfig) -> Result<(), InvalidReply> {
-    reply.actions.iter().try_for_each(|action| check_action(&action, config))
+    reply.actions.views().try_for_each(|action| check_action(action, config))
 }
 
 fn vcpu(v: VcpuId, config: &VmConfig) -> Result<(), InvalidReply> {
@@ -91,53 +91,53 @@ fn intid(i: IntId) -> Result<(), InvalidReply> {
     }
 }
 
-fn check_action(action: &Action, config: &VmConfig) -> Result<(), InvalidReply> {
+fn check_action(action: ActionRef<'_>, config: &VmConfig) -> Result<(), InvalidReply> {
     match action {
-        Action::SetReg { reg: GuestReg::Gpr(n), .. } if *n > LAST_GPR => Err(InvalidReply::NoSuchRegister(*n)),
-        Action::SetReg { reg: GuestReg::Cpsr, value } if !GUEST_MODES.contains(&(value & CPSR_MODE)) => {
-            Err(InvalidReply::ForbiddenMode(*value))
+        ActionRef::SetReg { reg: GuestReg::Gpr(n), .. } if n > LAST_GPR => Err(InvalidReply::NoSuchRegister(n)),
+        ActionRef::SetReg { reg: GuestReg::Cpsr, value } if !GUEST_MODES.contains(&(value & CPSR_MODE)) => {
+            Err(InvalidReply::ForbiddenMode(value))
         }
-        Action::Kick { vcpu: v } => vcpu(*v, config),
-        Action::PowerOn { vcpu: v, entry, .. } => {
-            vcpu(*v, config)?;
+        ActionRef::Kick { vcpu: v } => vcpu(v, config),
+        ActionRef::PowerOn { vcpu: v, entry, .. } => {
+            vcpu(v, config)?;
             // Bit 0 selects Thumb state; the instruction is at entry & !1.
             if config.ram.contains_ipa(u64::from(entry & !1), 2) {
                 Ok(())
             } else {
-                Err(InvalidReply::EntryOutsideRam(*entry))
+                Err(InvalidReply::EntryOutsideRam(entry))
             }
         }
-        Action::WriteListRegister { index, value } => {
-            if usize::from(*index) >= MAX_LRS {
-                return Err(InvalidReply::NoSuchListRegister(*index));
+        ActionRef::WriteListRegister { index, value } => {
+            if usize::from(index) >= MAX_LRS {
+                return Err(InvalidReply::NoSuchListRegister(index));
             }
-            check_list_register(*value)
+            check_list_register(value)
         }
-        Action::DeactivatePhysical { intid: i } => {
+        ActionRef::DeactivatePhysical { intid: i } => {
             // Only a PPI or an SPI is linked to a list register (an SGI's
             // deactivation is the guest's own).
-            intid(*i)?;
+            intid(i)?;
             if i.is_sgi() {
-                return Err(InvalidReply::BadIntid(*i));
+                return Err(InvalidReply::BadIntid(i));
             }
             Ok(())
         }
-        Action::Send(message) => check_message(message, config),
-        Action::SetReg { .. }
-        | Action::AdvancePc
-        | Action::InjectUndef
-        | Action::InjectDataAbort { .. }
-        | Action::InjectPrefetchAbort { .. }
-        | Action::CleanInvalidateDcache
-        | Action::ConsoleWrite { .. }
-        | Action::ConfigureTraps(_)
-        | Action::SetCntvoff { .. }
-        | Action::SetHypTimer { .. }
-        | Action::WriteGichHcr { .. }
-        | Action::PowerOff
-        | Action::WaitForInterrupt
-        | Action::Shutdown(_)
-        | Action::ConsoleReady { .. } => Ok(()),
+        ActionRef::Send(message) => check_message(message, config),
+        ActionRef::SetReg { .. }
+        | ActionRef::AdvancePc
+        | ActionRef::InjectUndef
+        | ActionRef::InjectDataAbort { .. }
+        | ActionRef::InjectPrefetchAbort { .. }
+        | ActionRef::CleanInvalidateDcache
+        | ActionRef::ConsoleWrite { .. }
+        | ActionRef::ConfigureTraps(_)
+        | ActionRef::SetCntvoff { .. }
+        | ActionRef::SetHypTimer { .. }
+        | ActionRef::WriteGichHcr { .. }
+        | ActionRef::PowerOff
+        | ActionRef::WaitForInterrupt
+        | ActionRef::Shutdown(_)
+        | ActionRef::ConsoleReady { .. } => Ok(()),
     }
 }
 
@@ -191,6 +191,7 @@ fn check_message(message: &Message, config: &VmConfig) -> Result<(), InvalidRepl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipc::Action;
 
     fn reply(actions: &[Action]) -> Reply {
         Reply::of(actions).unwrap()

@@ -172,6 +172,93 @@ pub enum Action {
     },
 }
 
+/// An [`Action`] read in place from a [`Reply`] ([`Actions::views`]): the
+/// same variants, with a `Send`'s message and a `ConsoleWrite`'s bytes
+/// borrowed from the reply. The monitor checks and applies these, so that
+/// no 64-byte `Action` is built for each action of each reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // The fields are those of `Action`'s variants.
+pub enum ActionRef<'a> {
+    SetReg { reg: GuestReg, value: u32 },
+    AdvancePc,
+    InjectUndef,
+    InjectDataAbort { far: u32 },
+    InjectPrefetchAbort { far: u32 },
+    CleanInvalidateDcache,
+    ConsoleWrite { bytes: &'a [u8] },
+    ConfigureTraps(TrapConfig),
+    SetCntvoff { value: u64 },
+    SetHypTimer { deadline: Option<u64> },
+    WriteListRegister { index: u8, value: u32 },
+    WriteGichHcr { value: u32 },
+    DeactivatePhysical { intid: IntId },
+    Kick { vcpu: VcpuId },
+    PowerOn { vcpu: VcpuId, entry: u32, context_id: u32 },
+    PowerOff,
+    WaitForInterrupt,
+    Shutdown(ShutdownReason),
+    Send(&'a Message),
+    ConsoleReady { room: u8, report: u32 },
+}
+
+impl ActionRef<'_> {
+    /// The action by value.
+    pub fn to_action(self) -> Action {
+        match self {
+            ActionRef::SetReg { reg, value } => Action::SetReg { reg, value },
+            ActionRef::AdvancePc => Action::AdvancePc,
+            ActionRef::InjectUndef => Action::InjectUndef,
+            ActionRef::InjectDataAbort { far } => Action::InjectDataAbort { far },
+            ActionRef::InjectPrefetchAbort { far } => Action::InjectPrefetchAbort { far },
+            ActionRef::CleanInvalidateDcache => Action::CleanInvalidateDcache,
+            ActionRef::ConsoleWrite { bytes } => Action::console(bytes),
+            ActionRef::ConfigureTraps(t) => Action::ConfigureTraps(t),
+            ActionRef::SetCntvoff { value } => Action::SetCntvoff { value },
+            ActionRef::SetHypTimer { deadline } => Action::SetHypTimer { deadline },
+            ActionRef::WriteListRegister { index, value } => Action::WriteListRegister { index, value },
+            ActionRef::WriteGichHcr { value } => Action::WriteGichHcr { value },
+            ActionRef::DeactivatePhysical { intid } => Action::DeactivatePhysical { intid },
+            ActionRef::Kick { vcpu } => Action::Kick { vcpu },
+            ActionRef::PowerOn { vcpu, entry, context_id } => Action::PowerOn { vcpu, entry, context_id },
+            ActionRef::PowerOff => Action::PowerOff,
+            ActionRef::WaitForInterrupt => Action::WaitForInterrupt,
+            ActionRef::Shutdown(reason) => Action::Shutdown(reason),
+            ActionRef::Send(message) => Action::Send(message.clone()),
+            ActionRef::ConsoleReady { room, report } => Action::ConsoleReady { room, report },
+        }
+    }
+}
+
+impl Action {
+    /// The action as a view (as [`Actions::views`] reads it).
+    pub fn as_view(&self) -> ActionRef<'_> {
+        match self {
+            Action::SetReg { reg, value } => ActionRef::SetReg { reg: *reg, value: *value },
+            Action::AdvancePc => ActionRef::AdvancePc,
+            Action::InjectUndef => ActionRef::InjectUndef,
+            Action::InjectDataAbort { far } => ActionRef::InjectDataAbort { far: *far },
+            Action::InjectPrefetchAbort { far } => ActionRef::InjectPrefetchAbort { far: *far },
+            Action::CleanInvalidateDcache => ActionRef::CleanInvalidateDcache,
+            Action::ConsoleWrite { bytes } => ActionRef::ConsoleWrite { bytes },
+            Action::ConfigureTraps(t) => ActionRef::ConfigureTraps(*t),
+            Action::SetCntvoff { value } => ActionRef::SetCntvoff { value: *value },
+            Action::SetHypTimer { deadline } => ActionRef::SetHypTimer { deadline: *deadline },
+            Action::WriteListRegister { index, value } => ActionRef::WriteListRegister { index: *index, value: *value },
+            Action::WriteGichHcr { value } => ActionRef::WriteGichHcr { value: *value },
+            Action::DeactivatePhysical { intid } => ActionRef::DeactivatePhysical { intid: *intid },
+            Action::Kick { vcpu } => ActionRef::Kick { vcpu: *vcpu },
+            Action::PowerOn { vcpu, entry, context_id } => {
+                ActionRef::PowerOn { vcpu: *vcpu, entry: *entry, context_id: *context_id }
+            }
+            Action::PowerOff => ActionRef::PowerOff,
+            Action::WaitForInterrupt => ActionRef::WaitForInterrupt,
+            Action::Shutdown(reason) => ActionRef::Shutdown(*reason),
+            Action::Send(message) => ActionRef::Send(message),
+            Action::ConsoleReady { room, report } => ActionRef::ConsoleReady { room: *room, report: *report },
+        }
+    }
+}
+
 /// A server's answer to one request: actions, applied in order.
 ///
 /// On the wire (serde) a reply is a struct whose one field, `actions`, is the
@@ -395,7 +482,14 @@ impl Actions {
         self.entries.is_empty()
     }
 
-    /// The actions, in order.
+    /// The actions, in order, read in place (what the monitor applies: a
+    /// view is a few words, where an [`Action`] is 64 bytes, most of them
+    /// the room of a `Send`'s message).
+    pub fn views(&self) -> Views<'_> {
+        Views { actions: self, cursor: Cursor::default() }
+    }
+
+    /// The actions, in order, by value.
     pub fn iter(&self) -> Iter<'_> {
         Iter { actions: self, cursor: Cursor::default() }
     }
@@ -432,47 +526,70 @@ struct Cursor {
 
 impl Cursor {
     // Inlined into each reader: the match of the reader on the action made
-    // here then folds into this one, and no 64-byte `Action` is moved.
+    // here then folds into this one.
     #[inline(always)]
-    fn take(&mut self, actions: &Actions) -> Option<Action> {
+    fn take<'a>(&mut self, actions: &'a Actions) -> Option<ActionRef<'a>> {
         let entry = *actions.entries.get(self.next)?;
         self.next += 1;
         Some(match entry {
-            Entry::SetReg { reg, value } => Action::SetReg { reg, value },
-            Entry::AdvancePc => Action::AdvancePc,
-            Entry::InjectUndef => Action::InjectUndef,
-            Entry::InjectDataAbort { far } => Action::InjectDataAbort { far },
-            Entry::InjectPrefetchAbort { far } => Action::InjectPrefetchAbort { far },
-            Entry::CleanInvalidateDcache => Action::CleanInvalidateDcache,
+            Entry::SetReg { reg, value } => ActionRef::SetReg { reg, value },
+            Entry::AdvancePc => ActionRef::AdvancePc,
+            Entry::InjectUndef => ActionRef::InjectUndef,
+            Entry::InjectDataAbort { far } => ActionRef::InjectDataAbort { far },
+            Entry::InjectPrefetchAbort { far } => ActionRef::InjectPrefetchAbort { far },
+            Entry::CleanInvalidateDcache => ActionRef::CleanInvalidateDcache,
             Entry::ConsoleWrite { len } => {
                 let end = self.console + usize::from(len);
                 let bytes = actions.console.get(self.console..end).unwrap_or_default();
                 self.console = end;
-                Action::console(bytes)
+                ActionRef::ConsoleWrite { bytes }
             }
-            Entry::ConfigureTraps(t) => Action::ConfigureTraps(t),
-            Entry::SetCntvoff { low, high } => Action::SetCntvoff { value: join(low, high) },
-            Entry::SetHypTimer { armed, low, high } => Action::SetHypTimer { deadline: armed.then(|| join(low, high)) },
-            Entry::WriteListRegister { index, value } => Action::WriteListRegister { index, value },
-            Entry::WriteGichHcr { value } => Action::WriteGichHcr { value },
-            Entry::DeactivatePhysical { intid } => Action::DeactivatePhysical { intid },
-            Entry::Kick { vcpu } => Action::Kick { vcpu },
-            Entry::PowerOn { vcpu, entry, context_id } => Action::PowerOn { vcpu, entry, context_id },
-            Entry::PowerOff => Action::PowerOff,
-            Entry::WaitForInterrupt => Action::WaitForInterrupt,
-            Entry::Shutdown(reason) => Action::Shutdown(reason),
+            Entry::ConfigureTraps(t) => ActionRef::ConfigureTraps(t),
+            Entry::SetCntvoff { low, high } => ActionRef::SetCntvoff { value: join(low, high) },
+            Entry::SetHypTimer { armed, low, high } => {
+                ActionRef::SetHypTimer { deadline: armed.then(|| join(low, high)) }
+            }
+            Entry::WriteListRegister { index, value } => ActionRef::WriteListRegister { index, value },
+            Entry::WriteGichHcr { value } => ActionRef::WriteGichHcr { value },
+            Entry::DeactivatePhysical { intid } => ActionRef::DeactivatePhysical { intid },
+            Entry::Kick { vcpu } => ActionRef::Kick { vcpu },
+            Entry::PowerOn { vcpu, entry, context_id } => ActionRef::PowerOn { vcpu, entry, context_id },
+            Entry::PowerOff => ActionRef::PowerOff,
+            Entry::WaitForInterrupt => ActionRef::WaitForInterrupt,
+            Entry::Shutdown(reason) => ActionRef::Shutdown(reason),
             Entry::Send => {
-                let message = actions.sends.get(self.send).cloned();
+                let message = actions.sends.get(self.send);
                 self.send += 1;
                 // Always there: each Send entry pushed its message.
-                Action::Send(message?)
+                ActionRef::Send(message?)
             }
-            Entry::ConsoleReady { room, report } => Action::ConsoleReady { room, report },
+            Entry::ConsoleReady { room, report } => ActionRef::ConsoleReady { room, report },
         })
     }
 
     fn left(&self, actions: &Actions) -> usize {
         actions.entries.len().saturating_sub(self.next)
+    }
+}
+
+/// The actions of an [`Actions`], in order, read in place.
+#[derive(Clone, Debug)]
+pub struct Views<'a> {
+    actions: &'a Actions,
+    cursor: Cursor,
+}
+
+impl<'a> Iterator for Views<'a> {
+    type Item = ActionRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<ActionRef<'a>> {
+        self.cursor.take(self.actions)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.cursor.left(self.actions);
+        (left, Some(left))
     }
 }
 
@@ -488,7 +605,7 @@ impl Iterator for Iter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<Action> {
-        self.cursor.take(self.actions)
+        self.cursor.take(self.actions).map(ActionRef::to_action)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -508,7 +625,7 @@ impl Iterator for IntoIter {
     type Item = Action;
 
     fn next(&mut self) -> Option<Action> {
-        self.cursor.take(&self.actions)
+        self.cursor.take(&self.actions).map(ActionRef::to_action)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -666,6 +783,25 @@ mod tests {
         assert_eq!(reply.actions.to_vec().as_slice(), &all);
         assert_eq!(reply, Reply::of(&all).unwrap());
         assert_ne!(reply, Reply::of(&all[..9]).unwrap());
+        // Read in place, the same actions, borrowing the payloads.
+        let views: Vec<ActionRef<'_>, MAX_ACTIONS> = reply.actions.views().collect();
+        assert_eq!(views.len(), all.len());
+        for (view, action) in views.iter().zip(&all) {
+            assert_eq!(*view, action.as_view());
+            assert_eq!(view.to_action(), *action);
+        }
+        assert_eq!(views[1], ActionRef::ConsoleWrite { bytes: b"ab" });
+        assert_eq!(views[6], ActionRef::ConsoleWrite { bytes: b"cde" });
+        assert!(matches!(views[7], ActionRef::Send(m) if Action::Send(m.clone()) == set_line(34)));
+    }
+
+    #[test]
+    fn a_cleared_reply_is_empty_and_takes_new_actions() {
+        let mut reply = Reply::of(&[Action::console(b"xyz"), set_line(40), Action::AdvancePc]).unwrap();
+        reply.clear();
+        assert_eq!(reply, Reply::none());
+        reply.extend([Action::AdvancePc, Action::console(b"q")]).unwrap();
+        assert_eq!(reply.actions.to_vec().as_slice(), [Action::AdvancePc, Action::console(b"q")]);
     }
 
     #[test]

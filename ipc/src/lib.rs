@@ -32,7 +32,7 @@ pub mod transport;
 pub mod trap;
 pub mod wire;
 
-pub use action::{Action, Reply, ShutdownReason, TrapConfig, MAX_ACTIONS};
+pub use action::{Action, ActionRef, Reply, ShutdownReason, TrapConfig, MAX_ACTIONS};
 pub use config::{DeviceRegion, MemWindow, TimerIntids, VmConfig};
 pub use ids::{IntId, ServerId, VcpuId, MAX_VCPUS};
 pub use msg::{Envelope, Message, Server, ServerError, VcpuRequest, VgicRequest, VtimerRequest};

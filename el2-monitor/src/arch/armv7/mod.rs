@@ -534,7 +534,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
             match decoded {
                 Decoded::Skip => {
                     count_trap(vcpu, None);
-                    el2_monitor::router::Hardware::apply(&mut hw, &ipc::Action::AdvancePc)
+                    el2_monitor::router::Hardware::apply(&mut hw, ipc::ActionRef::AdvancePc)
                 }
                 Decoded::Trap(trap) => dispatch(vm, vcpu, &mut hw, trap),
             }

@@ -4,7 +4,7 @@
 use el2_monitor::guest::{self, cpsr, ExceptionEntry, Fault, GuestException, GuestState};
 use el2_monitor::router::Hardware;
 use ipc::msg::LrStatus;
-use ipc::{Action, GuestReg, ShutdownReason, TrapConfig};
+use ipc::{ActionRef, GuestReg, ShutdownReason, TrapConfig};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
 use super::sysreg::{
@@ -217,12 +217,12 @@ impl Hardware for Hw<'_> {
         super::uart().read(&mut buf[..take])
     }
 
-    fn apply(&mut self, action: &Action) {
+    fn apply(&mut self, action: ActionRef<'_>) {
         match action {
-            Action::SetReg { reg, value } => match reg {
-                GuestReg::Gpr(n) if *n < 16 => self.frame.set_reg(*n, *value),
+            ActionRef::SetReg { reg, value } => match reg {
+                GuestReg::Gpr(n) if n < 16 => self.frame.set_reg(n, value),
                 GuestReg::Gpr(n) => log::error!("server asked to set register r{n}, which does not exist"),
-                GuestReg::Pc => self.frame.elr = *value,
+                GuestReg::Pc => self.frame.elr = value,
                 GuestReg::Cpsr => {
                     // A guest CPSR naming Hyp or Monitor mode would eret into
                     // a mode the guest must never reach: refuse it.
@@ -230,45 +230,45 @@ impl Hardware for Hw<'_> {
                     if mode == cpsr::MODE_HYP || mode == 0x16 {
                         log::error!("server asked for guest CPSR {value:#x}: refused");
                     } else {
-                        self.frame.spsr = *value;
+                        self.frame.spsr = value;
                     }
                 }
             },
-            Action::AdvancePc => {
+            ActionRef::AdvancePc => {
                 let (pc, cpsr) = guest::skip_instruction(self.frame.elr, self.frame.spsr, self.insn_len);
                 self.frame.elr = pc;
                 self.frame.spsr = cpsr;
             }
-            Action::InjectUndef => self.inject(GuestException::Undef),
-            Action::InjectDataAbort { far } => self.inject(GuestException::DataAbort { far: *far, write: false }),
-            Action::InjectPrefetchAbort { far } => self.inject(GuestException::PrefetchAbort { far: *far }),
-            Action::CleanInvalidateDcache => super::mmu::clean_invalidate_dcache_all(),
-            Action::ConsoleWrite { bytes } => super::console_write(bytes),
-            Action::ConfigureTraps(t) => configure_traps(t),
-            Action::SetCntvoff { value } => CNTVOFF.set(*value),
-            Action::SetHypTimer { deadline } => match deadline {
+            ActionRef::InjectUndef => self.inject(GuestException::Undef),
+            ActionRef::InjectDataAbort { far } => self.inject(GuestException::DataAbort { far, write: false }),
+            ActionRef::InjectPrefetchAbort { far } => self.inject(GuestException::PrefetchAbort { far }),
+            ActionRef::CleanInvalidateDcache => super::mmu::clean_invalidate_dcache_all(),
+            ActionRef::ConsoleWrite { bytes } => super::console_write(bytes),
+            ActionRef::ConfigureTraps(t) => configure_traps(&t),
+            ActionRef::SetCntvoff { value } => CNTVOFF.set(value),
+            ActionRef::SetHypTimer { deadline } => match deadline {
                 Some(d) => {
-                    CNTHP_CVAL.set(*d);
+                    CNTHP_CVAL.set(d);
                     CNTHP_CTL.write(TIMER_CTL::ENABLE::SET);
                 }
                 None => CNTHP_CTL.write(TIMER_CTL::IMASK::SET),
             },
-            Action::WriteListRegister { index, value } => {
-                if !super::gic().write_lr(*index, *value) {
+            ActionRef::WriteListRegister { index, value } => {
+                if !super::gic().write_lr(index, value) {
                     log::error!("server wrote list register {index}, which does not exist");
                 }
             }
-            Action::WriteGichHcr { value } => super::gic().write_hcr(*value),
-            Action::DeactivatePhysical { intid } => super::gic().deactivate(intid.0),
-            Action::Kick { vcpu } => super::kick(*vcpu),
-            Action::PowerOn { vcpu, entry, context_id } => super::power_on(*vcpu, *entry, *context_id),
-            Action::PowerOff => self.next = Next::Park,
-            Action::WaitForInterrupt => {
+            ActionRef::WriteGichHcr { value } => super::gic().write_hcr(value),
+            ActionRef::DeactivatePhysical { intid } => super::gic().deactivate(intid.0),
+            ActionRef::Kick { vcpu } => super::kick(vcpu),
+            ActionRef::PowerOn { vcpu, entry, context_id } => super::power_on(vcpu, entry, context_id),
+            ActionRef::PowerOff => self.next = Next::Park,
+            ActionRef::WaitForInterrupt => {
                 let start = super::profile::now();
                 super::wait_for_interrupt();
                 super::profile::add(super::HTPIDR.get() as usize, super::profile::Part::Idle as usize, start);
             }
-            Action::Shutdown(reason) => super::shutdown(match reason {
+            ActionRef::Shutdown(reason) => super::shutdown(match reason {
                 ShutdownReason::PowerOff => ipc::exit::POWER_OFF,
                 ShutdownReason::Reset => ipc::exit::RESET,
                 ShutdownReason::Fault(code) => {
@@ -276,16 +276,16 @@ impl Hardware for Hw<'_> {
                     ipc::exit::MONITOR_FAULT
                 }
             }),
-            Action::ConsoleReady { room, report } => {
+            ActionRef::ConsoleReady { room, report } => {
                 // Under the lock, so that the interrupt mask follows the
                 // report kept, whichever CPU applies which report when.
                 let mut kept = super::CONSOLE_ROOM.lock();
-                if kept.offer(*room, *report) {
-                    super::uart().set_rx_interrupt(*room > 0);
+                if kept.offer(room, report) {
+                    super::uart().set_rx_interrupt(room > 0);
                 }
             }
             // The router delivers these itself.
-            Action::Send(_) => log::error!("router passed a Send to the hardware"),
+            ActionRef::Send(_) => log::error!("router passed a Send to the hardware"),
         }
     }
 }
