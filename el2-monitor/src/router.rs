@@ -284,9 +284,8 @@ fn route_irq(table: &RouteTable, vcpu: VcpuId, intid: u16, hw: &mut impl Hardwar
         if n == 0 {
             return Routed::Nothing;
         }
-        let mut bytes = heapless::Vec::new();
         // Cannot fail: n is at most the capacity.
-        let _ = bytes.extend_from_slice(&buf[..n]);
+        let bytes = ipc::msg::InputBytes::from_slice(buf.get(..n).unwrap_or_default()).unwrap_or_default();
         Message::Vcpu(VcpuRequest::ConsoleInput { bytes })
     } else {
         log::warn!("physical interrupt {intid} has no owner");
@@ -373,7 +372,7 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
             for action in reply.actions.views() {
                 match action {
                     ActionRef::Kick { vcpu } if vcpu == self.vcpu => sync_self = true,
-                    ActionRef::Send(m) => self.enqueue(&mut queue, m.clone()),
+                    ActionRef::Send(m) => self.enqueue(&mut queue, *m),
                     _ => self.hw.apply(action),
                 }
             }
@@ -467,7 +466,7 @@ mod tests {
 
     impl<F: FnMut(&Message) -> Result<Reply, ServerError>> Servers for Script<F> {
         fn call(&mut self, message: &Message, reply: &mut Reply) -> Result<(), ServerError> {
-            self.seen.push(message.clone());
+            self.seen.push(*message);
             *reply = (self.answer)(message)?;
             Ok(())
         }
@@ -729,7 +728,7 @@ mod tests {
         let ping = Message::Vgic(VgicRequest::Idle { vcpu: VcpuId(0), status: LrStatus::default() });
         let mut servers = Script {
             seen: Vec::new(),
-            answer: |m: &Message| Ok(Reply::of(&[Action::Send(m.clone()), Action::Send(m.clone())]).unwrap()),
+            answer: |m: &Message| Ok(Reply::of(&[Action::Send(*m), Action::Send(*m)]).unwrap()),
         };
         Delivery { servers: &mut servers, hw: &mut hw, stats: &mut stats, vcpu: VcpuId(0) }.run(ping);
         assert_eq!(servers.seen.len(), MAX_MESSAGES_PER_TRAP);

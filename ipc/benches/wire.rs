@@ -10,8 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use heapless::Vec;
-use ipc::msg::{LrStatus, TimerKind, MAX_INPUT_BYTES};
+use ipc::msg::{LrStatus, TimerKind};
 use ipc::{wire, TrapConfig};
 use ipc::{
     AccessSize, Action, Cp15Access, Cp15WideAccess, GuestReg, IntId, Message, MmioAccess, Reply, ServerError, Trap,
@@ -64,7 +63,7 @@ fn status() -> LrStatus {
 
 /// One request of every kind, named `server/kind`.
 fn messages() -> std::vec::Vec<(&'static str, Message)> {
-    let mut input = Vec::<u8, MAX_INPUT_BYTES>::new();
+    let mut input = ipc::msg::InputBytes::new();
     // Cannot fail: 4 bytes fit in MAX_INPUT_BYTES.
     let _ = input.extend_from_slice(b"ls\r\n");
     vec![

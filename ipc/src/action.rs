@@ -223,7 +223,7 @@ impl ActionRef<'_> {
             ActionRef::PowerOff => Action::PowerOff,
             ActionRef::WaitForInterrupt => Action::WaitForInterrupt,
             ActionRef::Shutdown(reason) => Action::Shutdown(reason),
-            ActionRef::Send(message) => Action::Send(message.clone()),
+            ActionRef::Send(message) => Action::Send(*message),
             ActionRef::ConsoleReady { room, report } => Action::ConsoleReady { room, report },
         }
     }
@@ -792,7 +792,7 @@ mod tests {
         }
         assert_eq!(views[1], ActionRef::ConsoleWrite { bytes: b"ab" });
         assert_eq!(views[6], ActionRef::ConsoleWrite { bytes: b"cde" });
-        assert!(matches!(views[7], ActionRef::Send(m) if Action::Send(m.clone()) == set_line(34)));
+        assert!(matches!(views[7], ActionRef::Send(m) if Action::Send(*m) == set_line(34)));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod fault;
 pub mod fuzzing;
 pub mod hostlink;
 pub mod ids;
+pub mod input;
 pub mod msg;
 pub mod trace;
 pub mod transport;

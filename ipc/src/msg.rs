@@ -1,18 +1,18 @@
 //! Requests to each server, the envelope that carries them, and the server
 //! interface.
 
-use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::action::{Reply, ReplyFull};
 use crate::ids::{IntId, ServerId, VcpuId};
+pub use crate::input::{InputBytes, InputFull};
 use crate::trap::{Cp15Access, Cp15WideAccess, MmioAccess, TrapMsg};
 
 /// The most console input bytes one message carries.
 pub const MAX_INPUT_BYTES: usize = 16;
 
 /// Requests the vCPU server handles.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VcpuRequest {
     /// `vcpu` is about to run for the first time since it was powered on:
@@ -26,8 +26,7 @@ pub enum VcpuRequest {
     /// Bytes typed on the VM's console (the physical UART).
     ConsoleInput {
         /// The bytes, in order.
-        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::heapless_vec))]
-        bytes: Vec<u8, MAX_INPUT_BYTES>,
+        bytes: InputBytes,
     },
 }
 
@@ -56,7 +55,7 @@ pub struct LrStatus {
 /// [`crate::Action::Kick`] for each vCPU concerned; the monitor then sends
 /// `Sync` for it (before re-entering it if it is the vCPU being handled, or
 /// after a physical SGI to its CPU).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VgicRequest {
     /// `vcpu` is about to run for the first time since it was powered on.
@@ -155,7 +154,7 @@ pub enum TimerKind {
 }
 
 /// Requests the virtual-timer server handles.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VtimerRequest {
     /// `vcpu` is about to run for the first time since it was powered on.
@@ -195,7 +194,7 @@ pub enum VtimerRequest {
 }
 
 /// A request to one server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Message {
     /// To the vCPU server.
@@ -240,7 +239,7 @@ impl Message {
 /// A message on the wire: the wire version, a sequence number, and the
 /// generation of the server instance it is addressed to (bumped each time the
 /// server is restarted, so a reply from a dead instance can be recognised).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Envelope<T> {
     /// [`crate::WIRE_VERSION`] of the sender.

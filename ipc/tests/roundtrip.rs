@@ -255,8 +255,8 @@ fn trap_msgs() -> Vec<TrapMsg> {
 fn vcpu_requests() -> Vec<VcpuRequest> {
     let mut requests = vec![
         VcpuRequest::Start { vcpu: VcpuId(0) },
-        VcpuRequest::ConsoleInput { bytes: heapless::Vec::new() },
-        VcpuRequest::ConsoleInput { bytes: heapless::Vec::from_slice(&[0u8; MAX_INPUT_BYTES]).unwrap() },
+        VcpuRequest::ConsoleInput { bytes: ipc::msg::InputBytes::new() },
+        VcpuRequest::ConsoleInput { bytes: ipc::msg::InputBytes::from_slice(&[0u8; MAX_INPUT_BYTES]).unwrap() },
     ];
     requests.extend(trap_msgs().into_iter().map(VcpuRequest::Trap));
     requests

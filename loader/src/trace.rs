@@ -260,7 +260,7 @@ impl Backend for InProcess {
 
     fn handle(&mut self, message: &Message) -> Result<Answer, Self::Halt> {
         let result = match self.0.as_mut() {
-            Some(servers) => servers.handle(message.clone()),
+            Some(servers) => servers.handle(*message),
             // The driver boots before it delivers.
             None => Err(ServerError::Unexpected),
         };
@@ -355,7 +355,7 @@ pub fn drive<B: Backend>(path: &Path, records: &[TraceRecord], backend: &mut B) 
                 };
                 driven.counts[message.server().index()] += 1;
                 driven.policy_answers += u64::from(answer.by_policy);
-                answered.insert(*seq, (message.clone(), answer));
+                answered.insert(*seq, (*message, answer));
             }
             TraceRecord::Reply { seq, server, result } => {
                 let (request, answer) = answered.remove(seq).ok_or_else(|| {
@@ -404,8 +404,8 @@ mod tests {
         let mut records = vec![TraceRecord::Config(c)];
         for (seq, m) in requests.iter().enumerate() {
             let seq = seq as u64;
-            records.push(TraceRecord::Request { seq, message: m.clone() });
-            records.push(TraceRecord::Reply { seq, server: m.server(), result: servers.handle(m.clone()) });
+            records.push(TraceRecord::Request { seq, message: *m });
+            records.push(TraceRecord::Reply { seq, server: m.server(), result: servers.handle(*m) });
         }
         records
     }

@@ -122,7 +122,7 @@ impl Model {
             };
             let seq = self.seq;
             self.seq += 1;
-            self.records.push(TraceRecord::Request { seq, message: message.clone() });
+            self.records.push(TraceRecord::Request { seq, message });
             let server = message.server();
             let result = self.servers[server.index()].handle(message);
             self.records.push(TraceRecord::Reply { seq, server, result: result.clone() });

@@ -11,8 +11,6 @@
 //! tests/perf/host.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use heapless::Vec;
-use ipc::msg::MAX_INPUT_BYTES;
 use ipc::{
     AccessSize, Action, Cp15Access, Cp15WideAccess, MmioAccess, Reply, Server, Trap, TrapMsg, VcpuId, VcpuRequest,
     VmConfig,
@@ -57,7 +55,7 @@ fn cp15(vcpu: u8, (opc1, crn, crm, opc2): (u8, u8, u8, u8), write: bool, value: 
 }
 
 fn handled(server: &mut VcpuServer, request: VcpuRequest) -> Reply {
-    match server.handle(request.clone()) {
+    match server.handle(request) {
         Ok(reply) => reply,
         Err(e) => panic!("setup: {request:?} refused: {e}"),
     }
@@ -90,13 +88,13 @@ fn running(config: &VmConfig) -> VcpuServer {
 /// Bench `request` on clones of `server`, after checking that its reply
 /// passes `check`.
 fn step(c: &mut Criterion, name: &str, server: &VcpuServer, request: VcpuRequest, check: impl Fn(&[Action]) -> bool) {
-    let reply = handled(&mut server.clone(), request.clone());
+    let reply = handled(&mut server.clone(), request);
     assert!(check(&reply.actions.to_vec()), "{name}: unexpected reply {:?}", reply.actions);
     c.bench_function(&format!("vcpu/{name}"), |b| {
         // By reference: moving the server into the routine would time a
         // copy of its whole state.
         b.iter_batched_ref(
-            || (server.clone(), Some(request.clone())),
+            || (server.clone(), Some(request)),
             |(s, r)| r.take().map(|r| s.handle(r)),
             BatchSize::SmallInput,
         )
@@ -163,7 +161,7 @@ fn handle(c: &mut Criterion) {
     step(c, "trap-unknown", &running, trap(1, Trap::Unknown { hsr: 0x0200_0000 }), |a| {
         matches!(a, [Action::InjectUndef])
     });
-    let mut bytes = Vec::<u8, MAX_INPUT_BYTES>::new();
+    let mut bytes = ipc::msg::InputBytes::new();
     // Cannot fail: 4 bytes fit.
     let _ = bytes.extend_from_slice(b"ls\r\n");
     step(c, "console-input", &running, VcpuRequest::ConsoleInput { bytes }, |a| {

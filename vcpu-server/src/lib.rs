@@ -192,7 +192,7 @@ mod tests {
     use super::*;
     use crate::pl011::offset;
     use crate::psci::{fid, PowerState};
-    use ipc::msg::{LrStatus, VgicRequest, MAX_INPUT_BYTES};
+    use ipc::msg::{LrStatus, VgicRequest};
     use ipc::{AccessSize, Cp15Access, Cp15WideAccess, MmioAccess};
 
     fn config(vcpus: u8) -> VmConfig {
@@ -293,7 +293,7 @@ mod tests {
             actions(&mut s, trap(0, mmio(base + offset::DR, true, u64::from(b'h')))),
             [Action::console(b"h"), Action::AdvancePc]
         );
-        let mut bytes = heapless::Vec::<u8, MAX_INPUT_BYTES>::new();
+        let mut bytes = ipc::msg::InputBytes::new();
         bytes.push(b'k').expect("room");
         let a = actions(&mut s, VcpuRequest::ConsoleInput { bytes });
         assert_eq!(a, [Action::ConsoleReady { room: 0, report: 2 }]);
@@ -361,7 +361,7 @@ mod tests {
         actions(&mut s, trap(0, Trap::Cp15(w)));
         actions(&mut s, trap(0, mmio(0x0900_0000 + offset::LCR_H, true, 0x70)));
         actions(&mut s, trap(0, mmio(0x0900_0000 + offset::IMSC, true, 0x50)));
-        let mut bytes = heapless::Vec::<u8, MAX_INPUT_BYTES>::new();
+        let mut bytes = ipc::msg::InputBytes::new();
         bytes.extend_from_slice(b"abc").expect("room");
         actions(&mut s, VcpuRequest::ConsoleInput { bytes });
 
@@ -373,7 +373,7 @@ mod tests {
         let mut a = s.clone();
         let mut b = restored;
         let read = trap(0, mmio(0x0900_0000 + offset::DR, false, 0));
-        assert_eq!(actions(&mut a, read.clone()), actions(&mut b, read));
+        assert_eq!(actions(&mut a, read), actions(&mut b, read));
         assert_eq!(a, b);
     }
 

@@ -87,7 +87,7 @@ struct Machine {
 
 impl Machine {
     fn handle(&mut self, request: VgicRequest) -> Reply {
-        match self.server.handle(request.clone()) {
+        match self.server.handle(request) {
             Ok(reply) => reply,
             Err(e) => panic!("setup: {request:?} refused: {e}"),
         }
@@ -148,14 +148,14 @@ impl Machine {
 /// Bench `request` on clones of `server`, after checking that its reply
 /// passes `check`.
 fn step(c: &mut Criterion, name: &str, m: &Machine, request: VgicRequest, check: impl Fn(&[Action]) -> bool) {
-    let reply = m.clone().handle(request.clone());
+    let reply = m.clone().handle(request);
     assert!(check(&reply.actions.to_vec()), "{name}: unexpected reply {:?}", reply.actions);
     let server = &m.server;
     c.bench_function(&format!("vgic/{name}"), |b| {
         // By reference: moving the server into the routine would time a
         // copy of its whole state.
         b.iter_batched_ref(
-            || (server.clone(), Some(request.clone())),
+            || (server.clone(), Some(request)),
             |(s, r)| r.take().map(|r| s.handle(r)),
             BatchSize::SmallInput,
         )
@@ -204,7 +204,7 @@ fn handle(c: &mut Criterion) {
         change: 0,
         status: None,
     };
-    step(c, "set-line/ppi-hw (timer tick)", &running, vtimer_line.clone(), |a| kicks(a, 1));
+    step(c, "set-line/ppi-hw (timer tick)", &running, vtimer_line, |a| kicks(a, 1));
 
     // An IPI to vCPU 1, which re-enters after its kick.
     let mut ipi = running.clone();

@@ -31,7 +31,7 @@ fn mrrc_mcrr(vcpu: VcpuId, (opc1, crm): (u8, u8), write: bool, value: u64, now: 
 }
 
 fn handled(server: &mut VtimerServer, request: VtimerRequest) -> Reply {
-    match server.handle(request.clone()) {
+    match server.handle(request) {
         Ok(reply) => reply,
         Err(e) => panic!("setup: {request:?} refused: {e}"),
     }
@@ -57,13 +57,13 @@ fn step(
     request: VtimerRequest,
     check: impl Fn(&[Action]) -> bool,
 ) {
-    let reply = handled(&mut server.clone(), request.clone());
+    let reply = handled(&mut server.clone(), request);
     assert!(check(&reply.actions.to_vec()), "{name}: unexpected reply {:?}", reply.actions);
     c.bench_function(&format!("vtimer/{name}"), |b| {
         // By reference: moving the server into the routine would time a
         // copy of its whole state.
         b.iter_batched_ref(
-            || (server.clone(), Some(request.clone())),
+            || (server.clone(), Some(request)),
             |(s, r)| r.take().map(|r| s.handle(r)),
             BatchSize::SmallInput,
         )

@@ -320,7 +320,7 @@ fn state_round_trips_through_the_wire_format() {
     assert_eq!(restored, s);
     // The restored copy answers the next request as the original does.
     let next = VtimerRequest::Fired { vcpu: V0, timer: TimerKind::Physical, now: T0 + 100 };
-    assert_eq!(restored.handle(next.clone()), s.handle(next));
+    assert_eq!(restored.handle(next), s.handle(next));
     assert_eq!(restored, s);
 }
 

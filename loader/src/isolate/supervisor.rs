@@ -237,7 +237,7 @@ impl Instance {
     ) -> Result<Result<Reply, ServerError>, Fault> {
         self.seq += 1;
         let seq = self.seq;
-        self.send(seq, &ToServer::Handle { number, message: message.clone() })?;
+        self.send(seq, &ToServer::Handle { number, message: *message })?;
         match self.receive(seq, budget)? {
             FromServer::Reply(result) => Ok(*result),
             other => Err(Fault::Protocol(format!("{other:?} in answer to a message"))),
@@ -412,7 +412,7 @@ impl Supervised {
         result: &Result<Reply, ServerError>,
         options: &Options,
     ) -> Result<(), Fault> {
-        self.log.push(Logged { number: self.number, message: message.clone(), result: result.clone() });
+        self.log.push(Logged { number: self.number, message: *message, result: result.clone() });
         if self.number - self.checkpoint_after < options.checkpoint_every {
             return Ok(());
         }
@@ -501,7 +501,7 @@ impl Supervised {
         Box::new(Stopped {
             server: self.id,
             message_number: self.number,
-            request: message.clone(),
+            request: *message,
             first: first.to_string(),
             again: again.to_string(),
         })

@@ -576,7 +576,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
                 answering = Answering::NotATrap;
                 let take = if *beyond_room { bytes.len() } else { bytes.len().min(usize::from(h.console_budget)) };
                 let take = take.min(MAX_INPUT_BYTES);
-                let mut v = heapless::Vec::<u8, MAX_INPUT_BYTES>::new();
+                let mut v = ipc::msg::InputBytes::new();
                 v.extend_from_slice(&bytes[..take]).expect("within capacity");
                 if take > usize::from(h.console_budget) {
                     h.rx = None;

@@ -29,7 +29,7 @@ fn access(off: u64, size: AccessSize, write: bool, value: u32, rt: u8) -> MmioAc
 }
 
 fn req(s: &mut VgicServer, r: VgicRequest) -> StdVec<Action> {
-    match s.handle(r.clone()) {
+    match s.handle(r) {
         Ok(reply) => reply.actions.into_iter().collect(),
         Err(e) => panic!("{r:?} refused: {e}"),
     }

@@ -411,7 +411,7 @@ impl<S: Hosted> Guarded<S> {
         match attempt::<S>(message, None, 0, config, reply) {
             Ok(answer) => {
                 // Cannot fail: a full log was emptied above.
-                let _ = self.log.push(message.clone());
+                let _ = self.log.push(*message);
                 answer
             }
             Err(fault) => self.recover(message, fault, None, config, reply),
@@ -442,7 +442,7 @@ impl<S: Hosted> Guarded<S> {
         match first {
             Ok(answer) => {
                 // Cannot fail: a full log was emptied above.
-                let _ = self.log.push(message.clone());
+                let _ = self.log.push(*message);
                 answer
             }
             Err(fault) => {
@@ -483,7 +483,7 @@ impl<S: Hosted> Guarded<S> {
         }
         match second {
             Ok(answer) => {
-                let _ = self.log.push(message.clone());
+                let _ = self.log.push(*message);
                 log::error!(
                     "server {} recovered: message #{n} done after its state was restored ({} us)",
                     S::ID.name(),
@@ -586,7 +586,7 @@ fn attempt<S: Hosted>(
     // SAFETY: S's domain is installed (a Guarded of S exists) and S's lock
     // is held: the server is not running and no one else uses the domain.
     unsafe {
-        (*d).inbox = Some(message.clone());
+        (*d).inbox = Some(*message);
         (*d).answer = None;
         (*d).inject = inject.and_then(|kind| Injected::of(kind, target));
     }

@@ -39,7 +39,7 @@ pub fn request(message: &Message) -> Option<u64> {
         return None;
     }
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    emit(&TraceRecord::Request { seq, message: message.clone() });
+    emit(&TraceRecord::Request { seq, message: *message });
     Some(seq)
 }
 
