@@ -89,7 +89,7 @@ use log::{debug, trace, warn};
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{BitIter, Distributor, Instance, Irq, Touch, Touched, SGIS};
-use crate::lr::{self, GuestEvent, ListRegister, LrLink, LrState, Misr, Rank, Selection, MAX_LRS};
+use crate::lr::{self, lr_bits, GuestEvent, ListRegister, LrLink, LrState, Misr, Rank, Selection, MAX_LRS};
 use crate::regs::{self, GicdReg};
 
 /// The highest register a load may target: R15 would make an MMIO read a
@@ -132,6 +132,21 @@ impl CpuInterface {
 
     fn holds(&self, irq: Irq) -> bool {
         self.slots().any(|(_, s)| s.irq == irq)
+    }
+
+    /// Whether `status` shows the list registers exactly as this server
+    /// last wrote or saw them: the guest has done nothing with them since
+    /// (acknowledged, completed or deactivated nothing), and folding the
+    /// status in would change nothing. Most statuses are such (a trap that
+    /// has nothing to do with interrupts), and this test is a few compares
+    /// where a fold decodes every register.
+    fn unchanged(&self, status: &LrStatus) -> bool {
+        self.slots.iter().zip(status.lrs).take(usize::from(self.list_registers)).all(|(slot, raw)| match slot {
+            Some(held) => held.lr.encode() == raw,
+            // An empty slot is left alone whatever the register holds; one
+            // that holds something valid is reported by the fold.
+            None => (raw >> lr_bits::STATE_SHIFT) & lr_bits::STATE_MASK == 0,
+        })
     }
 }
 
@@ -442,9 +457,17 @@ impl VgicServer {
 
     /// [`Self::fold`] `status` into `vcpu`'s state; returns what its list
     /// registers held before.
+    /// When nothing changed ([`CpuInterface::unchanged`]) nothing is
+    /// folded. (What was held is returned all the same: a refresh may take
+    /// an interrupt out of a list register itself, one retargeted say.)
     fn fold_status(&mut self, vcpu: VcpuId, status: &LrStatus) -> Vec<Irq, MAX_LRS> {
-        let held_before =
-            self.cpus.get(vcpu.index()).map(|c| c.slots().map(|(_, s)| s.irq).collect()).unwrap_or_default();
+        let Some(cpu) = self.cpus.get(vcpu.index()) else {
+            return Vec::new();
+        };
+        let held_before = cpu.slots().map(|(_, s)| s.irq).collect();
+        if cpu.unchanged(status) {
+            return held_before;
+        }
         self.fold(vcpu, status);
         held_before
     }

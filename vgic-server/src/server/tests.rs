@@ -309,6 +309,39 @@ fn kick_then_sync_writes_the_list_register() {
 }
 
 #[test]
+fn a_status_the_guest_did_nothing_with_is_not_folded() {
+    let mut s = booted(2, 32, 4);
+    let mut cpu1 = CpuIf::new(4);
+    cpu1.sync(&mut s, 1);
+    // SPIs 40 and 41, targeted at vCPU 1, both listed.
+    write(&mut s, 0, 0x828, 0x0000_0202);
+    set_line(&mut s, 40, true, None, None);
+    set_line(&mut s, 41, true, None, None);
+    cpu1.sync(&mut s, 1);
+    assert_eq!(cpu1.lr(0).state, LrState::Pending);
+    // Untouched registers: the same as the server's record, and a fold
+    // would change nothing.
+    let cpu = s.cpus[1];
+    assert!(cpu.unchanged(&cpu1.status()));
+    let mut folded = s.clone();
+    folded.fold(VcpuId(1), &cpu1.status());
+    assert_eq!(folded, s);
+    let held: StdVec<Irq> = s.fold_status(VcpuId(1), &cpu1.status()).into_iter().collect();
+    assert_eq!(held, [Irq::Spi { intid: 40 }, Irq::Spi { intid: 41 }]);
+    assert_eq!(folded, s);
+    // The guest acknowledges one: changed, folded, seen by a read of
+    // GICD_ISACTIVER1.
+    cpu1.ack(0xff).expect("a pending entry");
+    assert!(!s.cpus[1].unchanged(&cpu1.status()));
+    assert_eq!(read_with(&mut s, 1, 0x304, Some(cpu1.status())) & (1 << 8), 1 << 8);
+    // A register that is valid where the server listed nothing is not
+    // "unchanged" (the fold reports it).
+    let mut status = cpu1.status();
+    status.lrs[3] = ListRegister { virtual_id: 50, ..cpu1.lr(0) }.encode();
+    assert!(!s.cpus[1].unchanged(&status));
+}
+
+#[test]
 fn distributor_and_group_enables_gate_forwarding() {
     let mut s = booted(2, 32, 4);
     let mut cpu = CpuIf::new(4);
