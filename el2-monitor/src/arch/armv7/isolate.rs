@@ -39,7 +39,7 @@ use tock_registers::interfaces::{Readable, Writeable};
 
 use super::sysreg::{CNTFRQ, CNTHP_CTL, CNTHP_CVAL, CNTPCT, TIMER_CTL};
 
-use super::domain::{self, Hosted, Injected};
+use super::domain::{self, Hosted, Injected, Keep};
 use super::MAX_CPUS;
 
 /// How a contained call ended early.
@@ -354,18 +354,25 @@ pub fn escape(fault: Fault) {
 }
 
 /// Requests a server handles between checkpoints.
-pub const LOG_LEN: usize = 32;
+///
+/// A checkpoint copies the server's whole state (the vGIC server's is 17
+/// KB, some 10,000 instructions of copying) and a restore replays up to
+/// this many requests (a few hundred instructions each), so the interval
+/// trades every request's share of the copy against the rare recovery's
+/// replay: at 32 the copy was about 300 instructions of each vGIC request;
+/// at 128 it is under 100, and a recovery replays at most 128 requests
+/// (well under a millisecond). The log takes 128 requests' room per server,
+/// in its `domain::Keep`.
+pub const LOG_LEN: usize = 128;
 
 /// A server (its state in its domain, see `domain`) with what it takes to
-/// restore it, kept in the monitor's memory, out of the server's reach.
+/// restore it (its `domain::Keep`: a checkpoint, taken at the first
+/// request, and the requests since), kept in the monitor's memory, out of
+/// the server's reach.
 pub struct Guarded<S> {
-    /// Taken at the first request (not at construction: the VM's set-up
-    /// builds every server on the boot stack, and a second copy of the
-    /// vGIC server there would not fit).
-    checkpoint: Option<S>,
-    log: heapless::Vec<Message, LOG_LEN>,
     /// Requests given to the server so far (numbered from 1 for `--inject`).
     delivered: u64,
+    server: core::marker::PhantomData<S>,
 }
 
 impl<S: Hosted> Guarded<S> {
@@ -373,7 +380,21 @@ impl<S: Hosted> Guarded<S> {
     /// `None` if S already has one (there is one of each server).
     pub fn new(server: S) -> Option<Self> {
         domain::install(server).ok()?;
-        Some(Guarded { checkpoint: None, log: heapless::Vec::new(), delivered: 0 })
+        Some(Guarded { delivered: 0, server: core::marker::PhantomData })
+    }
+
+    /// What the monitor keeps to restore the server.
+    fn keep(&mut self) -> &mut Keep<S> {
+        // SAFETY: `new` installed S's domain, which initialised its keep,
+        // and only this Guarded (the one of S) reaches it, through `&mut
+        // self`: under S's lock.
+        unsafe { &mut *S::keep() }
+    }
+
+    /// Where the checkpoint lies (the target of injected wild writes).
+    fn checkpoint_address() -> usize {
+        // SAFETY: only the field's address is taken.
+        unsafe { core::ptr::addr_of!((*S::keep()).checkpoint) as usize }
     }
 
     /// The server's state.
@@ -401,7 +422,8 @@ impl<S: Hosted> Guarded<S> {
             super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
             return result;
         }
-        if self.log.is_full() || self.checkpoint.is_none() {
+        let keep = self.keep();
+        if keep.log.is_full() || keep.checkpoint.is_none() {
             self.take_checkpoint();
         }
         self.delivered += 1;
@@ -411,7 +433,7 @@ impl<S: Hosted> Guarded<S> {
         match attempt::<S>(message, None, 0, config, reply) {
             Ok(answer) => {
                 // Cannot fail: a full log was emptied above.
-                let _ = self.log.push(*message);
+                let _ = self.keep().log.push(*message);
                 answer
             }
             Err(fault) => self.recover(message, fault, None, config, reply),
@@ -423,8 +445,9 @@ impl<S: Hosted> Guarded<S> {
     #[inline(never)]
     fn take_checkpoint(&mut self) {
         let copy = self.server().clone();
-        self.checkpoint = Some(copy);
-        self.log.clear();
+        let keep = self.keep();
+        keep.checkpoint = Some(copy);
+        keep.log.clear();
     }
 
     /// [`Guarded::deliver`] when faults are to be injected (`--inject`).
@@ -432,7 +455,7 @@ impl<S: Hosted> Guarded<S> {
     fn deliver_injected(&mut self, message: &Message, config: &VmConfig, reply: &mut Reply) -> Result<(), ServerError> {
         let n = self.delivered;
         let injection = config.faults.iter().find(|i| i.fires(S::ID, n));
-        let target = core::ptr::addr_of!(self.checkpoint) as usize;
+        let target = Self::checkpoint_address();
         let wild = injection.is_some_and(|i| i.kind == FaultKind::WildWrite);
         let before = wild.then(|| self.checkpoint_hash());
         let first = attempt::<S>(message, injection.map(|i| i.kind), target, config, reply);
@@ -442,7 +465,7 @@ impl<S: Hosted> Guarded<S> {
         match first {
             Ok(answer) => {
                 // Cannot fail: a full log was emptied above.
-                let _ = self.log.push(*message);
+                let _ = self.keep().log.push(*message);
                 answer
             }
             Err(fault) => {
@@ -466,7 +489,7 @@ impl<S: Hosted> Guarded<S> {
         reply: &mut Reply,
     ) -> Result<(), ServerError> {
         let n = self.delivered;
-        let target = core::ptr::addr_of!(self.checkpoint) as usize;
+        let target = Self::checkpoint_address();
         let started = super::profile::counter();
         log::error!(
             "server {} failed on its message #{n} ({}): {fault}; restoring its state and retrying",
@@ -483,7 +506,7 @@ impl<S: Hosted> Guarded<S> {
         }
         match second {
             Ok(answer) => {
-                let _ = self.log.push(*message);
+                let _ = self.keep().log.push(*message);
                 log::error!(
                     "server {} recovered: message #{n} done after its state was restored ({} us)",
                     S::ID.name(),
@@ -521,7 +544,7 @@ impl<S: Hosted> Guarded<S> {
     /// writes: the copy the server would be restored from, the worst place
     /// for a wild write to land).
     fn checkpoint_hash(&self) -> u32 {
-        let start = core::ptr::addr_of!(self.checkpoint) as usize;
+        let start = Self::checkpoint_address();
         super::mem::fnv1a_words(start, core::mem::size_of::<Option<S>>() / 4)
     }
 
@@ -552,15 +575,14 @@ impl<S: Hosted> Guarded<S> {
     /// server said all it had to say the first time).
     fn restore(&mut self, config: &VmConfig) -> Result<(), Fault> {
         // Always there: taken before the first request.
-        if let Some(checkpoint) = &self.checkpoint {
-            let copy = checkpoint.clone();
+        if let Some(copy) = self.keep().checkpoint.clone() {
             *self.server() = copy;
         }
         super::logger::mute(true);
         let mut result = Ok(());
         // The replies were applied the first time: only the state counts.
         let mut scratch = Reply::none();
-        for message in &self.log {
+        for message in &self.keep().log {
             if let Err(fault) = attempt::<S>(message, None, 0, config, &mut scratch) {
                 result = Err(fault);
                 break;

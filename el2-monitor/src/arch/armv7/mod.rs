@@ -237,11 +237,28 @@ fn shutdown(status: u8) -> ! {
         }
         log::info!("VM stopped with status {status}");
         log::info!("stats: {total}");
+        report_stacks(usize::from(vm.config.vcpus));
         if vm.config.isolation {
             domain::report_stacks();
         }
     }
     hostlink::exit(status)
+}
+
+/// Log each CPU's Hyp stack high-water mark. The stacks start zeroed (they
+/// are in .bss) and grow down, so the zero bytes at the bottom of each were
+/// never used (or were used for zeros: an estimate from below, by at most
+/// a few words).
+fn report_stacks(cpus: usize) {
+    let stacks = core::ptr::addr_of!(MONITOR_STACKS);
+    for cpu in 0..cpus.min(MAX_CPUS) {
+        // SAFETY: only read, bytes; this CPU's own stack is below its SP,
+        // and another CPU's is only read (a racy read gives a wrong
+        // estimate, nothing worse).
+        let stack = unsafe { &(*stacks).0[cpu] };
+        let untouched = stack.iter().take_while(|&&b| b == 0).count();
+        log::info!("cpu{cpu}: Hyp stack high-water {} of {STACK_SIZE} bytes", STACK_SIZE - untouched);
+    }
 }
 
 /// Count a trap on this CPU.
