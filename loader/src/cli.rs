@@ -121,13 +121,25 @@ pub struct BenchArgs {
     /// domain switch costs.
     #[arg(long, conflicts_with = "no_isolation")]
     pub no_domains: bool,
+    /// Measure the monitor's `direct-call` build, which calls each server
+    /// as a plain function (no containment, checkpoints, reply checks or
+    /// traces): the difference to the default is what the message path
+    /// costs (issue 8, item 6). Its figures are best kept in their own
+    /// --json file, for --against.
+    #[arg(long, conflicts_with_all = ["no_isolation", "no_domains"])]
+    pub direct_call: bool,
+    /// Compare with the figures of another run (a JSON file written by
+    /// --json, typically of --direct-call): print each item's overhead over
+    /// them, against issue 8's target for messaging (at most 15 %).
+    #[arg(long, value_name = "FILE")]
+    pub against: Option<PathBuf>,
     /// Also draw the figures that have a target against the target and the
     /// published anchors of issue 8, as an SVG chart in FILE.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     /// Run nothing: take the figures from FILE (written by an earlier
-    /// `--json`) and only draw `--plot`.
-    #[arg(long, value_name = "FILE", requires = "plot")]
+    /// `--json`), draw `--plot` if given and compare `--against` if given.
+    #[arg(long, value_name = "FILE")]
     pub from_json: Option<PathBuf>,
 }
 

@@ -291,10 +291,19 @@ pub fn serve(server: ipc::ServerId, generation: u32, injections: &[ipc::fault::I
 
 /// `splitvisor bench`: run the items, print the table.
 pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
-    if let (Some(json), Some(svg)) = (&args.from_json, &args.plot) {
+    let against = args.against.as_deref().map(bench::read_json).transpose()?;
+    let show = |figures: &[bench::Figures]| {
+        print!("{}", bench::render(figures));
+        if let Some(baseline) = &against {
+            print!("{}", bench::render_against(figures, baseline));
+        }
+    };
+    if let Some(json) = &args.from_json {
         let figures = bench::read_json(json)?;
-        bench::write_plot(&figures, svg)?;
-        print!("{}", bench::render(&figures));
+        if let Some(svg) = &args.plot {
+            bench::write_plot(&figures, svg)?;
+        }
+        show(&figures);
         return Ok(());
     }
     setup::ensure_qemu()?;
@@ -307,12 +316,13 @@ pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
         timeout: args.timeout,
         no_isolation: args.no_isolation,
         no_domains: args.no_domains,
+        direct_call: args.direct_call,
     };
     let figures = bench::run(&options)?;
     if let Some(svg) = &args.plot {
         bench::write_plot(&figures, svg)?;
     }
-    print!("{}", bench::render(&figures));
+    show(&figures);
     Ok(())
 }
 

@@ -105,6 +105,7 @@ pub const WAKE_PRIORITY: u8 = 0x40;
 /// the only interrupts signalled.
 pub const HYP_TIMER_PRIORITY: u8 = 0x60;
 /// GICC_PMR while a server runs: the wake SGI and the Hyp timer only.
+#[cfg_attr(feature = "direct-call", allow(dead_code))]
 pub const PRIORITY_MASK_WATCHDOG: u8 = 0x70;
 /// GICC_PMR: let every priority the monitor uses through.
 pub const PRIORITY_MASK_ALL: u8 = 0xf0;

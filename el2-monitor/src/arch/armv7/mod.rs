@@ -9,8 +9,13 @@ pub mod sysreg;
 
 mod boot;
 mod devices;
+#[cfg(feature = "direct-call")]
+mod direct;
+// The direct-call build leaves the containment machinery unused.
+#[cfg_attr(feature = "direct-call", allow(dead_code))]
 mod domain;
 mod hostlink;
+#[cfg_attr(feature = "direct-call", allow(dead_code))]
 mod isolate;
 mod lock;
 mod logger;
@@ -72,12 +77,21 @@ extern "C" {
 }
 
 /// The three servers, each under its own lock, each guarded (contained
-/// and restorable, see `isolate`).
+/// and restorable, see `isolate`), or called directly in the
+/// `direct-call` build.
 struct ServerSet {
-    vcpu: ServerLock<isolate::Guarded<VcpuServer>>,
-    vgic: ServerLock<isolate::Guarded<VgicServer>>,
-    vtimer: ServerLock<isolate::Guarded<VtimerServer>>,
+    vcpu: ServerLock<Hosting<VcpuServer>>,
+    vgic: ServerLock<Hosting<VgicServer>>,
+    vtimer: ServerLock<Hosting<VtimerServer>>,
 }
+
+/// How a server is reached: through the message path, contained (see
+/// `isolate`), or, in the `direct-call` build, called as a function (see
+/// `direct`).
+#[cfg(not(feature = "direct-call"))]
+type Hosting<S> = isolate::Guarded<S>;
+#[cfg(feature = "direct-call")]
+type Hosting<S> = direct::Direct<S>;
 
 type ServerLock<T> = lock::SleepLock<T, Cpus>;
 
@@ -112,7 +126,7 @@ impl Servers for &ServerSet {
         // loop too large to keep its values in registers.
         #[inline(never)]
         fn traced<S: domain::Hosted>(
-            server: &ServerLock<isolate::Guarded<S>>,
+            server: &ServerLock<Hosting<S>>,
             message: &Message,
             reply: &mut Reply,
         ) -> Result<(), ServerError> {
@@ -317,7 +331,9 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
         fatal_with(ipc::exit::BAD_CONFIG, format_args!("VM configuration invalid: {e}"));
     }
     logger::init(logger::level_from_config(config.log_level));
-    if config.trace {
+    #[cfg(feature = "direct-call")]
+    direct::announce(&config);
+    if config.trace && cfg!(not(feature = "direct-call")) {
         trace::start(&config);
     }
     check_fits(&config, &platform);
@@ -352,9 +368,9 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
         fatal_with(ipc::exit::MONITOR_FAULT, format_args!("protection domains: {e:?}"));
     }
     let (Some(vcpu), Some(vgic), Some(vtimer)) = (
-        isolate::Guarded::new(VcpuServer::new(&config)),
-        isolate::Guarded::new(VgicServer::new(&config)),
-        isolate::Guarded::new(VtimerServer::new(&config)),
+        Hosting::new(VcpuServer::new(&config)),
+        Hosting::new(VgicServer::new(&config)),
+        Hosting::new(VtimerServer::new(&config)),
     ) else {
         fatal("a server was set up twice");
     };

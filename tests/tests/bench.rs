@@ -1,0 +1,127 @@
+//! `splitvisor bench` (issue 8): it builds the bench guest and the profiling
+//! monitor itself, runs every item under precise icount, and reports
+//! figures per operation; `--direct-call` measures the monitor build that
+//! calls each server as a function, and `--against` compares the two.
+//!
+//! Small repetition counts keep this quick: under `-icount` the figures
+//! per operation are exact whatever `n` is (the difference of an `n` and a
+//! `2n` run), only the boot's cost is spread over fewer operations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use loader::bench::{read_json, Figures, ITEMS};
+use tests::qemu::qemu_system_arm;
+use tests::{run, Harness, OrFail, Run};
+
+/// Two monitor builds, the bench guest's, and 2 × 7 short VM runs each.
+const LIMIT: Duration = Duration::from_secs(900);
+const N: &str = "1000";
+/// How far a per-operation count may be from its exact value: a periodic
+/// event (a timer tick, a console line) may fall into one run of an item
+/// and not the other.
+const SLACK: f64 = 0.02;
+
+fn about(measured: f64, expected: f64) -> bool {
+    (measured - expected).abs() <= SLACK
+}
+
+fn harness() -> Harness {
+    Harness::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn bench(json: &Path, extra: &[&str]) -> Run {
+    qemu_system_arm().or_fail();
+    let harness = harness();
+    let mut cmd = harness.splitvisor_command(["bench", "-n", N, "--json"]).or_fail();
+    cmd.arg(json).args(extra);
+    let result = run(&mut cmd, LIMIT, None).or_fail();
+    assert_eq!(result.code(), Some(0), "splitvisor bench failed\n{}", result.describe());
+    assert!(!result.stderr.contains("panicked"), "something panicked\n{}", result.describe());
+    result
+}
+
+fn item<'a>(figures: &'a [Figures], name: &str) -> &'a Figures {
+    figures.iter().find(|f| f.item == name).unwrap_or_else(|| panic!("no figures for {name}: {figures:#?}"))
+}
+
+/// Every item has stable figures of the expected shape.
+fn check_shape(figures: &[Figures], result: &Run) {
+    let names: Vec<&str> = figures.iter().map(|f| f.item.as_str()).collect();
+    assert_eq!(names, ITEMS, "{}", result.describe());
+    for f in figures {
+        assert!(f.spread_percent.abs() < 1.0, "{} is not stable: {f:#?}", f.item);
+        assert!(f.total > 0.0, "{f:#?}");
+    }
+    // The guest's own loop never enters the hypervisor.
+    assert!(about(item(figures, "loop").traps, 0.0), "{figures:#?}");
+    // A null hypercall: one trap, one message, to the vCPU server.
+    let hvc = item(figures, "hvc");
+    assert!(about(hvc.traps, 1.0) && about(hvc.messages, 1.0), "{hvc:#?}");
+    assert!(hvc.vcpu > 0.0 && hvc.vgic < 1.0 && hvc.vtimer < 1.0, "{hvc:#?}");
+    assert!(hvc.hypervisor < hvc.total, "{hvc:#?}");
+    // A distributor access: one trap, one message, to the vGIC server.
+    for name in ["gicd-read", "gicd-write"] {
+        let f = item(figures, name);
+        assert!(about(f.traps, 1.0) && about(f.messages, 1.0), "{f:#?}");
+        assert!(f.vgic > 100.0 && f.vcpu < 10.0, "{f:#?}");
+    }
+    // Each item with a target reports it.
+    for name in ["hvc", "gicd-read", "gicd-write", "ipi", "timer"] {
+        assert!(item(figures, name).target.is_some(), "{name} has no target");
+    }
+    assert!(item(figures, "ipi").latency.is_some_and(|l| l > 0.0), "{figures:#?}");
+    assert!(item(figures, "timer").vtimer > 0.0, "{figures:#?}");
+    for name in ITEMS {
+        assert!(result.stdout.lines().any(|l| l.starts_with(name)), "{name} missing from the table\n{}", result.stdout);
+    }
+}
+
+#[test]
+fn bench_measures_every_item_and_the_message_path_against_direct_calls() {
+    let scratch = harness().scratch().or_fail();
+    let messages_json = scratch.join("bench.json");
+    let direct_json = scratch.join("bench-direct-call.json");
+
+    let direct = bench(&direct_json, &["--direct-call"]);
+    assert!(
+        direct.stderr.contains("the direct-call build"),
+        "the direct-call monitor did not run\n{}",
+        direct.describe()
+    );
+    let direct_figures = read_json(&direct_json).unwrap_or_else(|e| panic!("{e}"));
+    check_shape(&direct_figures, &direct);
+
+    let against = direct_json.display().to_string();
+    let messages = bench(&messages_json, &["--against", &against]);
+    assert!(!messages.stderr.contains("the direct-call build"), "{}", messages.describe());
+    let figures = read_json(&messages_json).unwrap_or_else(|e| panic!("{e}"));
+    check_shape(&figures, &messages);
+
+    // The message path (containment, domains, copies, checks) costs
+    // something on top of direct calls into the same server code.
+    for name in ["hvc", "gicd-read", "gicd-write"] {
+        let (m, d) = (item(&figures, name), item(&direct_figures, name));
+        assert!(m.hypervisor > d.hypervisor, "{name}: messages {m:#?}\ndirect calls {d:#?}");
+        assert!(about(m.messages, d.messages), "{name}: the same messages either way");
+    }
+    // The comparison: one line per item but the loop, with the target.
+    assert!(messages.stdout.contains("messaging overhead <= 15 %"), "{}", messages.stdout);
+    for name in ITEMS.iter().filter(|n| **n != "loop") {
+        let line = messages
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no comparison line for {name}\n{}", messages.stdout));
+        assert!(line.ends_with("met") || line.ends_with("MISSED"), "{line}");
+    }
+
+    // The comparison again from the files, without running anything.
+    let harness = harness();
+    let mut cmd = harness.splitvisor_command(["bench", "--from-json"]).or_fail();
+    cmd.arg(&messages_json).arg("--against").arg(&direct_json);
+    let again = run(&mut cmd, Duration::from_secs(60), None).or_fail();
+    assert_eq!(again.code(), Some(0), "{}", again.describe());
+    assert_eq!(again.stdout, messages.stdout, "the same tables from the files");
+}
