@@ -345,8 +345,15 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
     /// place and lent to the server, the reply's actions are read where they
     /// lie, and only a `Send`'s message is copied (into the queue).
     pub fn run(&mut self, first: Message) {
+        self.run_with(first, &mut Reply::none());
+    }
+
+    /// [`Delivery::run`], with `reply` as the buffer each server's reply
+    /// is written into (what it holds before is overwritten): a caller that
+    /// keeps one saves building a new one, a clear of all its 300 bytes, on
+    /// every trap.
+    pub fn run_with(&mut self, first: Message, reply: &mut Reply) {
         let mut queue: EventQueue<MAX_MESSAGES_PER_TRAP> = EventQueue::new();
-        let mut reply = Reply::none();
         let mut delivered = 0;
         let mut next = Some(first);
         while let Some(mut message) = next.take().or_else(|| queue.pop()) {
@@ -363,7 +370,7 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
             let server = message.server();
             self.stats.message(server);
             log::debug!("vcpu{} -> {}: {:?}", self.vcpu.0, server.name(), message);
-            if let Err(e) = self.servers.call(&message, &mut reply) {
+            if let Err(e) = self.servers.call(&message, reply) {
                 self.refused(&message, e);
                 continue;
             }

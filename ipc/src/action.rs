@@ -283,6 +283,11 @@ impl Reply {
         Self::default()
     }
 
+    /// A reply that asks for nothing, as a constant (for a static buffer).
+    pub const fn new() -> Self {
+        Reply { actions: Actions { entries: Vec::new(), sends: Vec::new(), console: Vec::new() } }
+    }
+
     /// A reply with the given actions.
     pub fn of(actions: &[Action]) -> Result<Self, ReplyFull> {
         let mut reply = Self::none();

@@ -162,6 +162,8 @@ static VM: Once<Vm> = Once::new();
 static CONSOLE_ROOM: Mutex<router::ConsoleRoom> = Mutex::new(router::ConsoleRoom::new());
 /// PowerOn requests waiting for a parked CPU: (entry, context id).
 static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
+/// Per-CPU reply buffers, lent to each delivery (see `deliver`).
+static REPLIES: [Mutex<Reply>; MAX_CPUS] = [const { Mutex::new(Reply::new()) }; MAX_CPUS];
 /// Per-CPU counters.
 static STATS: [CpuStats; MAX_CPUS] = [const { CpuStats::new() }; MAX_CPUS];
 
@@ -538,10 +540,17 @@ fn stack_top(cpu: usize) -> *mut Frame {
 fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
     let vm = vm();
     let mut servers = &vm.servers;
-    let Some(mut stats) = STATS.get(vcpu.index()) else {
+    let (Some(mut stats), Some(reply)) = (STATS.get(vcpu.index()), REPLIES.get(vcpu.index())) else {
         fatal("a vCPU beyond the CPUs");
     };
-    Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu }.run(message);
+    let mut delivery = Delivery { servers: &mut servers, hw, stats: &mut stats, vcpu };
+    // Only this CPU takes its reply buffer, and a delivery never starts
+    // another on the same CPU; should one ever, it gets a buffer of its own
+    // rather than waiting for itself.
+    match reply.try_lock() {
+        Some(mut reply) => delivery.run_with(message, &mut reply),
+        None => delivery.run(message),
+    }
 }
 
 /// Trap and interrupt entry from the vectors: kind 0 = trap, 1 = IRQ, 2 = FIQ
