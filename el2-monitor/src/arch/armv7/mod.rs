@@ -515,8 +515,8 @@ fn start_vcpu(cpu: usize, entry: u32, regs: [u32; 3]) -> ! {
             Message::Vgic(VgicRequest::Start { vcpu, list_registers: vm.gic.list_registers() }),
             Message::Vtimer(VtimerRequest::Start { vcpu, now }),
         ];
-        for start in starts {
-            deliver(vcpu, &mut hw, start);
+        for mut start in starts {
+            deliver(vcpu, &mut hw, &mut start);
         }
         if hw.next == Next::Park {
             park(cpu);
@@ -537,7 +537,7 @@ fn stack_top(cpu: usize) -> *mut Frame {
     (stacks + (cpu + 1) * STACK_SIZE - core::mem::size_of::<Frame>()) as *mut Frame
 }
 
-fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
+fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: &mut Message) {
     let vm = vm();
     let mut servers = &vm.servers;
     let (Some(mut stats), Some(reply)) = (STATS.get(vcpu.index()), REPLIES.get(vcpu.index())) else {
@@ -549,7 +549,7 @@ fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: Message) {
     // rather than waiting for itself.
     match reply.try_lock() {
         Some(mut reply) => delivery.run_with(message, &mut reply),
-        None => delivery.run(message),
+        None => delivery.run(*message),
     }
 }
 
@@ -606,7 +606,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
 fn dispatch(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, trap: Trap) {
     count_trap(vcpu, Some(&trap));
     let message = TrapMsg { vcpu, trap, pc: hw.frame.elr, cpsr: hw.frame.spsr };
-    if let Routed::Deliver(m) = router::route(&vm.table, &message, hw) {
+    if let Routed::Deliver(m) = &mut router::route(&vm.table, &message, hw) {
         deliver(vcpu, hw, m);
     }
 }
