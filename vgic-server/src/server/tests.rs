@@ -1311,6 +1311,22 @@ impl Machine {
                 }
             }
             self.check_no_lost_wakeup();
+            self.check_live_masks();
+        }
+    }
+
+    /// The distributor's live SGIs and PPIs (found through the bits of
+    /// those handed out for change) are exactly those a scan of all of them
+    /// finds.
+    fn check_live_masks(&self) {
+        let d = &self.s.dist;
+        for v in 0..self.n() {
+            let vcpu = VcpuId(v);
+            let sgis = (0..16u8).filter(|&n| d.sgi(vcpu, n).is_some_and(|s| s.live())).fold(0u32, |m, n| m | 1 << n);
+            let ppis =
+                (0..16u16).filter(|&n| d.ppi(vcpu, 16 + n).is_some_and(|s| !s.idle())).fold(0u32, |m, n| m | 1 << n);
+            assert_eq!(d.live_sgis(vcpu), sgis, "vcpu{v}'s live SGIs (seed {})", self.seed);
+            assert_eq!(d.live_ppis(vcpu), ppis, "vcpu{v}'s live PPIs (seed {})", self.seed);
         }
     }
 
