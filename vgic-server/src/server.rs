@@ -663,7 +663,9 @@ impl VgicServer {
 
     /// Choose and write `vcpu`'s list registers and GICH_HCR.
     fn flush(&mut self, vcpu: VcpuId, status: &LrStatus, live: Live, reply: &mut Reply) -> Result<(), ServerError> {
-        let Some(cpu) = self.cpus.get(vcpu.index()).copied() else {
+        // Borrowed, not copied: a copy of the 76-byte interface was a
+        // `memcpy` call on every refresh.
+        let Some(cpu) = self.cpus.get(vcpu.index()) else {
             return Err(ServerError::NoSuchVcpu(vcpu));
         };
         let count = usize::from(cpu.list_registers);
@@ -748,7 +750,7 @@ impl VgicServer {
     /// maintenance) or it went away (cleared, disabled). A deactivation that
     /// does not fit in the reply stays owed.
     fn deactivate_owed(&mut self, vcpu: VcpuId, live: Live, reply: &mut Reply) {
-        let Some(cpu) = self.cpus.get(vcpu.index()).copied() else {
+        let Some(cpu) = self.cpus.get(vcpu.index()) else {
             return;
         };
         let mut owed: Vec<(Irq, IntId), 8> = Vec::new();
