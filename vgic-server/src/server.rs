@@ -669,29 +669,32 @@ impl VgicServer {
             return Err(ServerError::NoSuchVcpu(vcpu));
         };
         let count = usize::from(cpu.list_registers);
-        let selection = self.candidates(vcpu, &cpu, live);
+        let selection = self.candidates(vcpu, cpu, live);
         let chosen: Vec<Candidate, MAX_LRS> = selection.chosen().map(|(_, c)| *c).collect();
 
         // Keep each chosen interrupt in the register it is in; put new ones
-        // in registers that are free or hold what was not chosen.
-        let mut placed: [Option<Candidate>; MAX_LRS] = [None; MAX_LRS];
-        let mut unplaced: Vec<Candidate, MAX_LRS> = Vec::new();
-        for c in &chosen {
+        // in registers that are free or hold what was not chosen. (Indices
+        // into `chosen`, not candidates: an array of four candidates was
+        // cleared and copied whole, `memset` and `memcpy` calls, on every
+        // refresh.)
+        let mut placed: [Option<u8>; MAX_LRS] = [None; MAX_LRS];
+        let mut unplaced: Vec<u8, MAX_LRS> = Vec::new();
+        for (k, c) in chosen.iter().enumerate() {
             match cpu.slots().find(|(_, s)| s.irq == c.irq) {
                 Some((i, _)) => {
                     if let Some(p) = placed.get_mut(i) {
-                        *p = Some(*c);
+                        *p = Some(k as u8);
                     }
                 }
                 // Cannot fail: at most MAX_LRS chosen.
                 None => {
-                    let _ = unplaced.push(*c);
+                    let _ = unplaced.push(k as u8);
                 }
             }
         }
-        for c in unplaced {
+        for k in unplaced {
             if let Some(p) = placed.iter_mut().take(count).find(|p| p.is_none()) {
-                *p = Some(c);
+                *p = Some(k);
             }
         }
 
@@ -700,7 +703,7 @@ impl VgicServer {
 
         let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
         for (i, (p, raw)) in placed.iter().zip(status.lrs).enumerate().take(count) {
-            let desired = p.map(|c| Slot {
+            let desired = p.and_then(|k| chosen.get(usize::from(k))).map(|c| Slot {
                 irq: c.irq,
                 acked_priority: cpu.slots().find(|(_, s)| s.irq == c.irq).and_then(|(_, s)| s.acked_priority),
                 lr: ListRegister {
