@@ -416,6 +416,11 @@ impl<T: Copy> Selection<T> {
         self.chosen.iter()
     }
 
+    /// The `k`th chosen candidate (best first).
+    pub fn get(&self, k: usize) -> Option<&T> {
+        self.chosen.get(k).map(|(_, item)| item)
+    }
+
     /// How many candidates did not fit.
     pub fn left_out(&self) -> usize {
         self.left_out

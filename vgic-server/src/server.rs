@@ -670,16 +670,15 @@ impl VgicServer {
         };
         let count = usize::from(cpu.list_registers);
         let selection = self.candidates(vcpu, cpu, live);
-        let chosen: Vec<Candidate, MAX_LRS> = selection.chosen().map(|(_, c)| *c).collect();
 
         // Keep each chosen interrupt in the register it is in; put new ones
         // in registers that are free or hold what was not chosen. (Indices
-        // into `chosen`, not candidates: an array of four candidates was
+        // into the selection, not candidates: an array of four candidates was
         // cleared and copied whole, `memset` and `memcpy` calls, on every
         // refresh.)
         let mut placed: [Option<u8>; MAX_LRS] = [None; MAX_LRS];
         let mut unplaced: Vec<u8, MAX_LRS> = Vec::new();
-        for (k, c) in chosen.iter().enumerate() {
+        for (k, (_, c)) in selection.chosen().enumerate() {
             match cpu.slots().find(|(_, s)| s.irq == c.irq) {
                 Some((i, _)) => {
                     if let Some(p) = placed.get_mut(i) {
@@ -698,12 +697,12 @@ impl VgicServer {
             }
         }
 
-        let any_pending = chosen.iter().any(|c| c.pending);
+        let any_pending = selection.chosen().any(|(_, c)| c.pending);
         let (hcr, eoi_on_active) = lr::maintenance(selection.left_out() > 0, any_pending);
 
         let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
         for (i, (p, raw)) in placed.iter().zip(status.lrs).enumerate().take(count) {
-            let desired = p.and_then(|k| chosen.get(usize::from(k))).map(|c| Slot {
+            let desired = p.and_then(|k| selection.get(usize::from(k))).map(|c| Slot {
                 irq: c.irq,
                 acked_priority: cpu.slots().find(|(_, s)| s.irq == c.irq).and_then(|(_, s)| s.acked_priority),
                 lr: ListRegister {
