@@ -236,9 +236,10 @@ impl VgicServer {
     fn push_kicks(&mut self, reply: &mut Reply, mask: u8) {
         let mask = (mask | self.owed_kicks) & self.dist.vcpu_mask();
         self.owed_kicks = 0;
-        for v in 0..self.dist.vcpus() {
-            let vcpu = VcpuId(v);
-            if mask & bit(vcpu) != 0 && reply.push(Action::Kick { vcpu }).is_err() {
+        // Only the vCPUs in the mask (most replies kick none).
+        for v in BitIter(u32::from(mask)) {
+            let vcpu = VcpuId(v as u8);
+            if reply.push(Action::Kick { vcpu }).is_err() {
                 warn!("reply full: kick of vcpu{v} deferred");
                 self.owed_kicks |= bit(vcpu);
             }
