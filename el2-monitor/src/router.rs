@@ -124,27 +124,19 @@ pub struct Stats {
 pub const PROFILE_PARTS: [&str; 5] = ["hyp", "vcpu", "vgic", "vtimer", "idle"];
 
 impl Stats {
-    /// Add another set of counters to these.
-    ///
-    /// Runs after every delivery, whose own counters are only the messages
-    /// (and rarely a refusal or a drop): the trap and tick arrays are added
-    /// only when they hold something, which is cheaper than adding 18
-    /// 64-bit zeros.
+    /// Add another set of counters to these (the shutdown's sum of every
+    /// CPU's).
     pub fn add(&mut self, other: &Stats) {
-        if other.traps.iter().any(|&n| n != 0) {
-            for (t, o) in self.traps.iter_mut().zip(other.traps) {
-                *t += o;
-            }
+        for (t, o) in self.traps.iter_mut().zip(other.traps) {
+            *t += o;
         }
         for (t, o) in self.messages.iter_mut().zip(other.messages) {
             *t += o;
         }
         self.refused += other.refused;
         self.dropped += other.dropped;
-        if other.ticks.iter().any(|&n| n != 0) {
-            for (t, o) in self.ticks.iter_mut().zip(other.ticks) {
-                *t += o;
-            }
+        for (t, o) in self.ticks.iter_mut().zip(other.ticks) {
+            *t += o;
         }
     }
 }

@@ -278,13 +278,9 @@ pub struct Reply {
 pub struct ReplyFull;
 
 impl Reply {
-    /// A reply that asks for nothing.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// A reply that asks for nothing, as a constant (for a static buffer).
-    pub const fn new() -> Self {
+    /// A reply that asks for nothing (a `const fn`: the monitor's static
+    /// reply buffers start as one).
+    pub const fn none() -> Self {
         Reply { actions: Actions { entries: Vec::new(), sends: Vec::new(), console: Vec::new() } }
     }
 

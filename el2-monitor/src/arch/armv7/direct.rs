@@ -21,7 +21,6 @@
 //! nothing (the monitor says so at boot).
 
 use ipc::{Message, Reply, Server, ServerError, VmConfig};
-use tock_registers::interfaces::Readable;
 
 /// A server called directly.
 pub struct Direct<S> {
@@ -37,10 +36,7 @@ impl<S: Server> Direct<S> {
     /// Call the server on `message`; its reply is written into `reply`.
     #[inline(always)]
     pub fn deliver(&mut self, message: &Message, _config: &VmConfig, reply: &mut Reply) -> Result<(), ServerError> {
-        let start = super::profile::now();
-        let result = self.server.handle_message_into(message, reply);
-        super::profile::add(super::HTPIDR.get() as usize, super::profile::Part::server(S::ID), start);
-        result
+        super::call_in_place(&mut self.server, message, reply)
     }
 }
 

@@ -417,10 +417,7 @@ impl<S: Hosted> Guarded<S> {
     #[inline(always)]
     pub fn deliver(&mut self, message: &Message, config: &VmConfig, reply: &mut Reply) -> Result<(), ServerError> {
         if !config.isolation {
-            let start = super::profile::now();
-            let result = self.server().handle_message_into(message, reply);
-            super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
-            return result;
+            return super::call_in_place(self.server(), message, reply);
         }
         let keep = self.keep();
         if keep.log.is_full() || keep.checkpoint.is_none() {

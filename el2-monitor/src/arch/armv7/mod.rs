@@ -163,7 +163,7 @@ static CONSOLE_ROOM: Mutex<router::ConsoleRoom> = Mutex::new(router::ConsoleRoom
 /// PowerOn requests waiting for a parked CPU: (entry, context id).
 static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 /// Per-CPU reply buffers, lent to each delivery (see `deliver`).
-static REPLIES: [Mutex<Reply>; MAX_CPUS] = [const { Mutex::new(Reply::new()) }; MAX_CPUS];
+static REPLIES: [Mutex<Reply>; MAX_CPUS] = [const { Mutex::new(Reply::none()) }; MAX_CPUS];
 /// Per-CPU counters.
 static STATS: [CpuStats; MAX_CPUS] = [const { CpuStats::new() }; MAX_CPUS];
 
@@ -259,6 +259,18 @@ fn shutdown(status: u8) -> ! {
         }
     }
     hostlink::exit(status)
+}
+
+/// Call `server` on `message` on this CPU's stack, in the monitor's own
+/// translation, with no containment, timing it for the `profile` build:
+/// how `--no-isolation` reaches a server, and how the direct-call build
+/// reaches every one.
+#[inline(always)]
+fn call_in_place<S: ipc::Server>(server: &mut S, message: &Message, reply: &mut Reply) -> Result<(), ServerError> {
+    let start = profile::now();
+    let result = server.handle_message_into(message, reply);
+    profile::add(HTPIDR.get() as usize, profile::Part::server(S::ID), start);
+    result
 }
 
 /// Log each CPU's Hyp stack high-water mark. The stacks start zeroed (they
