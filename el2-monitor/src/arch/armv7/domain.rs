@@ -381,6 +381,9 @@ pub fn describe(address: u32, running: Option<ServerId>) -> &'static str {
 
 /// Log how deep each domain's stack has been used.
 pub fn report_stacks() {
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
     fn one<S: Hosted>() {
         if !S::installed().load(Ordering::SeqCst) {
             return;
@@ -389,7 +392,7 @@ pub fn report_stacks() {
         // SAFETY: the stack was painted by `install`; it is only read, and
         // only bytes (each was written, by the paint or by the server).
         let stack = unsafe { &*core::ptr::addr_of!((*d).stack) };
-        let untouched = stack.iter().take_while(|&&b| b == STACK_PAINT).count();
+        let untouched = super::untouched_bytes(stack, STACK_PAINT);
         log::info!("domain {}: stack high-water {} of {} bytes", S::ID.name(), STACK_SIZE - untouched, STACK_SIZE);
     }
     one::<VcpuServer>();

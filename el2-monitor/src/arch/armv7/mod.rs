@@ -278,15 +278,33 @@ fn call_in_place<S: ipc::Server>(server: &mut S, message: &Message, reply: &mut 
 /// never used (or were used for zeros: an estimate from below, by at most
 /// a few words).
 fn report_stacks(cpus: usize) {
+    // The scan is skipped when nothing would be logged (it was 4 % of the
+    // hypervisor's instructions in a whole Linux boot at byte steps).
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
     let stacks = core::ptr::addr_of!(MONITOR_STACKS);
     for cpu in 0..cpus.min(MAX_CPUS) {
         // SAFETY: only read, bytes; this CPU's own stack is below its SP,
         // and another CPU's is only read (a racy read gives a wrong
         // estimate, nothing worse).
         let stack = unsafe { &(*stacks).0[cpu] };
-        let untouched = stack.iter().take_while(|&&b| b == 0).count();
+        let untouched = untouched_bytes(stack, 0);
         log::info!("cpu{cpu}: Hyp stack high-water {} of {STACK_SIZE} bytes", STACK_SIZE - untouched);
     }
+}
+
+/// How many bytes at the start of `stack` (its unused end: stacks grow
+/// down) still hold `paint`: a word at a time, then bytewise in the first
+/// word that differs.
+fn untouched_bytes(stack: &[u8], paint: u8) -> usize {
+    let word = u32::from_ne_bytes([paint; 4]);
+    let words = stack
+        .chunks_exact(4)
+        .take_while(|c| <[u8; 4]>::try_from(*c).is_ok_and(|w| u32::from_ne_bytes(w) == word))
+        .count();
+    let rest = stack.get(words * 4..).unwrap_or(&[]);
+    words * 4 + rest.iter().take_while(|&&b| b == paint).count()
 }
 
 /// Count a trap on this CPU.
