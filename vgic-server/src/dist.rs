@@ -323,8 +323,9 @@ impl Iterator for BitIter {
     }
 }
 
-/// The distributor.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The distributor. (Two are equal when their states are: the change count
+/// [`Distributor::generation`] is bookkeeping, not state.)
+#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 pub struct Distributor {
     vcpus: u8,
     spi_count: u16,
@@ -344,6 +345,32 @@ pub struct Distributor {
     /// words without reading them (31 words, visited three or four times
     /// per refresh, were a tenth of the vGIC's instructions per virtual IPI).
     busy_words: u32,
+    /// Counts the calls that may change state (every `&mut self` method but
+    /// [`Distributor::tidy`], which forgets only hints): equal counts mean
+    /// the same state, which lets a refresh with nothing new skip choosing
+    /// list registers again (`VgicServer::refresh`). 64 bits, so that it
+    /// never wraps round to a count a vCPU saw.
+    generation: u64,
+}
+
+impl PartialEq for Distributor {
+    fn eq(&self, other: &Self) -> bool {
+        // Every field but the change count (a pattern, so that a new field
+        // cannot be forgotten here).
+        let Distributor { vcpus, spi_count, enable_grp0, enable_grp1, banked, spis, busy, busy_words, generation: _ } =
+            self;
+        (vcpus, spi_count, enable_grp0, enable_grp1, banked, spis, busy, busy_words)
+            == (
+                &other.vcpus,
+                &other.spi_count,
+                &other.enable_grp0,
+                &other.enable_grp1,
+                &other.banked,
+                &other.spis,
+                &other.busy,
+                &other.busy_words,
+            )
+    }
 }
 
 /// Words of [`Distributor::busy`].
@@ -376,7 +403,18 @@ impl Distributor {
             spis,
             busy: [0; BUSY_WORDS],
             busy_words: 0,
+            generation: 0,
         }
+    }
+
+    /// How many calls that may have changed the state there have been (see
+    /// the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn changing(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Number of vCPUs.
@@ -586,6 +624,7 @@ impl Distributor {
     /// is consumed (unless re-asserted since the entry was written) and it is
     /// active.
     pub fn ack(&mut self, irq: Irq) {
+        self.changing();
         if let Irq::Sgi { target, sgi, source } = irq {
             if let Some(s) = self.sgi_mut(target, sgi) {
                 let bit = 1u8.checked_shl(u32::from(source.0)).unwrap_or(0);
@@ -605,6 +644,7 @@ impl Distributor {
     /// The guest deactivated `irq` from a list register. (A backing physical
     /// interrupt stays active: [`IrqState::hw_owed`] then says so.)
     pub fn deactivate(&mut self, irq: Irq) {
+        self.changing();
         if let Irq::Sgi { target, sgi, source } = irq {
             if let Some(s) = self.sgi_mut(target, sgi) {
                 if s.active == Some(source.0) {
@@ -618,6 +658,7 @@ impl Distributor {
 
     /// `irq` was written into a list register, pending if `pending`.
     pub fn written(&mut self, irq: Irq, pending: bool) {
+        self.changing();
         if let Irq::Sgi { target, sgi, source } = irq {
             if let Some(s) = self.sgi_mut(target, sgi) {
                 if pending {
@@ -633,6 +674,7 @@ impl Distributor {
 
     /// This server deactivated the physical interrupt behind `irq`.
     pub fn hw_deactivated(&mut self, irq: Irq) {
+        self.changing();
         if let Some(s) = self.irq_state_mut(irq) {
             s.hw_live = false;
         }
@@ -643,6 +685,7 @@ impl Distributor {
     /// numbered change taken, which then stays. Change 0 is unnumbered and
     /// always taken.
     pub fn take_line_change(&mut self, irq: Irq, change: u32) -> bool {
+        self.changing();
         if change == 0 {
             return true;
         }
@@ -663,6 +706,7 @@ impl Distributor {
     /// configuration, because the physical distributor tracks the level
     /// itself. Returns false if the interrupt does not exist.
     pub fn set_line(&mut self, irq: Irq, level: bool, hw: Option<IntId>) -> bool {
+        self.changing();
         let Some(s) = self.irq_state_mut(irq) else {
             return false;
         };
@@ -846,6 +890,7 @@ impl Distributor {
 
     /// A distributor write by `vcpu`; returns what changed.
     pub fn write(&mut self, vcpu: VcpuId, reg: GicdReg, value: u32) -> Touched {
+        self.changing();
         let mut touched = Touched::default();
         let t = &mut touched;
         match reg {

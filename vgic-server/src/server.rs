@@ -119,6 +119,12 @@ pub struct CpuInterface {
     pub slots: [Option<Slot>; MAX_LRS],
     /// The GICH_HCR value last written, if any since `Start`.
     pub hcr: Option<u32>,
+    /// What [`VgicServer::inputs`] were at the end of this vCPU's last
+    /// refresh, if that refresh wrote everything it chose and owes no
+    /// physical deactivation: while they and the list registers stay as
+    /// they were, a refresh would choose and write the same again, and is
+    /// skipped.
+    pub synced: Option<(u64, u64)>,
 }
 
 impl CpuInterface {
@@ -177,6 +183,10 @@ pub struct VgicServer {
     cpus: Vec<CpuInterface, MAX_VCPUS>,
     /// Kicks that did not fit in a reply, sent with the next one.
     owed_kicks: u8,
+    /// Counts the changes of any vCPU's list-register slots: a refresh of
+    /// one vCPU depends on the others' (an interrupt held elsewhere is no
+    /// candidate here), see [`VgicServer::inputs`].
+    slot_changes: u64,
 }
 
 fn bit(vcpu: VcpuId) -> u8 {
@@ -205,7 +215,7 @@ impl VgicServer {
             // Cannot fail: the distributor has at most MAX_VCPUS.
             let _ = cpus.push(CpuInterface::default());
         }
-        VgicServer { gicd: config.gicd, dist, cpus, owed_kicks: 0 }
+        VgicServer { gicd: config.gicd, dist, cpus, owed_kicks: 0, slot_changes: 0 }
     }
 
     /// The distributor's state.
@@ -224,6 +234,12 @@ impl VgicServer {
         } else {
             Err(ServerError::NoSuchVcpu(vcpu))
         }
+    }
+
+    /// Everything a refresh reads besides the vCPU's own list registers and
+    /// slots, as two counts: the distributor's state and every vCPU's slots.
+    fn inputs(&self) -> (u64, u64) {
+        (self.dist.generation(), self.slot_changes)
     }
 
     /// The vCPU whose list registers hold `irq`.
@@ -262,6 +278,7 @@ impl VgicServer {
         // distributor, and goes back into list registers from there).
         let released: Vec<Slot, MAX_LRS> = cpu.slots().map(|(_, s)| *s).collect();
         *cpu = CpuInterface { list_registers: list_registers.min(MAX_LRS as u8), ..CpuInterface::default() };
+        self.slot_changes = self.slot_changes.wrapping_add(1);
         let mut kicks = bit(vcpu);
         for slot in released {
             if let Irq::Spi { intid } = slot.irq {
@@ -437,8 +454,23 @@ impl VgicServer {
 
     fn refresh(&mut self, vcpu: VcpuId, status: &LrStatus, idle: bool, reply: &mut Reply) -> Result<(), ServerError> {
         self.check(vcpu)?;
-        self.dist.tidy();
         trace!("vcpu{}: {:?} {status:x?}", vcpu.0, Misr::decode(status.misr));
+        let inputs = self.inputs();
+        if self.cpus.get(vcpu.index()).is_some_and(|c| c.synced == Some(inputs) && c.unchanged(status)) {
+            // Nothing this refresh reads has changed since the last one,
+            // which wrote all it chose: it would fold nothing, choose and
+            // write the same, and release nothing. (A wake-up check still
+            // runs: that is the answer an `Idle` asks for.)
+            self.push_kicks(reply, 0);
+            if idle {
+                let live = Live { sgis: self.dist.live_sgis(vcpu), ppis: self.dist.live_ppis(vcpu) };
+                if !self.could_signal(vcpu, live) {
+                    reply.push(Action::WaitForInterrupt)?;
+                }
+            }
+            return Ok(());
+        }
+        self.dist.tidy();
         let held_before = self.fold_status(vcpu, status);
         // Taken once, after the fold: writing the list registers makes no
         // interrupt live or idle, and the deactivation scan checks each
@@ -446,7 +478,11 @@ impl VgicServer {
         let live = Live { sgis: self.dist.live_sgis(vcpu), ppis: self.dist.live_ppis(vcpu) };
         let wait = idle && !self.could_signal(vcpu, live);
         self.flush(vcpu, status, live, reply)?;
-        self.deactivate_owed(vcpu, live, reply);
+        let settled = self.deactivate_owed(vcpu, live, reply);
+        let inputs = self.inputs();
+        if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
+            cpu.synced = settled.then_some(inputs);
+        }
         // This vCPU's own list registers were just written.
         let kicks = self.released_kicks(&held_before) & !bit(vcpu);
         self.push_kicks(reply, kicks);
@@ -495,6 +531,7 @@ impl VgicServer {
         let Some(cpu) = self.cpus.get_mut(vcpu.index()) else {
             return;
         };
+        let mut changed = false;
         let count = usize::from(cpu.list_registers);
         for (i, (slot, raw)) in cpu.slots.iter_mut().zip(status.lrs).enumerate().take(count) {
             let observed = ListRegister::decode(raw);
@@ -507,6 +544,7 @@ impl VgicServer {
             if !observed.same_interrupt(&held.lr) {
                 warn!("vcpu{}: LR{i} holds {raw:#x}, expected {:#x}", vcpu.0, held.lr.encode());
                 *slot = None;
+                changed = true;
                 continue;
             }
             let Some(events) = lr::guest_events(held.lr.state, observed.state) else {
@@ -515,8 +553,10 @@ impl VgicServer {
                     vcpu.0, held.lr.state, observed.state
                 );
                 *slot = None;
+                changed = true;
                 continue;
             };
+            changed |= observed.state != held.lr.state;
             let mut acked_priority = held.acked_priority;
             for event in events {
                 match event {
@@ -535,6 +575,9 @@ impl VgicServer {
                 lr: ListRegister { state: observed.state, ..held.lr },
                 acked_priority,
             });
+        }
+        if changed {
+            self.slot_changes = self.slot_changes.wrapping_add(1);
         }
     }
 
@@ -702,6 +745,7 @@ impl VgicServer {
         let (hcr, eoi_on_active) = lr::maintenance(selection.left_out() > 0, any_pending);
 
         let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
+        let mut moved = false;
         for (i, (p, raw)) in placed.iter().zip(status.lrs).enumerate().take(count) {
             let desired = p.and_then(|k| selection.get(usize::from(k))).map(|c| Slot {
                 irq: c.irq,
@@ -728,11 +772,17 @@ impl VgicServer {
             if value != raw && !(desired.is_none() && already_empty) {
                 reply.push(Action::WriteListRegister { index: i as u8, value })?;
             }
+            // (Which interrupt a slot holds is what other vCPUs' refreshes
+            // read, through `holder`.)
+            moved |= cpu.slots.get(i).copied().flatten().map(|s| s.irq) != desired.map(|s| s.irq);
             if let (Some(slot), Some(new)) = (desired, new_slots.get_mut(i)) {
                 *new = Some(slot);
             }
         }
 
+        if moved {
+            self.slot_changes = self.slot_changes.wrapping_add(1);
+        }
         let hcr_value = hcr.encode();
         if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
             cpu.slots = new_slots;
@@ -751,16 +801,18 @@ impl VgicServer {
     /// PPIs, and SPIs delivered to it) whose virtual interrupt is neither
     /// pending nor active any more: the guest finished it (seen through EOI
     /// maintenance) or it went away (cleared, disabled). A deactivation that
-    /// does not fit in the reply stays owed.
-    fn deactivate_owed(&mut self, vcpu: VcpuId, live: Live, reply: &mut Reply) {
+    /// does not fit in the reply stays owed. Returns whether none is owed.
+    fn deactivate_owed(&mut self, vcpu: VcpuId, live: Live, reply: &mut Reply) -> bool {
         let Some(cpu) = self.cpus.get(vcpu.index()) else {
-            return;
+            return false;
         };
+        let mut settled = true;
         let mut owed: Vec<(Irq, IntId), 8> = Vec::new();
         let mut note = |irq: Irq, hw: Option<IntId>| {
             if let Some(physical) = hw {
                 if owed.push((irq, physical)).is_err() {
                     debug!("vcpu{}: deactivation of {physical:?} deferred", vcpu.0);
+                    settled = false;
                 }
             }
         };
@@ -789,10 +841,11 @@ impl VgicServer {
         for (irq, physical) in owed {
             if reply.push(Action::DeactivatePhysical { intid: physical }).is_err() {
                 debug!("vcpu{}: reply full, deactivation of {physical:?} deferred", vcpu.0);
-                break;
+                return false;
             }
             self.dist.hw_deactivated(irq);
         }
+        settled
     }
 }
 
