@@ -12,6 +12,11 @@
 //! now ([`crate::lr::Selection`]), writes those that differ and GICH_HCR if
 //! it changed.
 //!
+//! A refresh in which nothing it reads has changed since that vCPU's last
+//! one (the distributor, every vCPU's slots, and the list registers as it
+//! left them; see [`CpuInterface::synced`]) would fold nothing and write
+//! nothing: it is skipped, and only an `Idle`'s wake-up check runs.
+//!
 //! A request that changes interrupt state otherwise (`Mmio`, `SetLine`,
 //! `Start`) answers with `Kick { vcpu }` for each vCPU whose list registers
 //! may have to change: the monitor turns a kick of the vCPU it is handling
