@@ -124,7 +124,8 @@ pub struct CpuInterface {
     pub slots: [Option<Slot>; MAX_LRS],
     /// The GICH_HCR value last written, if any since `Start`.
     pub hcr: Option<u32>,
-    /// What [`VgicServer::inputs`] were at the end of this vCPU's last
+    /// The distributor's change count ([`Distributor::generation`]) and the
+    /// server's count of changes to any vCPU's slots after this vCPU's last
     /// refresh, if that refresh wrote everything it chose and owes no
     /// physical deactivation: while they and the list registers stay as
     /// they were, a refresh would choose and write the same again, and is
