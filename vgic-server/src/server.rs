@@ -134,12 +134,27 @@ pub struct CpuInterface {
 }
 
 impl CpuInterface {
+    /// The slots of the list registers in use. (A slice, not a `take` of
+    /// the array: the iterator chains over it compile to plain loops; with
+    /// `take` they were a fifth of a timer tick's vGIC instructions.)
+    fn in_use(&self) -> &[Option<Slot>] {
+        self.slots.get(..usize::from(self.list_registers)).unwrap_or(&self.slots)
+    }
+
+    /// The SPIs held.
+    fn held_spis(&self) -> Vec<u16, MAX_LRS> {
+        let mut spis = Vec::new();
+        for slot in self.in_use().iter().flatten() {
+            if let Irq::Spi { intid } = slot.irq {
+                // Cannot fail: at most MAX_LRS slots.
+                let _ = spis.push(intid);
+            }
+        }
+        spis
+    }
+
     fn slots(&self) -> impl Iterator<Item = (usize, &Slot)> {
-        self.slots
-            .iter()
-            .take(usize::from(self.list_registers))
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+        self.in_use().iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     }
 
     fn holds(&self, irq: Irq) -> bool {
@@ -153,7 +168,7 @@ impl CpuInterface {
     /// has nothing to do with interrupts), and this test is a few compares
     /// where a fold decodes every register.
     fn unchanged(&self, status: &LrStatus) -> bool {
-        self.slots.iter().zip(status.lrs).take(usize::from(self.list_registers)).all(|(slot, raw)| match slot {
+        self.in_use().iter().zip(status.lrs).all(|(slot, raw)| match slot {
             Some(held) => held.lr.encode() == raw,
             // An empty slot is left alone whatever the register holds; one
             // that holds something valid is reported by the fold.
@@ -498,16 +513,16 @@ impl VgicServer {
         Ok(())
     }
 
-    /// [`Self::fold`] `status` into `vcpu`'s state; returns what its list
-    /// registers held before.
+    /// [`Self::fold`] `status` into `vcpu`'s state; returns the SPIs its
+    /// list registers held before (what [`Self::released_kicks`] needs).
     /// When nothing changed ([`CpuInterface::unchanged`]) nothing is
     /// folded. (What was held is returned all the same: a refresh may take
     /// an interrupt out of a list register itself, one retargeted say.)
-    fn fold_status(&mut self, vcpu: VcpuId, status: &LrStatus) -> Vec<Irq, MAX_LRS> {
+    fn fold_status(&mut self, vcpu: VcpuId, status: &LrStatus) -> Vec<u16, MAX_LRS> {
         let Some(cpu) = self.cpus.get(vcpu.index()) else {
             return Vec::new();
         };
-        let held_before = cpu.slots().map(|(_, s)| s.irq).collect();
+        let held_before = cpu.held_spis();
         if cpu.unchanged(status) {
             return held_before;
         }
@@ -519,13 +534,11 @@ impl VgicServer {
     /// holds now (the guest finished them, or they are delivered elsewhere
     /// now): they may be waiting for a vCPU that could not take them while
     /// they were held.
-    fn released_kicks(&self, held_before: &[Irq]) -> u8 {
+    fn released_kicks(&self, held_before: &[u16]) -> u8 {
         let mut kicks = 0;
-        for &irq in held_before {
-            if let Irq::Spi { intid } = irq {
-                if self.holder(irq).is_none() {
-                    kicks |= self.touch_kicks(Touch::Spi(intid));
-                }
+        for &intid in held_before {
+            if self.holder(Irq::Spi { intid }).is_none() {
+                kicks |= self.touch_kicks(Touch::Spi(intid));
             }
         }
         kicks
@@ -538,8 +551,8 @@ impl VgicServer {
             return;
         };
         let mut changed = false;
-        let count = usize::from(cpu.list_registers);
-        for (i, (slot, raw)) in cpu.slots.iter_mut().zip(status.lrs).enumerate().take(count) {
+        let count = usize::from(cpu.list_registers).min(MAX_LRS);
+        for (i, (slot, raw)) in cpu.slots[..count].iter_mut().zip(status.lrs).enumerate() {
             let observed = ListRegister::decode(raw);
             let Some(held) = *slot else {
                 if observed.state != LrState::Invalid {
@@ -718,7 +731,7 @@ impl VgicServer {
         let Some(cpu) = self.cpus.get(vcpu.index()) else {
             return Err(ServerError::NoSuchVcpu(vcpu));
         };
-        let count = usize::from(cpu.list_registers);
+        let count = usize::from(cpu.list_registers).min(MAX_LRS);
         let selection = self.candidates(vcpu, cpu, live);
 
         // Keep each chosen interrupt in the register it is in; put new ones
@@ -742,7 +755,7 @@ impl VgicServer {
             }
         }
         for k in unplaced {
-            if let Some(p) = placed.iter_mut().take(count).find(|p| p.is_none()) {
+            if let Some(p) = placed[..count].iter_mut().find(|p| p.is_none()) {
                 *p = Some(k);
             }
         }
@@ -752,10 +765,11 @@ impl VgicServer {
 
         let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
         let mut moved = false;
-        for (i, (p, raw)) in placed.iter().zip(status.lrs).enumerate().take(count) {
+        for (i, ((p, raw), old)) in placed[..count].iter().zip(status.lrs).zip(cpu.in_use()).enumerate() {
             let desired = p.and_then(|k| selection.get(usize::from(k))).map(|c| Slot {
                 irq: c.irq,
-                acked_priority: cpu.slots().find(|(_, s)| s.irq == c.irq).and_then(|(_, s)| s.acked_priority),
+                // A chosen interrupt that was held stays in its register.
+                acked_priority: old.filter(|s| s.irq == c.irq).and_then(|s| s.acked_priority),
                 lr: ListRegister {
                     virtual_id: c.irq.intid(),
                     // Never hardware-linked: see "Interrupts backed by a
@@ -772,15 +786,16 @@ impl VgicServer {
             let value = desired.map_or(0, |s| s.lr.encode());
             // An invalid entry that asks for nothing is as empty as 0
             // (GICH_ELRSR counts it free): leave it.
-            let empty = ListRegister::decode(raw);
-            let already_empty =
-                empty.state == LrState::Invalid && !matches!(empty.link, LrLink::Software { eoi: true, .. });
-            if value != raw && !(desired.is_none() && already_empty) {
+            let already_empty = || {
+                let empty = ListRegister::decode(raw);
+                empty.state == LrState::Invalid && !matches!(empty.link, LrLink::Software { eoi: true, .. })
+            };
+            if value != raw && !(desired.is_none() && already_empty()) {
                 reply.push(Action::WriteListRegister { index: i as u8, value })?;
             }
             // (Which interrupt a slot holds is what other vCPUs' refreshes
             // read, through `holder`.)
-            moved |= cpu.slots.get(i).copied().flatten().map(|s| s.irq) != desired.map(|s| s.irq);
+            moved |= old.map(|s| s.irq) != desired.map(|s| s.irq);
             if let (Some(slot), Some(new)) = (desired, new_slots.get_mut(i)) {
                 *new = Some(slot);
             }
