@@ -144,8 +144,8 @@ impl CpuInterface {
     /// The SPIs held.
     fn held_spis(&self) -> Vec<u16, MAX_LRS> {
         let mut spis = Vec::new();
-        for slot in self.in_use().iter().flatten() {
-            if let Irq::Spi { intid } = slot.irq {
+        for slot in self.in_use() {
+            if let Some(Slot { irq: Irq::Spi { intid }, .. }) = *slot {
                 // Cannot fail: at most MAX_LRS slots.
                 let _ = spis.push(intid);
             }
@@ -168,7 +168,7 @@ impl CpuInterface {
     /// has nothing to do with interrupts), and this test is a few compares
     /// where a fold decodes every register.
     fn unchanged(&self, status: &LrStatus) -> bool {
-        self.in_use().iter().zip(status.lrs).all(|(slot, raw)| match slot {
+        self.in_use().iter().zip(&status.lrs).all(|(slot, &raw)| match slot {
             Some(held) => held.lr.encode() == raw,
             // An empty slot is left alone whatever the register holds; one
             // that holds something valid is reported by the fold.
@@ -552,7 +552,9 @@ impl VgicServer {
         };
         let mut changed = false;
         let count = usize::from(cpu.list_registers).min(MAX_LRS);
-        for (i, (slot, raw)) in cpu.slots[..count].iter_mut().zip(status.lrs).enumerate() {
+        // (Over slices, not the status's array by value: zipped with an
+        // array's `IntoIter`, this loop's bookkeeping cost more than its work.)
+        for (i, (slot, &raw)) in cpu.slots[..count].iter_mut().zip(&status.lrs).enumerate() {
             let observed = ListRegister::decode(raw);
             let Some(held) = *slot else {
                 if observed.state != LrState::Invalid {
@@ -765,7 +767,7 @@ impl VgicServer {
 
         let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
         let mut moved = false;
-        for (i, ((p, raw), old)) in placed[..count].iter().zip(status.lrs).zip(cpu.in_use()).enumerate() {
+        for (i, ((p, &raw), old)) in placed[..count].iter().zip(&status.lrs).zip(cpu.in_use()).enumerate() {
             let desired = p.and_then(|k| selection.get(usize::from(k))).map(|c| Slot {
                 irq: c.irq,
                 // A chosen interrupt that was held stays in its register.
@@ -812,7 +814,8 @@ impl VgicServer {
                 cpu.hcr = Some(hcr_value);
             }
         }
-        for slot in new_slots.iter().flatten() {
+        for slot in &new_slots[..count] {
+            let Some(slot) = slot else { continue };
             self.dist.written(slot.irq, slot.lr.state.pending());
         }
         Ok(())
