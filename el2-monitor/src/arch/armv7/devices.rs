@@ -230,7 +230,7 @@ impl Gic {
             lrs: [0; 4],
         };
         let n = usize::from(self.list_registers()).min(status.lrs.len());
-        for (i, lr) in status.lrs.iter_mut().enumerate().take(n) {
+        for (i, lr) in status.lrs[..n].iter_mut().enumerate() {
             *lr = self.gich.lr[i].get();
         }
         status
