@@ -1105,7 +1105,7 @@ impl Machine {
         b.tidy();
         assert_eq!(a, b, "seed {}: vcpu{v} {r:x?}: shortcut {shortcut}", self.seed);
         for (a, b) in full.cpus.iter().zip(&self.s.cpus) {
-            assert_eq!((a.slots, a.hcr), (b.slots, b.hcr), "seed {}: vcpu{v} {r:x?}", self.seed);
+            assert_eq!((a.slots, a.hcr, a.seen), (b.slots, b.hcr, b.seen), "seed {}: vcpu{v} {r:x?}", self.seed);
         }
         self.shortcuts += u64::from(shortcut);
         self.apply(v, &actions, true);
