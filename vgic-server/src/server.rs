@@ -660,8 +660,9 @@ impl VgicServer {
     }
 
     /// The candidates for `vcpu`'s list registers, best first.
-    fn candidates(&self, vcpu: VcpuId, cpu: &CpuInterface, live: Live) -> Selection<Candidate> {
-        let mut selection = Selection::new(usize::from(cpu.list_registers));
+    /// (Offered into the caller's `selection`: returned, the selection was
+    /// copied, a `memcpy` call on every refresh.)
+    fn candidates(&self, vcpu: VcpuId, cpu: &CpuInterface, live: Live, selection: &mut Selection<Candidate>) {
         let mut offer = |irq: Irq, inst: Instance, forwarded: bool, more_sources: bool| {
             if !inst.active && !forwarded {
                 return;
@@ -734,7 +735,6 @@ impl VgicServer {
                 None => {}
             }
         }
-        selection
     }
 
     /// Choose and write `vcpu`'s list registers and GICH_HCR.
@@ -745,7 +745,8 @@ impl VgicServer {
             return Err(ServerError::NoSuchVcpu(vcpu));
         };
         let count = usize::from(cpu.list_registers).min(MAX_LRS);
-        let selection = self.candidates(vcpu, cpu, live);
+        let mut selection = Selection::new(usize::from(cpu.list_registers));
+        self.candidates(vcpu, cpu, live, &mut selection);
 
         // Keep each chosen interrupt in the register it is in; put new ones
         // in registers that are free or hold what was not chosen. (Indices
