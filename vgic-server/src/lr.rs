@@ -407,8 +407,14 @@ impl<T: Copy> Selection<T> {
             self.chosen.pop();
             self.left_out += 1;
         }
-        // Cannot fail: there is room now and `at` is within the length.
-        let _ = self.chosen.insert(at, (rank, item));
+        // Appended, then moved up to `at` by swaps: `Vec::insert` shifts
+        // with a `memmove` call and copies in with a `memcpy` call, most of
+        // an offer's cost for at most four entries. (Cannot fail: there is
+        // room now.)
+        let _ = self.chosen.push((rank, item));
+        for i in (at + 1..self.chosen.len()).rev() {
+            self.chosen.swap(i, i - 1);
+        }
     }
 
     /// The chosen candidates, best first.
