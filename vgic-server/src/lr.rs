@@ -377,6 +377,11 @@ impl Rank {
     pub fn new(active: bool, priority: u8, intid: u16, source: u8) -> Self {
         Rank { class: u8::from(!active), priority, intid, source }
     }
+
+    /// Whether the entry is active.
+    pub fn active(&self) -> bool {
+        self.class == 0
+    }
 }
 
 /// The best `capacity` of a stream of candidates, kept sorted by [`Rank`],
@@ -425,6 +430,11 @@ impl<T: Copy> Selection<T> {
     /// The `k`th chosen candidate (best first).
     pub fn get(&self, k: usize) -> Option<&T> {
         self.chosen.get(k).map(|(_, item)| item)
+    }
+
+    /// The `k`th chosen candidate (best first), with its rank.
+    pub fn entry(&self, k: usize) -> Option<&(Rank, T)> {
+        self.chosen.get(k)
     }
 
     /// How many candidates did not fit.
