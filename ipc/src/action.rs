@@ -298,6 +298,14 @@ impl Reply {
         self.actions.push(action)
     }
 
+    /// Append a `ConsoleWrite` of `bytes`: what `push(Action::console(bytes))`
+    /// does (but more than [`MAX_CONSOLE_BYTES`] is `ReplyFull`, not cut),
+    /// without building the 40-byte action and copying it first (a `memcpy`
+    /// call on every console byte a guest writes).
+    pub fn push_console(&mut self, bytes: &[u8]) -> Result<(), ReplyFull> {
+        self.actions.push_console(bytes)
+    }
+
     /// Append actions, in order.
     pub fn extend<const N: usize>(&mut self, actions: [Action; N]) -> Result<(), ReplyFull> {
         for action in actions {
@@ -440,11 +448,7 @@ impl Actions {
             Action::InjectDataAbort { far } => Entry::InjectDataAbort { far },
             Action::InjectPrefetchAbort { far } => Entry::InjectPrefetchAbort { far },
             Action::CleanInvalidateDcache => Entry::CleanInvalidateDcache,
-            Action::ConsoleWrite { bytes } => {
-                self.console.extend_from_slice(&bytes).map_err(|_| ReplyFull)?;
-                // Cannot truncate: at most MAX_CONSOLE_BYTES.
-                Entry::ConsoleWrite { len: bytes.len() as u8 }
-            }
+            Action::ConsoleWrite { bytes } => return self.push_console(&bytes),
             Action::ConfigureTraps(t) => Entry::ConfigureTraps(t),
             Action::SetCntvoff { value } => {
                 let (low, high) = split(value);
@@ -470,6 +474,18 @@ impl Actions {
         };
         // Cannot fail: checked above.
         let _ = self.entries.push(entry);
+        Ok(())
+    }
+
+    /// See [`Reply::push_console`].
+    fn push_console(&mut self, bytes: &[u8]) -> Result<(), ReplyFull> {
+        if self.entries.is_full() {
+            return Err(ReplyFull);
+        }
+        self.console.extend_from_slice(bytes).map_err(|_| ReplyFull)?;
+        // Cannot truncate: at most MAX_CONSOLE_BYTES (the extend above
+        // failed otherwise). Cannot fail: checked above.
+        let _ = self.entries.push(Entry::ConsoleWrite { len: bytes.len() as u8 });
         Ok(())
     }
 
@@ -794,6 +810,22 @@ mod tests {
         assert_eq!(views[1], ActionRef::ConsoleWrite { bytes: b"ab" });
         assert_eq!(views[6], ActionRef::ConsoleWrite { bytes: b"cde" });
         assert!(matches!(views[7], ActionRef::Send(m) if Action::Send(*m) == set_line(34)));
+    }
+
+    #[test]
+    fn push_console_is_push_of_a_console_write() {
+        let mut direct = Reply::of(&[Action::AdvancePc]).unwrap();
+        let mut built = direct.clone();
+        direct.push_console(b"ab").unwrap();
+        built.push(Action::console(b"ab")).unwrap();
+        assert_eq!(direct, built);
+        // Full by bytes or by actions alike, and nothing left behind.
+        let mut full = Reply::of(&[Action::console(&[1; MAX_CONSOLE_BYTES - 1])]).unwrap();
+        assert_eq!(full.push_console(b"xy"), Err(ReplyFull));
+        assert_eq!(full.actions.len(), 1);
+        let mut full = Reply::of(&[const { Action::AdvancePc }; MAX_ACTIONS]).unwrap();
+        assert_eq!(full.push_console(b"x"), Err(ReplyFull));
+        assert_eq!(full, Reply::of(&[const { Action::AdvancePc }; MAX_ACTIONS]).unwrap());
     }
 
     #[test]

@@ -548,7 +548,7 @@ impl Pl011 {
             self.receive(u16::from(byte));
             self.line_idle();
         } else {
-            effects.push(Action::console(&[byte]))?;
+            effects.push_console(&[byte])?;
         }
         self.ris |= int::TX;
         Ok(())

@@ -355,7 +355,8 @@ impl VgicServer {
         }
         let mut kicks = 0;
         if access.write {
-            let touched = self.dist.write(vcpu, reg, access.value as u32);
+            let mut touched = Touched::default();
+            self.dist.write_into(vcpu, reg, access.value as u32, &mut touched);
             trace!("vcpu{}: write {reg:?} = {:#x}: {touched:?}", vcpu.0, access.value);
             reply.push(Action::AdvancePc)?;
             kicks = self.kicks_for(&touched);
