@@ -569,10 +569,14 @@ impl VgicServer {
         };
         let mut changed = false;
         let count = usize::from(cpu.list_registers).min(MAX_LRS);
-        cpu.seen = status.lrs;
+        let before = core::mem::replace(&mut cpu.seen, status.lrs);
         // (Over slices, not the status's array by value: zipped with an
         // array's `IntoIter`, this loop's bookkeeping cost more than its work.)
-        for (i, (slot, &raw)) in cpu.slots[..count].iter_mut().zip(&status.lrs).enumerate() {
+        for (i, ((slot, &raw), &was)) in cpu.slots[..count].iter_mut().zip(&status.lrs).zip(&before).enumerate() {
+            // As this server last wrote or saw it: nothing happened there.
+            if raw == was {
+                continue;
+            }
             let observed = ListRegister::decode(raw);
             let Some(held) = *slot else {
                 if observed.state != LrState::Invalid {
