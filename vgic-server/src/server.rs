@@ -570,9 +570,13 @@ impl VgicServer {
         let mut changed = false;
         let count = usize::from(cpu.list_registers).min(MAX_LRS);
         let before = core::mem::replace(&mut cpu.seen, status.lrs);
-        // (Over slices, not the status's array by value: zipped with an
-        // array's `IntoIter`, this loop's bookkeeping cost more than its work.)
-        for (i, ((slot, &raw), &was)) in cpu.slots[..count].iter_mut().zip(&status.lrs).zip(&before).enumerate() {
+        // By index over the fixed-size arrays: zipped, even as slices, three
+        // iterators cost about thirty instructions a register in bookkeeping
+        // alone (and zipped with the status's array by value, more).
+        for i in 0..count {
+            let (Some(&raw), Some(&was), Some(slot)) = (status.lrs.get(i), before.get(i), cpu.slots.get_mut(i)) else {
+                break;
+            };
             // As this server last wrote or saw it: nothing happened there.
             if raw == was {
                 continue;
