@@ -294,6 +294,7 @@ impl Reply {
     }
 
     /// Append an action.
+    #[inline]
     pub fn push(&mut self, action: Action) -> Result<(), ReplyFull> {
         self.actions.push(action)
     }
@@ -307,6 +308,7 @@ impl Reply {
     }
 
     /// Append actions, in order.
+    #[inline]
     pub fn extend<const N: usize>(&mut self, actions: [Action; N]) -> Result<(), ReplyFull> {
         for action in actions {
             self.push(action)?;
@@ -437,6 +439,7 @@ impl Actions {
     }
 
     /// Append an action.
+    #[inline]
     pub fn push(&mut self, action: Action) -> Result<(), ReplyFull> {
         if self.entries.is_full() {
             return Err(ReplyFull);
