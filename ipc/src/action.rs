@@ -307,7 +307,9 @@ impl Reply {
         self.actions.push_console(bytes)
     }
 
-    /// Append actions, in order.
+    /// Append actions, in order. (On a hot path, push them one by one: the
+    /// array is built whole, 64 bytes an action, and each is moved out of
+    /// it; two pushes answered a hypercall 90 instructions sooner.)
     #[inline]
     pub fn extend<const N: usize>(&mut self, actions: [Action; N]) -> Result<(), ReplyFull> {
         for action in actions {

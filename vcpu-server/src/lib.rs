@@ -153,7 +153,10 @@ impl VcpuServer {
             // idle (it answers WaitForInterrupt, or nothing when an interrupt
             // is pending). The monitor's router fills in the list-register
             // status of the `Idle` request before delivering it.
-            Trap::Wfi => Ok(reply.extend([Action::AdvancePc, psci::idle(vcpu)])?),
+            Trap::Wfi => {
+                reply.push(Action::AdvancePc)?;
+                Ok(reply.push(psci::idle(vcpu))?)
+            }
             // WFE may complete at any time; with one vCPU per physical CPU
             // there is nothing to yield to.
             Trap::Wfe => Ok(reply.push(Action::AdvancePc)?),

@@ -255,7 +255,10 @@ pub struct Psci {
 
 /// r0 = `value`, then return past the call.
 fn ret(reply: &mut Reply, value: u32) -> Result<(), ServerError> {
-    Ok(reply.extend([Action::SetReg { reg: GuestReg::Gpr(0), value }, Action::AdvancePc])?)
+    // Two pushes rather than `extend` of an array: each action of the array
+    // was built whole (64 bytes) and moved out of it.
+    reply.push(Action::SetReg { reg: GuestReg::Gpr(0), value })?;
+    Ok(reply.push(Action::AdvancePc)?)
 }
 
 fn ret_err(reply: &mut Reply, e: PsciError) -> Result<(), ServerError> {

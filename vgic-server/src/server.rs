@@ -366,13 +366,13 @@ impl VgicServer {
         } else {
             let value = self.dist.read(vcpu, reg);
             trace!("vcpu{}: read {reg:?} = {value:#x}", vcpu.0);
-            reply.extend([
-                Action::SetReg {
-                    reg: GuestReg::Gpr(access.rt),
-                    value: load_value(value, access.size, access.sign_extend),
-                },
-                Action::AdvancePc,
-            ])?;
+            // Two pushes rather than `extend` of an array: each action of
+            // the array was built whole (64 bytes) and moved out of it.
+            reply.push(Action::SetReg {
+                reg: GuestReg::Gpr(access.rt),
+                value: load_value(value, access.size, access.sign_extend),
+            })?;
+            reply.push(Action::AdvancePc)?;
         }
         // SPIs the fold released may go on to a vCPU, this one included (its
         // list registers are written at its next refresh, which the kick
