@@ -19,7 +19,6 @@
 //! "observed now" into the sequence of those guest actions, which the
 //! distributor then applies to its own state.
 
-use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 /// The most list registers an [`ipc::msg::LrStatus`] reports, and so the most
@@ -386,10 +385,15 @@ impl Rank {
 
 /// The best `capacity` of a stream of candidates, kept sorted by [`Rank`],
 /// and whether any were left out: the list-register allocation policy.
+///
+/// (An array of options rather than a `heapless::Vec`: a new `Vec` of four
+/// 16-byte entries was a `memclr` call of its whole buffer, twice a
+/// refresh; `None`s are one byte each.)
 #[derive(Clone, Debug)]
 pub struct Selection<T> {
     capacity: usize,
-    chosen: Vec<(Rank, T), MAX_LRS>,
+    chosen: [Option<(Rank, T)>; MAX_LRS],
+    len: usize,
     left_out: usize,
 }
 
@@ -397,44 +401,50 @@ impl<T: Copy> Selection<T> {
     /// An empty selection for `capacity` list registers (at most
     /// [`MAX_LRS`]).
     pub fn new(capacity: usize) -> Self {
-        Selection { capacity: capacity.min(MAX_LRS), chosen: Vec::new(), left_out: 0 }
+        Selection { capacity: capacity.min(MAX_LRS), chosen: [None; MAX_LRS], len: 0, left_out: 0 }
     }
 
     /// Offer a candidate.
     pub fn offer(&mut self, rank: Rank, item: T) {
-        let at = self.chosen.iter().position(|(r, _)| rank < *r).unwrap_or(self.chosen.len());
+        let at = self.chosen().position(|(r, _)| rank < *r).unwrap_or(self.len);
         if at >= self.capacity {
             self.left_out += 1;
             return;
         }
-        if self.chosen.len() == self.capacity {
+        if self.len == self.capacity {
             // Full: the last one drops out to make room.
-            self.chosen.pop();
+            self.len -= 1;
             self.left_out += 1;
         }
-        // Appended, then moved up to `at` by swaps: `Vec::insert` shifts
-        // with a `memmove` call and copies in with a `memcpy` call, most of
-        // an offer's cost for at most four entries. (Cannot fail: there is
-        // room now.)
-        let _ = self.chosen.push((rank, item));
-        for i in (at + 1..self.chosen.len()).rev() {
+        // Appended, then moved up to `at` by swaps: a `Vec::insert` shifted
+        // with a `memmove` call and copied in with a `memcpy` call, most of
+        // an offer's cost for at most four entries.
+        if let Some(slot) = self.chosen.get_mut(self.len) {
+            *slot = Some((rank, item));
+            self.len += 1;
+        }
+        for i in (at + 1..self.len).rev() {
             self.chosen.swap(i, i - 1);
         }
     }
 
     /// The chosen candidates, best first.
     pub fn chosen(&self) -> impl Iterator<Item = &(Rank, T)> {
-        self.chosen.iter()
+        self.chosen.get(..self.len).unwrap_or_default().iter().flatten()
     }
 
     /// The `k`th chosen candidate (best first).
     pub fn get(&self, k: usize) -> Option<&T> {
-        self.chosen.get(k).map(|(_, item)| item)
+        self.entry(k).map(|(_, item)| item)
     }
 
     /// The `k`th chosen candidate (best first), with its rank.
     pub fn entry(&self, k: usize) -> Option<&(Rank, T)> {
-        self.chosen.get(k)
+        if k < self.len {
+            self.chosen.get(k)?.as_ref()
+        } else {
+            None
+        }
     }
 
     /// How many candidates did not fit.
@@ -444,7 +454,7 @@ impl<T: Copy> Selection<T> {
 
     /// The best rank chosen.
     pub fn best(&self) -> Option<Rank> {
-        self.chosen.first().map(|(r, _)| *r)
+        self.entry(0).map(|(r, _)| *r)
     }
 }
 
