@@ -40,6 +40,7 @@ use tock_registers::interfaces::{Readable, Writeable};
 use super::sysreg::{CNTFRQ, CNTHP_CTL, CNTHP_CVAL, CNTPCT, TIMER_CTL};
 
 use super::domain::{self, Hosted, Injected, Keep};
+use super::devices::Gic;
 use super::MAX_CPUS;
 
 /// How a contained call ended early.
@@ -230,7 +231,8 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
         return Err(Fault::Panic);
     };
     let domain = S::slot().cast::<u8>();
-    let saved = arm_watchdog();
+    let gic = super::gic();
+    let saved = arm_watchdog(gic);
     active.store(true, Ordering::SeqCst);
     // SAFETY: contain_call and domain_call keep the AAPCS (they save what
     // they use, and what an escape skips restoring is restored from their
@@ -249,7 +251,7 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
         }
     };
     active.store(false, Ordering::SeqCst);
-    disarm_watchdog(saved);
+    disarm_watchdog(gic, saved);
     match code {
         0 => Ok(()),
         code => Err(Fault::from_code(code)),
@@ -264,20 +266,20 @@ struct HypTimer {
 
 /// Point the Hyp timer at the end of the budget and let only it (and the
 /// wake SGI) interrupt.
-fn arm_watchdog() -> HypTimer {
+fn arm_watchdog(gic: &Gic) -> HypTimer {
     let saved = HypTimer { ctl: CNTHP_CTL.get(), cval: CNTHP_CVAL.get() };
     // A 32-bit division by a constant (a multiply): a 64-bit one is a
     // library call, on every request.
     let budget = u64::from(CNTFRQ.get() / BUDGETS_PER_SECOND);
     CNTHP_CVAL.set(CNTPCT.get().wrapping_add(budget));
     CNTHP_CTL.write(TIMER_CTL::ENABLE::SET);
-    super::gic().set_priority_mask(super::devices::PRIORITY_MASK_WATCHDOG);
+    gic.set_priority_mask(super::devices::PRIORITY_MASK_WATCHDOG);
     saved
 }
 
 /// Give the Hyp timer back to the guest's physical-timer emulation.
-fn disarm_watchdog(saved: HypTimer) {
-    super::gic().set_priority_mask(super::devices::PRIORITY_MASK_ALL);
+fn disarm_watchdog(gic: &Gic, saved: HypTimer) {
+    gic.set_priority_mask(super::devices::PRIORITY_MASK_ALL);
     CNTHP_CVAL.set(saved.cval);
     CNTHP_CTL.set(saved.ctl);
 }

@@ -117,7 +117,10 @@ impl lock::Waker for Cpus {
     }
 }
 
-impl Servers for &ServerSet {
+// On the VM rather than its server set, so that a call reaches the
+// configuration without looking the VM up again (`vm()` is an acquire load
+// and a check, several times a trap).
+impl Servers for &Vm {
     fn call(&mut self, message: &Message, reply: &mut Reply) -> Result<(), ServerError> {
         // With tracing on, the request and its reply are recorded while the
         // server's lock is held, so each server's records are in the order
@@ -127,21 +130,22 @@ impl Servers for &ServerSet {
         #[inline(never)]
         fn traced<S: domain::Hosted>(
             server: &ServerLock<Hosting<S>>,
+            config: &VmConfig,
             message: &Message,
             reply: &mut Reply,
         ) -> Result<(), ServerError> {
             let mut server = server.lock();
             let seq = trace::request(message);
-            let result = server.deliver(message, &vm().config, reply);
+            let result = server.deliver(message, config, reply);
             if let Some(seq) = seq {
                 trace::reply(seq, S::ID, &result.map(|()| reply.clone()));
             }
             result
         }
         match message.server() {
-            ServerId::Vcpu => traced(&self.vcpu, message, reply),
-            ServerId::Vgic => traced(&self.vgic, message, reply),
-            ServerId::Vtimer => traced(&self.vtimer, message, reply),
+            ServerId::Vcpu => traced(&self.servers.vcpu, &self.config, message, reply),
+            ServerId::Vgic => traced(&self.servers.vgic, &self.config, message, reply),
+            ServerId::Vtimer => traced(&self.servers.vtimer, &self.config, message, reply),
         }
     }
 }
@@ -538,7 +542,7 @@ fn start_vcpu(cpu: usize, entry: u32, regs: [u32; 3]) -> ! {
     let mut frame = Frame { elr: entry & !1, spsr: GUEST_CPSR_RESET | thumb, ..Frame::default() };
     frame.r[..3].copy_from_slice(&regs);
     {
-        let mut hw = Hw { frame: &mut frame, insn_len: 0, next: Next::Resume };
+        let mut hw = Hw { frame: &mut frame, insn_len: 0, next: Next::Resume, gic: &vm.gic };
         let now = el2_monitor::router::Hardware::now(&hw);
         let starts = [
             Message::Vcpu(VcpuRequest::Start { vcpu }),
@@ -546,7 +550,7 @@ fn start_vcpu(cpu: usize, entry: u32, regs: [u32; 3]) -> ! {
             Message::Vtimer(VtimerRequest::Start { vcpu, now }),
         ];
         for mut start in starts {
-            deliver(vcpu, &mut hw, &mut start);
+            deliver(vm, vcpu, &mut hw, &mut start);
         }
         if hw.next == Next::Park {
             park(cpu);
@@ -567,9 +571,8 @@ fn stack_top(cpu: usize) -> *mut Frame {
     (stacks + (cpu + 1) * STACK_SIZE - core::mem::size_of::<Frame>()) as *mut Frame
 }
 
-fn deliver(vcpu: VcpuId, hw: &mut Hw<'_>, message: &mut Message) {
-    let vm = vm();
-    let mut servers = &vm.servers;
+fn deliver(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, message: &mut Message) {
+    let mut servers = vm;
     let (Some(mut stats), Some(reply)) = (STATS.get(vcpu.index()), REPLIES.get(vcpu.index())) else {
         fatal("a vCPU beyond the CPUs");
     };
@@ -602,7 +605,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
                 frame.elr = frame.elr.wrapping_sub(insn_len);
             }
             let decoded = syndrome::decode(&s, frame.spsr, |n| frame.reg(n));
-            let mut hw = Hw { frame, insn_len, next: Next::Resume };
+            let mut hw = Hw { frame, insn_len, next: Next::Resume, gic: &vm.gic };
             match decoded {
                 Decoded::Skip => {
                     count_trap(vcpu, None);
@@ -613,7 +616,7 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
             hw.next
         }
         1 => {
-            let mut hw = Hw { frame, insn_len: 0, next: Next::Resume };
+            let mut hw = Hw { frame, insn_len: 0, next: Next::Resume, gic: &vm.gic };
             if let Some(intid) = vm.gic.acknowledge() {
                 dispatch(vm, vcpu, &mut hw, Trap::Irq { intid });
                 if router::monitor_deactivates(&vm.table, intid) {
@@ -637,7 +640,7 @@ fn dispatch(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, trap: Trap) {
     count_trap(vcpu, Some(&trap));
     let message = TrapMsg { vcpu, trap, pc: hw.frame.elr, cpsr: hw.frame.spsr };
     if let Routed::Deliver(m) = &mut router::route(&vm.table, &message, hw) {
-        deliver(vcpu, hw, m);
+        deliver(vm, vcpu, hw, m);
     }
 }
 

@@ -160,6 +160,9 @@ pub struct Hw<'a> {
     pub insn_len: u32,
     /// What happens next.
     pub next: Next,
+    /// The GIC (held here so that each list-register access does not look
+    /// the VM up again).
+    pub gic: &'a super::devices::Gic,
 }
 
 impl Hw<'_> {
@@ -208,7 +211,7 @@ impl Hardware for Hw<'_> {
     }
 
     fn lr_status(&self) -> LrStatus {
-        super::gic().lr_status()
+        self.gic.lr_status()
     }
 
     fn console_input(&mut self, buf: &mut [u8]) -> usize {
@@ -254,12 +257,12 @@ impl Hardware for Hw<'_> {
                 None => CNTHP_CTL.write(TIMER_CTL::IMASK::SET),
             },
             ActionRef::WriteListRegister { index, value } => {
-                if !super::gic().write_lr(index, value) {
+                if !self.gic.write_lr(index, value) {
                     log::error!("server wrote list register {index}, which does not exist");
                 }
             }
-            ActionRef::WriteGichHcr { value } => super::gic().write_hcr(value),
-            ActionRef::DeactivatePhysical { intid } => super::gic().deactivate(intid.0),
+            ActionRef::WriteGichHcr { value } => self.gic.write_hcr(value),
+            ActionRef::DeactivatePhysical { intid } => self.gic.deactivate(intid.0),
             ActionRef::Kick { vcpu } => super::kick(vcpu),
             ActionRef::PowerOn { vcpu, entry, context_id } => super::power_on(vcpu, entry, context_id),
             ActionRef::PowerOff => self.next = Next::Park,
