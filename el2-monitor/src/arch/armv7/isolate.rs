@@ -39,8 +39,8 @@ use tock_registers::interfaces::{Readable, Writeable};
 
 use super::sysreg::{CNTFRQ, CNTHP_CTL, CNTHP_CVAL, CNTPCT, TIMER_CTL};
 
-use super::domain::{self, Hosted, Injected, Keep};
 use super::devices::Gic;
+use super::domain::{self, Hosted, Injected, Keep};
 use super::MAX_CPUS;
 
 /// How a contained call ended early.
