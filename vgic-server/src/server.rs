@@ -797,7 +797,10 @@ impl VgicServer {
         let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
         let mut new_seen = [0; MAX_LRS];
         let mut moved = false;
-        for (i, ((p, &raw), old)) in placed[..count].iter().zip(&status.lrs).zip(cpu.in_use()).enumerate() {
+        for i in 0..count {
+            let (Some(p), Some(&raw), Some(old)) = (placed.get(i), status.lrs.get(i), cpu.slots.get(i)) else {
+                break;
+            };
             let desired = p.and_then(|k| selection.entry(usize::from(k))).map(|&(rank, c)| Slot {
                 irq: c.irq,
                 // A chosen interrupt that was held stays in its register.
