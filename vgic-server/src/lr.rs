@@ -433,11 +433,6 @@ impl<T: Copy> Selection<T> {
         self.chosen.get(..self.len).unwrap_or_default().iter().flatten()
     }
 
-    /// The `k`th chosen candidate (best first).
-    pub fn get(&self, k: usize) -> Option<&T> {
-        self.entry(k).map(|(_, item)| item)
-    }
-
     /// The `k`th chosen candidate (best first), with its rank.
     pub fn entry(&self, k: usize) -> Option<&(Rank, T)> {
         if k < self.len {

@@ -279,6 +279,11 @@ impl VgicServer {
         (self.dist.generation(), self.slot_changes)
     }
 
+    /// `vcpu`'s live private interrupts, now.
+    fn live(&self, vcpu: VcpuId) -> Live {
+        Live { sgis: self.dist.live_sgis(vcpu), ppis: self.dist.live_ppis(vcpu) }
+    }
+
     /// The vCPU whose list registers hold `irq`.
     fn holder(&self, irq: Irq) -> Option<VcpuId> {
         self.cpus.iter().position(|c| c.holds(irq)).map(|i| VcpuId(i as u8))
@@ -313,14 +318,12 @@ impl VgicServer {
         // The CPU interface comes up empty: what the list registers held
         // before the vCPU went off is gone (its state stays in the
         // distributor, and goes back into list registers from there).
-        let released: Vec<Slot, MAX_LRS> = cpu.slots().map(|(_, s)| *s).collect();
+        let released = cpu.held_spis();
         *cpu = CpuInterface { list_registers: list_registers.min(MAX_LRS as u8), ..CpuInterface::default() };
         self.slot_changes = self.slot_changes.wrapping_add(1);
         let mut kicks = bit(vcpu);
-        for slot in released {
-            if let Irq::Spi { intid } = slot.irq {
-                kicks |= self.touch_kicks(Touch::Spi(intid));
-            }
+        for intid in released {
+            kicks |= self.touch_kicks(Touch::Spi(intid));
         }
         self.push_kicks(reply, kicks);
         Ok(())
@@ -500,11 +503,8 @@ impl VgicServer {
             // write the same, and release nothing. (A wake-up check still
             // runs: that is the answer an `Idle` asks for.)
             self.push_kicks(reply, 0);
-            if idle {
-                let live = Live { sgis: self.dist.live_sgis(vcpu), ppis: self.dist.live_ppis(vcpu) };
-                if !self.could_signal(vcpu, live) {
-                    reply.push(Action::WaitForInterrupt)?;
-                }
+            if idle && !self.could_signal(vcpu, self.live(vcpu)) {
+                reply.push(Action::WaitForInterrupt)?;
             }
             return Ok(());
         }
@@ -513,7 +513,7 @@ impl VgicServer {
         // Taken once, after the fold: writing the list registers makes no
         // interrupt live or idle, and the deactivation scan checks each
         // interrupt it visits anyway.
-        let live = Live { sgis: self.dist.live_sgis(vcpu), ppis: self.dist.live_ppis(vcpu) };
+        let live = self.live(vcpu);
         let wait = idle && !self.could_signal(vcpu, live);
         self.flush(vcpu, status, live, reply)?;
         let settled = self.deactivate_owed(vcpu, live, reply);
