@@ -265,8 +265,10 @@ pub enum Pl011Reg {
     Dmacr,
     /// UARTPeriphID0-3 and UARTPCellID0-3: index 0-7 into [`ID`].
     Id(u8),
-    /// A reserved or test offset: reads as zero, ignores writes.
-    Reserved(u64),
+    /// A reserved or test offset: reads as zero, ignores writes. (32 bits,
+    /// beyond any block; at 64 the register was moved with a `memcpy` call
+    /// on every access. An offset past 4 GiB shows as `u32::MAX`.)
+    Reserved(u32),
 }
 
 impl Pl011Reg {
@@ -291,7 +293,7 @@ impl Pl011Reg {
                 // 0xFE0..0xFFC in steps of 4: index 0..7.
                 Pl011Reg::Id(((o - offset::PERIPH_ID0) / 4) as u8)
             }
-            other => Pl011Reg::Reserved(other),
+            other => Pl011Reg::Reserved(u32::try_from(other).unwrap_or(u32::MAX)),
         }
     }
 }
@@ -608,7 +610,7 @@ impl Pl011 {
 
     /// Write the bytes of a register selected by `lanes` (a bit mask) with
     /// `data` (already shifted into place).
-    fn write_reg(&mut self, reg: Pl011Reg, data: u32, lanes: u32, effects: &mut Reply) -> Result<(), AccessError> {
+    fn write_reg(&mut self, reg: Pl011Reg, data: u32, lanes: u32, effects: &mut Reply) -> Result<(), ReplyFull> {
         let merge = |old: u32, width: u32| ((old & !lanes) | (data & lanes)) & width;
         match reg {
             Pl011Reg::Dr => {
