@@ -342,9 +342,15 @@ impl VgicServer {
         // What the guest did on the virtual CPU interface since the last
         // refresh (acknowledged an interrupt, deactivated one) shows in the
         // registers it reads, and is what its writes apply to.
+        // (An access changes no list register's slot, so only a fold can
+        // release an SPI: without one, none is released, and the SPIs held
+        // are not gathered. Gathering them was a tenth of the vGIC's part
+        // of a GICD read.)
         let held_before = match status {
-            Some(status) => self.fold_status(vcpu, &status),
-            None => Vec::new(),
+            Some(status) if self.cpus.get(vcpu.index()).is_some_and(|c| !c.unchanged(&status)) => {
+                self.fold_status(vcpu, &status)
+            }
+            _ => Vec::new(),
         };
         let reg = match access.ipa.checked_sub(self.gicd.base) {
             Some(offset) if offset < self.gicd.size => regs::decode(offset, access.size),
