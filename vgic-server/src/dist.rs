@@ -325,7 +325,7 @@ impl Iterator for BitIter {
 
 /// The distributor. (Two are equal when their states are: the change count
 /// [`Distributor::generation`] is bookkeeping, not state.)
-#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
+#[derive(Debug, Eq, Serialize, Deserialize)]
 pub struct Distributor {
     vcpus: u8,
     spi_count: u16,
@@ -351,6 +351,35 @@ pub struct Distributor {
     /// list registers again (`VgicServer::refresh`). 64 bits, so that it
     /// never wraps round to a count a vCPU saw.
     generation: u64,
+}
+
+impl Clone for Distributor {
+    fn clone(&self) -> Self {
+        let mut copy = Distributor::new(self.vcpus, 0);
+        copy.clone_from(self);
+        copy
+    }
+
+    /// In place, element by element: the monitor checkpoints the vGIC
+    /// server this way, and a derived `clone_from` builds the copy (17 KB)
+    /// aside and then moves it, a second copy as long as the first.
+    fn clone_from(&mut self, source: &Self) {
+        // A pattern, so that a new field cannot be forgotten here.
+        let Distributor { vcpus, spi_count, enable_grp0, enable_grp1, banked, spis, busy, busy_words, generation } =
+            source;
+        self.vcpus = *vcpus;
+        self.spi_count = *spi_count;
+        self.enable_grp0 = *enable_grp0;
+        self.enable_grp1 = *enable_grp1;
+        self.banked.clear();
+        // Cannot fail: the same capacities.
+        let _ = self.banked.extend_from_slice(banked);
+        self.spis.clear();
+        let _ = self.spis.extend_from_slice(spis);
+        self.busy = *busy;
+        self.busy_words = *busy_words;
+        self.generation = *generation;
+    }
 }
 
 impl PartialEq for Distributor {

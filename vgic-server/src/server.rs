@@ -213,7 +213,7 @@ struct Candidate {
 }
 
 /// The vGIC server: its whole state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VgicServer {
     gicd: DeviceRegion,
     dist: Distributor,
@@ -224,6 +224,32 @@ pub struct VgicServer {
     /// one vCPU depends on the others' (an interrupt held elsewhere is no
     /// candidate here), see [`VgicServer::inputs`].
     slot_changes: u64,
+}
+
+impl Clone for VgicServer {
+    fn clone(&self) -> Self {
+        let VgicServer { gicd, dist, cpus, owed_kicks, slot_changes } = self;
+        VgicServer {
+            gicd: *gicd,
+            dist: dist.clone(),
+            cpus: cpus.clone(),
+            owed_kicks: *owed_kicks,
+            slot_changes: *slot_changes,
+        }
+    }
+
+    /// In place (see `Distributor::clone_from`): how the monitor takes its
+    /// checkpoints of this server.
+    fn clone_from(&mut self, source: &Self) {
+        let VgicServer { gicd, dist, cpus, owed_kicks, slot_changes } = source;
+        self.gicd = *gicd;
+        self.dist.clone_from(dist);
+        self.cpus.clear();
+        // Cannot fail: the same capacity.
+        let _ = self.cpus.extend_from_slice(cpus);
+        self.owed_kicks = *owed_kicks;
+        self.slot_changes = *slot_changes;
+    }
 }
 
 fn bit(vcpu: VcpuId) -> u8 {

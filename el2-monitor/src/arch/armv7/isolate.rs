@@ -443,9 +443,16 @@ impl<S: Hosted> Guarded<S> {
     #[cold]
     #[inline(never)]
     fn take_checkpoint(&mut self) {
-        let copy = self.server().clone();
-        let keep = self.keep();
-        keep.checkpoint = Some(copy);
+        // SAFETY: as in `server` and `keep`: S's domain and keep are
+        // installed and only reached through this Guarded, under S's lock;
+        // they are distinct statics, so the two references do not overlap.
+        let (server, keep) = unsafe { (&(*S::slot()).server, &mut *S::keep()) };
+        match &mut keep.checkpoint {
+            // In place: a server's `clone_from` may copy its state without
+            // building the copy aside first (the vGIC server's does).
+            Some(copy) => copy.clone_from(server),
+            None => keep.checkpoint = Some(server.clone()),
+        }
         keep.log.clear();
     }
 
@@ -573,9 +580,12 @@ impl<S: Hosted> Guarded<S> {
     /// The checkpoint, then the requests since, with logging muted (the
     /// server said all it had to say the first time).
     fn restore(&mut self, config: &VmConfig) -> Result<(), Fault> {
-        // Always there: taken before the first request.
-        if let Some(copy) = self.keep().checkpoint.clone() {
-            *self.server() = copy;
+        // SAFETY: as in `take_checkpoint`.
+        let (server, keep) = unsafe { (&mut (*S::slot()).server, &*S::keep()) };
+        // Always there: taken before the first request. (In place, as the
+        // checkpoint was taken.)
+        if let Some(copy) = &keep.checkpoint {
+            server.clone_from(copy);
         }
         super::logger::mute(true);
         let mut result = Ok(());
