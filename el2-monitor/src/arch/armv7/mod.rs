@@ -27,11 +27,9 @@ mod trace;
 mod vcpu;
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use el2_monitor::router::{self, Delivery, PhysIrqs, RouteTable, Routed, Servers, Stats};
+use el2_monitor::router::{self, Delivery, PhysIrqs, RouteTable, Servers, Stats};
 use el2_monitor::syndrome::{self, Decoded, ExceptionClass, Syndrome};
-use ipc::{
-    Message, Reply, ServerError, ServerId, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest, VmConfig, VtimerRequest,
-};
+use ipc::{Message, Reply, ServerError, ServerId, Trap, VcpuId, VcpuRequest, VgicRequest, VmConfig, VtimerRequest};
 
 use spin::{Mutex, Once};
 use tock_registers::interfaces::{Readable, Writeable};
@@ -638,9 +636,10 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
 
 fn dispatch(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, trap: Trap) {
     count_trap(vcpu, Some(&trap));
-    let message = TrapMsg { vcpu, trap, pc: hw.frame.elr, cpsr: hw.frame.spsr };
-    if let Routed::Deliver(m) = &mut router::route(&vm.table, &message, hw) {
-        deliver(vm, vcpu, hw, m);
+    // Built once, where it is delivered from (see `route_in_place`).
+    let mut message = router::first_message(&vm.table, vcpu, trap, hw.frame.elr, hw.frame.spsr);
+    if router::route_in_place(&vm.table, &mut message, hw) {
+        deliver(vm, vcpu, hw, &mut message);
     }
 }
 
