@@ -32,6 +32,9 @@ pub struct PhysIrqs {
     pub vtimer: u16,
     /// The Hyp timer's PPI.
     pub hyp_timer: u16,
+    /// The PPI of the monitor's watchdog tick (the physical timer): the
+    /// monitor's own, nothing to deliver.
+    pub watchdog: u16,
     /// The physical UART's SPI.
     pub uart: u16,
 }
@@ -294,7 +297,7 @@ fn route_irq(table: &RouteTable, vcpu: VcpuId, intid: u16, hw: &mut impl Hardwar
     let irqs = &table.irqs;
     Some(if intid == irqs.maintenance {
         Message::Vgic(VgicRequest::Maintenance { vcpu, status: hw.lr_status() })
-    } else if intid == irqs.wake {
+    } else if intid == irqs.wake || intid == irqs.watchdog {
         return None;
     } else if intid == irqs.kick {
         Message::Vgic(VgicRequest::Sync { vcpu, status: hw.lr_status() })
@@ -513,7 +516,7 @@ mod tests {
     fn table() -> RouteTable {
         RouteTable {
             gicd: DeviceRegion { base: 0x0800_0000, size: 0x1000 },
-            irqs: PhysIrqs { maintenance: 25, kick: 0, wake: 1, vtimer: 27, hyp_timer: 26, uart: 33 },
+            irqs: PhysIrqs { maintenance: 25, kick: 0, wake: 1, vtimer: 27, hyp_timer: 26, watchdog: 30, uart: 33 },
         }
     }
 

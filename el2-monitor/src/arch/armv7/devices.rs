@@ -100,11 +100,11 @@ pub const KICK_PRIORITY: u8 = 0x80;
 /// The priority of the wake SGI (a lock was released): above every other,
 /// so that when GICC_HPPIR names it, GICC_IAR returns it.
 pub const WAKE_PRIORITY: u8 = 0x40;
-/// The priority of the Hyp timer: above the kick, so that while a server
-/// runs with [`PRIORITY_MASK_WATCHDOG`] its watchdog (and the wake SGI) are
-/// the only interrupts signalled.
-pub const HYP_TIMER_PRIORITY: u8 = 0x60;
-/// GICC_PMR while a server runs: the wake SGI and the Hyp timer only.
+/// The priority of the watchdog's tick: above the kick, so that while a
+/// server runs with [`PRIORITY_MASK_WATCHDOG`] the tick (and the wake SGI)
+/// are the only interrupts signalled.
+pub const WATCHDOG_PRIORITY: u8 = 0x60;
+/// GICC_PMR while a server runs: the wake SGI and the watchdog's tick only.
 #[cfg_attr(feature = "direct-call", allow(dead_code))]
 pub const PRIORITY_MASK_WATCHDOG: u8 = 0x70;
 /// GICC_PMR: let every priority the monitor uses through.

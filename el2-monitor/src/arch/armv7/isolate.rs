@@ -17,10 +17,17 @@
 //! vGIC server's 17 KB state on every request would cost more than the
 //! request itself (see `splitvisor bench`).
 //!
-//! A server that runs past [`BUDGET_MS`] is stopped by its watchdog: while
-//! a request runs, the Hyp timer (otherwise the guest's emulated physical
-//! timer, saved and put back around the call) is set to the end of the
-//! budget, IRQs are on, and GICC_PMR lets only it and the wake SGI through.
+//! A server that runs past [`BUDGET_MS`] is stopped by its watchdog: each
+//! CPU's physical timer (the non-secure PL1 one, CNTP, which the guest never
+//! reaches: its physical-timer accesses trap and are emulated on the Hyp
+//! timer) ticks every half budget; while a request runs, IRQs are on and
+//! GICC_PMR lets only that tick and the wake SGI through, and a tick that
+//! finds the request running for a budget or more ends it. So a hang is
+//! caught between one budget and one and a half after it began. The call
+//! itself only notes when it began: reprogramming a timer around every
+//! request, as an earlier version did with the Hyp timer, was cheap in
+//! instructions but under QEMU cost more host time than all the rest of a
+//! request (each timer write reschedules a QEMU timer).
 //!
 //! With protection domains on (the default; `--no-domains` turns them
 //! off), each request runs in its server's own Hyp translation and on its
@@ -37,9 +44,8 @@ use ipc::{GuestReg, Message, Reply, ServerError, VmConfig};
 
 use tock_registers::interfaces::{Readable, Writeable};
 
-use super::sysreg::{CNTFRQ, CNTHP_CTL, CNTHP_CVAL, CNTPCT, TIMER_CTL};
+use super::sysreg::{CNTFRQ, CNTPCT, CNTP_CTL, CNTP_CVAL, TIMER_CTL};
 
-use super::devices::Gic;
 use super::domain::{self, Hosted, Injected, Keep};
 use super::MAX_CPUS;
 
@@ -62,8 +68,8 @@ pub enum Fault {
     Hang,
 }
 
-/// How long one request may take a server before its watchdog (the Hyp
-/// timer) stops it, in milliseconds of the physical counter. Requests take
+/// How long one request may take a server before its watchdog stops it, in
+/// milliseconds of the physical counter. Requests take
 /// microseconds; the margin is for a host that stops QEMU's CPU thread for a
 /// while (a false alarm costs a restore and a retry, nothing more).
 pub const BUDGET_MS: u64 = 100;
@@ -232,7 +238,11 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
     };
     let domain = S::slot().cast::<u8>();
     let gic = super::gic();
-    let saved = arm_watchdog(gic);
+    gic.set_priority_mask(super::devices::PRIORITY_MASK_WATCHDOG);
+    if let Some(start) = CALL_START.get(cpu) {
+        // The low word: the watchdog looks at spans far below its wrap.
+        start.store(CNTPCT.get() as u32, Ordering::Relaxed);
+    }
     active.store(true, Ordering::SeqCst);
     // SAFETY: contain_call and domain_call keep the AAPCS (they save what
     // they use, and what an escape skips restoring is restored from their
@@ -251,42 +261,48 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
         }
     };
     active.store(false, Ordering::SeqCst);
-    disarm_watchdog(gic, saved);
+    gic.set_priority_mask(super::devices::PRIORITY_MASK_ALL);
     match code {
         0 => Ok(()),
         code => Err(Fault::from_code(code)),
     }
 }
 
-/// The Hyp timer as the guest's physical-timer emulation left it.
-struct HypTimer {
-    ctl: u32,
-    cval: u64,
+/// When the request running on each CPU began: the low word of the
+/// physical counter.
+static CALL_START: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// The watchdog's tick, in counter ticks: half a budget.
+fn tick_period() -> u32 {
+    // A 32-bit division by a constant (a multiply).
+    CNTFRQ.get() / BUDGETS_PER_SECOND / 2
 }
 
-/// Point the Hyp timer at the end of the budget and let only it (and the
-/// wake SGI) interrupt.
-fn arm_watchdog(gic: &Gic) -> HypTimer {
-    let saved = HypTimer { ctl: CNTHP_CTL.get(), cval: CNTHP_CVAL.get() };
-    // A 32-bit division by a constant (a multiply): a 64-bit one is a
-    // library call, on every request.
-    let budget = u64::from(CNTFRQ.get() / BUDGETS_PER_SECOND);
-    CNTHP_CVAL.set(CNTPCT.get().wrapping_add(budget));
-    CNTHP_CTL.write(TIMER_CTL::ENABLE::SET);
-    gic.set_priority_mask(super::devices::PRIORITY_MASK_WATCHDOG);
-    saved
+/// Start this CPU's watchdog tick (when isolation is on).
+pub fn start_watchdog() {
+    watchdog_tick();
+    CNTP_CTL.write(TIMER_CTL::ENABLE::SET);
 }
 
-/// Give the Hyp timer back to the guest's physical-timer emulation.
-fn disarm_watchdog(gic: &Gic, saved: HypTimer) {
-    gic.set_priority_mask(super::devices::PRIORITY_MASK_ALL);
-    CNTHP_CVAL.set(saved.cval);
-    CNTHP_CTL.set(saved.ctl);
+/// A watchdog tick was taken: the next one in half a budget. (The timer's
+/// output is a level: until the compare value moves, it stays asserted.)
+pub fn watchdog_tick() {
+    CNTP_CVAL.set(CNTPCT.get().wrapping_add(u64::from(tick_period())));
+}
+
+/// Whether the request running on this CPU began a budget ago or more.
+fn overran(cpu: usize) -> bool {
+    let Some(start) = CALL_START.get(cpu) else {
+        return false;
+    };
+    let elapsed = (CNTPCT.get() as u32).wrapping_sub(start.load(Ordering::Relaxed));
+    elapsed >= 2 * tick_period()
 }
 
 /// An IRQ taken in Hyp mode, which only happens while a server runs (the
-/// vector sends it here, on the server's stack): the watchdog ends the
-/// server; a wake SGI (left over from a lock wait) is dropped. Nothing is
+/// vector sends it here, on the server's stack): a watchdog tick ends a
+/// server that has run for its budget, and is otherwise only re-armed; a
+/// wake SGI (left over from a lock wait) is dropped. Nothing is
 /// logged here: the interrupted server may hold the log's lock (the logger
 /// masks IRQs, so it cannot, but no need to rely on it).
 pub extern "C" fn irq_in_server() {
@@ -296,9 +312,11 @@ pub extern "C" fn irq_in_server() {
     let vm = super::vm();
     if let Some(intid) = vm.gic.acknowledge() {
         vm.gic.deactivate(intid);
-        if intid == vm.table.irqs.hyp_timer {
-            CNTHP_CTL.write(TIMER_CTL::IMASK::SET);
-            escape(Fault::Hang);
+        if intid == vm.table.irqs.watchdog {
+            watchdog_tick();
+            if overran(cpu()) {
+                escape(Fault::Hang);
+            }
         }
     }
     domain::reenter(domain);

@@ -218,6 +218,12 @@ impl router::Counters for &CpuStats {
     }
 }
 
+/// Whether servers run under the watchdog (contained calls: isolation on,
+/// and not the direct-call build).
+fn watchdog_on(vm: &Vm) -> bool {
+    vm.config.isolation && cfg!(not(feature = "direct-call"))
+}
+
 fn vm() -> &'static Vm {
     match VM.get() {
         Some(vm) => vm,
@@ -395,6 +401,9 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
             wake: WAKE_SGI,
             vtimer: platform.timer_intids[2],
             hyp_timer: platform.timer_intids[3],
+            // The non-secure physical timer's: the guest's physical timer
+            // is emulated on the Hyp timer, so this one is the monitor's.
+            watchdog: platform.timer_intids[1],
             uart: platform.uart_intid,
         },
     };
@@ -482,10 +491,13 @@ extern "C" fn boot_secondary(cpu: u32) -> ! {
 fn init_cpu(cpu: usize) {
     let vm = vm();
     vm.gic.init_cpu();
-    for intid in [vm.table.irqs.maintenance, vm.table.irqs.vtimer] {
+    for intid in [vm.table.irqs.maintenance, vm.table.irqs.vtimer, vm.table.irqs.hyp_timer] {
         vm.gic.enable(intid, cpu, devices::MONITOR_PRIORITY);
     }
-    vm.gic.enable(vm.table.irqs.hyp_timer, cpu, devices::HYP_TIMER_PRIORITY);
+    if watchdog_on(vm) {
+        vm.gic.enable(vm.table.irqs.watchdog, cpu, devices::WATCHDOG_PRIORITY);
+        isolate::start_watchdog();
+    }
     vm.gic.enable(KICK_SGI, cpu, devices::KICK_PRIORITY);
     vm.gic.enable(WAKE_SGI, cpu, devices::WAKE_PRIORITY);
     // Route physical interrupts and aborts to Hyp, enable stage 2, turn set/way
@@ -519,6 +531,9 @@ fn park(cpu: usize) -> ! {
         // other order loses a wake-up: look, the request and its kick
         // arrive, the kick is taken, and the CPU sleeps on the request.)
         while let Some(intid) = gic.acknowledge() {
+            if intid == vm().table.irqs.watchdog {
+                isolate::watchdog_tick();
+            }
             gic.deactivate(intid);
         }
         let request = MAILBOX.get(cpu).and_then(|m| m.lock().take());
@@ -616,6 +631,10 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
         1 => {
             let mut hw = Hw { frame, insn_len: 0, next: Next::Resume, gic: &vm.gic };
             if let Some(intid) = vm.gic.acknowledge() {
+                if intid == vm.table.irqs.watchdog {
+                    // Taken in the guest: no server was running.
+                    isolate::watchdog_tick();
+                }
                 dispatch(vm, vcpu, &mut hw, Trap::Irq { intid });
                 if router::monitor_deactivates(&vm.table, intid) {
                     vm.gic.deactivate(intid);

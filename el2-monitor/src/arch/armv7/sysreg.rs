@@ -202,6 +202,9 @@ cp15_32!(/// Counter-timer Hyp Control.
     CNTHCTL, CNTHCTL_BITS::Register, 4, 14, 1, 0);
 cp15_32!(/// Counter-timer Hyp Physical Timer Control.
     CNTHP_CTL, TIMER_CTL::Register, 4, 14, 2, 1);
+cp15_32!(/// Counter-timer (non-secure PL1) Physical Timer Control: the monitor's
+    /// watchdog (the guest's physical-timer accesses trap and are emulated).
+    CNTP_CTL, TIMER_CTL::Register, 0, 14, 2, 1);
 cp15_32!(/// Counter-timer Frequency.
     CNTFRQ, RAW::Register, 0, 14, 0, 0);
 cp15_32!(/// Performance Monitors Control Register (for PMCR.N).
@@ -217,6 +220,8 @@ cp15_64!(/// Virtual Offset register.
     CNTVOFF, 4, 14);
 cp15_64!(/// Counter-timer Hyp Physical Timer CompareValue.
     CNTHP_CVAL, 6, 14);
+cp15_64!(/// Counter-timer (non-secure PL1) Physical Timer CompareValue.
+    CNTP_CVAL, 2, 14);
 
 /// Maintenance operations (write-only CP15 encodings).
 pub mod ops {
