@@ -135,6 +135,9 @@ pub struct CpuInterface {
     /// they were, a refresh would choose and write the same again, and is
     /// skipped.
     pub synced: Option<(u64, u64)>,
+    /// Whether the last refresh listed every candidate (left none out for
+    /// want of list registers).
+    pub listed_all: bool,
 }
 
 impl CpuInterface {
@@ -185,6 +188,22 @@ impl CpuInterface {
         // is a `memcmp` call comparing bytes (a hundred instructions).
         status.lrs.iter().zip(&self.seen).fold(0, |diff, (a, b)| diff | (a ^ b)) == 0
     }
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Refreshes that took the `only_finished` path (for the tests).
+    pub(crate) static FINISHED_ONLY: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+/// A list register whose interrupt the guest finished (see
+/// `VgicServer::only_finished`).
+#[derive(Clone, Copy, Debug)]
+struct Finished {
+    index: u8,
+    irq: Irq,
+    /// It asked for EOI maintenance.
+    eoi: bool,
 }
 
 /// A vCPU's live private interrupts ([`Distributor::live_sgis`],
@@ -540,6 +559,32 @@ impl VgicServer {
             }
             return Ok(());
         }
+        if let Some(finished) = self.only_finished(vcpu, status, inputs, reply) {
+            // The guest only finished interrupts since a refresh that listed
+            // every candidate, and nothing else changed: what a full refresh
+            // would do comes down to the finished entries (see
+            // `only_finished`).
+            let held_before = self.fold_status(vcpu, status);
+            let live = self.live(vcpu);
+            let wait = idle && !self.could_signal(vcpu, live);
+            if self.settle_finished(vcpu, &finished, reply)? {
+                #[cfg(test)]
+                FINISHED_ONLY.with(|n| n.set(n.get() + 1));
+                let inputs = self.inputs();
+                if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
+                    cpu.synced = Some(inputs);
+                }
+                let kicks = self.released_kicks(&held_before) & !bit(vcpu);
+                self.push_kicks(reply, kicks);
+                if wait {
+                    reply.push(Action::WaitForInterrupt)?;
+                }
+                return Ok(());
+            }
+            // One of them is pending or active again: the full refresh, from
+            // the fold on.
+            return self.refresh_folded(vcpu, status, held_before, live, wait, reply);
+        }
         self.dist.tidy();
         let held_before = self.fold_status(vcpu, status);
         // Taken once, after the fold: writing the list registers makes no
@@ -547,6 +592,20 @@ impl VgicServer {
         // interrupt it visits anyway.
         let live = self.live(vcpu);
         let wait = idle && !self.could_signal(vcpu, live);
+        self.refresh_folded(vcpu, status, held_before, live, wait, reply)
+    }
+
+    /// The rest of a refresh once `status` is folded: choose and write the
+    /// list registers, deactivate what is owed, kick, answer an `Idle`.
+    fn refresh_folded(
+        &mut self,
+        vcpu: VcpuId,
+        status: &LrStatus,
+        held_before: Vec<u16, MAX_LRS>,
+        live: Live,
+        wait: bool,
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
         self.flush(vcpu, status, live, reply)?;
         let settled = self.deactivate_owed(vcpu, live, reply);
         let inputs = self.inputs();
@@ -560,6 +619,101 @@ impl VgicServer {
             reply.push(Action::WaitForInterrupt)?;
         }
         Ok(())
+    }
+
+    /// The list registers in which `status` shows the guest finished an
+    /// interrupt, when that is all it shows and a shorter refresh gives what
+    /// the full one would (else `None`; nothing is changed either way):
+    /// - the last refresh of `vcpu` listed every candidate, wrote all it
+    ///   chose and owed no deactivation, and nothing it reads has changed
+    ///   since (`inputs` as it left them);
+    /// - every list register that differs from what this server last wrote
+    ///   or saw now holds the same interrupt, invalid (finished), and is not
+    ///   an SGI that asked for EOI maintenance (other requesters of its
+    ///   INTID wait for the register);
+    /// - the reply has room for a write and a deactivation for each.
+    ///
+    /// The candidates are then those listed before less the finished ones
+    /// (if these are idle now, which [`Self::settle_finished`] checks), so a
+    /// full refresh would keep every other register as it is, GICH_HCR too
+    /// (nothing left out), write 0 into a finished register that asked for
+    /// EOI maintenance (an invalid one that did not is empty already), and
+    /// deactivate a finished interrupt's physical one. The simulated
+    /// machine's test checks each refresh against the full one.
+    fn only_finished(
+        &self,
+        vcpu: VcpuId,
+        status: &LrStatus,
+        inputs: (u64, u64),
+        reply: &Reply,
+    ) -> Option<Vec<Finished, MAX_LRS>> {
+        let cpu = self.cpus.get(vcpu.index())?;
+        if cpu.synced != Some(inputs) || !cpu.listed_all {
+            return None;
+        }
+        let mut finished: Vec<Finished, MAX_LRS> = Vec::new();
+        let count = usize::from(cpu.list_registers).min(MAX_LRS);
+        for i in 0..count {
+            let (Some(&raw), Some(&was), Some(slot)) = (status.lrs.get(i), cpu.seen.get(i), cpu.slots.get(i)) else {
+                break;
+            };
+            if raw == was {
+                continue;
+            }
+            let held = (*slot)?;
+            let observed = ListRegister::decode(raw);
+            if observed.state != LrState::Invalid || !observed.same_interrupt(&held.lr) {
+                return None;
+            }
+            let eoi = matches!(held.lr.link, LrLink::Software { eoi: true, .. });
+            if eoi && matches!(held.irq, Irq::Sgi { .. }) {
+                return None;
+            }
+            // Cannot fail: at most MAX_LRS registers.
+            let _ = finished.push(Finished { index: i as u8, irq: held.irq, eoi });
+        }
+        // (Statuses beyond the registers in use count as changed, see
+        // `CpuInterface::unchanged`: the full refresh takes those.)
+        let beyond = status.lrs.get(count..).unwrap_or(&[]).iter().zip(cpu.seen.get(count..).unwrap_or(&[]));
+        if finished.is_empty() || beyond.fold(0, |d, (a, b)| d | (a ^ b)) != 0 {
+            return None;
+        }
+        if reply.actions.len() + 2 * finished.len() + 2 > ipc::MAX_ACTIONS {
+            return None;
+        }
+        Some(finished)
+    }
+
+    /// After the fold of a status [`Self::only_finished`] accepted: if every
+    /// finished interrupt is idle now (neither pending nor active; the
+    /// physical interrupt behind one, if any, a PPI's), write 0 into the
+    /// registers that asked for EOI maintenance and deactivate the physical
+    /// interrupts, and say so; else change nothing and return false (the
+    /// full refresh follows).
+    fn settle_finished(&mut self, vcpu: VcpuId, finished: &[Finished], reply: &mut Reply) -> Result<bool, ServerError> {
+        for f in finished {
+            let Some(inst) = self.dist.instance(f.irq) else {
+                return Ok(false);
+            };
+            if inst.pending || inst.active || (inst.hw_owed && !matches!(f.irq, Irq::Ppi { .. })) {
+                return Ok(false);
+            }
+        }
+        for f in finished {
+            if f.eoi {
+                reply.push(Action::WriteListRegister { index: f.index, value: 0 })?;
+                if let Some(seen) = self.cpus.get_mut(vcpu.index()).and_then(|c| c.seen.get_mut(usize::from(f.index))) {
+                    *seen = 0;
+                }
+            }
+            if let Some(inst) = self.dist.instance(f.irq) {
+                if let (true, Some(physical)) = (inst.hw_owed, inst.hw) {
+                    reply.push(Action::DeactivatePhysical { intid: physical })?;
+                    self.dist.hw_deactivated(f.irq);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// [`Self::fold`] `status` into `vcpu`'s state; returns the SPIs its
@@ -881,6 +1035,7 @@ impl VgicServer {
         if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
             cpu.slots = new_slots;
             cpu.seen = new_seen;
+            cpu.listed_all = selection.left_out() == 0;
             if cpu.hcr != Some(hcr_value) {
                 reply.push(Action::WriteGichHcr { value: hcr_value })?;
                 cpu.hcr = Some(hcr_value);

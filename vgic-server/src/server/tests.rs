@@ -1492,6 +1492,7 @@ fn simulated_machine_loses_nothing() {
     let steps: usize = std::env::var("VGIC_SIM_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3_000);
     let first: u64 = std::env::var("VGIC_SIM_FIRST").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut shortcuts = 0;
+    let finished_before = super::FINISHED_ONLY.with(|n| n.get());
     for seed in first..first + seeds {
         let vcpus = 1 + (seed % 4) as u8;
         let lrs = [4, 1, 2, 4][(seed / 4 % 4) as usize];
@@ -1505,4 +1506,9 @@ fn simulated_machine_loses_nothing() {
     // Every refresh is checked against one without the shortcut; it must
     // have been taken often enough for that to mean something.
     assert!(shortcuts >= 10 * seeds, "only {shortcuts} refreshes took the shortcut in {seeds} runs");
+    // And the refreshes that only settle finished interrupts (each checked
+    // the same way).
+    let finished = super::FINISHED_ONLY.with(|n| n.get()) - finished_before;
+    eprintln!("simulated machine: {shortcuts} shortcuts, {finished} finished-only refreshes in {seeds} runs");
+    assert!(finished >= 10 * seeds, "only {finished} refreshes took the finished-only path in {seeds} runs");
 }
