@@ -149,7 +149,7 @@ contain_call:
     str     sp, [r0]
     mov     r0, r2
     @ IRQs on while the server runs: its watchdog (GICC_PMR lets only the
-    @ Hyp timer and the wake SGI through).
+    @ watchdog's tick and the wake SGI through).
     cpsie   i
     blx     r1
     cpsid   i
