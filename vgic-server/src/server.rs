@@ -184,9 +184,7 @@ impl CpuInterface {
     /// in `seen`; a status with anything there is taken as changed, and the
     /// fold ignores those registers.)
     fn unchanged(&self, status: &LrStatus) -> bool {
-        // Differences or'ed together rather than `==` on the arrays, which
-        // is a `memcmp` call comparing bytes (a hundred instructions).
-        status.lrs.iter().zip(&self.seen).fold(0, |diff, (a, b)| diff | (a ^ b)) == 0
+        same_words(&status.lrs, &self.seen)
     }
 }
 
@@ -269,6 +267,13 @@ impl Clone for VgicServer {
         self.owed_kicks = *owed_kicks;
         self.slot_changes = *slot_changes;
     }
+}
+
+/// Whether `a` and `b` hold the same words: differences or'ed together
+/// rather than `==` on the slices, which is a `memcmp` call comparing
+/// bytes (a hundred instructions).
+fn same_words(a: &[u32], b: &[u32]) -> bool {
+    a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 fn bit(vcpu: VcpuId) -> u8 {
@@ -570,16 +575,7 @@ impl VgicServer {
             if self.settle_finished(vcpu, &finished, reply)? {
                 #[cfg(test)]
                 FINISHED_ONLY.with(|n| n.set(n.get() + 1));
-                let inputs = self.inputs();
-                if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
-                    cpu.synced = Some(inputs);
-                }
-                let kicks = self.released_kicks(&held_before) & !bit(vcpu);
-                self.push_kicks(reply, kicks);
-                if wait {
-                    reply.push(Action::WaitForInterrupt)?;
-                }
-                return Ok(());
+                return self.end_refresh(vcpu, true, &held_before, wait, reply);
             }
             // One of them is pending or active again: the full refresh, from
             // the fold on.
@@ -608,12 +604,26 @@ impl VgicServer {
     ) -> Result<(), ServerError> {
         self.flush(vcpu, status, live, reply)?;
         let settled = self.deactivate_owed(vcpu, live, reply);
+        self.end_refresh(vcpu, settled, &held_before, wait, reply)
+    }
+
+    /// How every refresh that wrote `vcpu`'s list registers ends: note the
+    /// inputs it saw if it owes no deactivation (`settled`), kick the vCPUs
+    /// that may take the SPIs it released, answer an `Idle` that waits.
+    fn end_refresh(
+        &mut self,
+        vcpu: VcpuId,
+        settled: bool,
+        held_before: &[u16],
+        wait: bool,
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
         let inputs = self.inputs();
         if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
             cpu.synced = settled.then_some(inputs);
         }
         // This vCPU's own list registers were just written.
-        let kicks = self.released_kicks(&held_before) & !bit(vcpu);
+        let kicks = self.released_kicks(held_before) & !bit(vcpu);
         self.push_kicks(reply, kicks);
         if wait {
             reply.push(Action::WaitForInterrupt)?;
@@ -674,8 +684,9 @@ impl VgicServer {
         }
         // (Statuses beyond the registers in use count as changed, see
         // `CpuInterface::unchanged`: the full refresh takes those.)
-        let beyond = status.lrs.get(count..).unwrap_or(&[]).iter().zip(cpu.seen.get(count..).unwrap_or(&[]));
-        if finished.is_empty() || beyond.fold(0, |d, (a, b)| d | (a ^ b)) != 0 {
+        let (status_beyond, seen_beyond) =
+            (status.lrs.get(count..).unwrap_or(&[]), cpu.seen.get(count..).unwrap_or(&[]));
+        if finished.is_empty() || !same_words(status_beyond, seen_beyond) {
             return None;
         }
         if reply.actions.len() + 2 * finished.len() + 2 > ipc::MAX_ACTIONS {
@@ -691,26 +702,27 @@ impl VgicServer {
     /// interrupts, and say so; else change nothing and return false (the
     /// full refresh follows).
     fn settle_finished(&mut self, vcpu: VcpuId, finished: &[Finished], reply: &mut Reply) -> Result<bool, ServerError> {
-        for f in finished {
+        // The physical interrupt each one owes a deactivation, if any.
+        let mut owed: [Option<IntId>; MAX_LRS] = [None; MAX_LRS];
+        for (f, owed) in finished.iter().zip(owed.iter_mut()) {
             let Some(inst) = self.dist.instance(f.irq) else {
                 return Ok(false);
             };
             if inst.pending || inst.active || (inst.hw_owed && !matches!(f.irq, Irq::Ppi { .. })) {
                 return Ok(false);
             }
+            *owed = inst.hw.filter(|_| inst.hw_owed);
         }
-        for f in finished {
+        for (f, owed) in finished.iter().zip(owed) {
             if f.eoi {
                 reply.push(Action::WriteListRegister { index: f.index, value: 0 })?;
                 if let Some(seen) = self.cpus.get_mut(vcpu.index()).and_then(|c| c.seen.get_mut(usize::from(f.index))) {
                     *seen = 0;
                 }
             }
-            if let Some(inst) = self.dist.instance(f.irq) {
-                if let (true, Some(physical)) = (inst.hw_owed, inst.hw) {
-                    reply.push(Action::DeactivatePhysical { intid: physical })?;
-                    self.dist.hw_deactivated(f.irq);
-                }
+            if let Some(physical) = owed {
+                reply.push(Action::DeactivatePhysical { intid: physical })?;
+                self.dist.hw_deactivated(f.irq);
             }
         }
         Ok(true)
