@@ -837,6 +837,19 @@ mod tests {
         let mut full = Reply::of(&[const { Action::AdvancePc }; MAX_ACTIONS]).unwrap();
         assert_eq!(full.push_console(b"x"), Err(ReplyFull));
         assert_eq!(full, Reply::of(&[const { Action::AdvancePc }; MAX_ACTIONS]).unwrap());
+        // One byte (pushed, not extended) alike, the pool's last byte
+        // included.
+        let mut direct = Reply::of(&[Action::AdvancePc]).unwrap();
+        let mut built = direct.clone();
+        direct.push_console(b"z").unwrap();
+        built.push(Action::console(b"z")).unwrap();
+        assert_eq!(direct, built);
+        let mut last = Reply::of(&[Action::console(&[1; MAX_CONSOLE_BYTES - 1])]).unwrap();
+        last.push_console(b"z").unwrap();
+        assert_eq!(last.actions.to_vec().last(), Some(&Action::console(b"z")));
+        let before = last.clone();
+        assert_eq!(last.push_console(b"y"), Err(ReplyFull));
+        assert_eq!(last, before);
     }
 
     #[test]
