@@ -825,11 +825,14 @@ mod tests {
 
     #[test]
     fn push_console_is_push_of_a_console_write() {
-        let mut direct = Reply::of(&[Action::AdvancePc]).unwrap();
-        let mut built = direct.clone();
-        direct.push_console(b"ab").unwrap();
-        built.push(Action::console(b"ab")).unwrap();
-        assert_eq!(direct, built);
+        // Several bytes (extended) and one byte (pushed) alike.
+        for bytes in [&b"ab"[..], b"z"] {
+            let mut direct = Reply::of(&[Action::AdvancePc]).unwrap();
+            let mut built = direct.clone();
+            direct.push_console(bytes).unwrap();
+            built.push(Action::console(bytes)).unwrap();
+            assert_eq!(direct, built);
+        }
         // Full by bytes or by actions alike, and nothing left behind.
         let mut full = Reply::of(&[Action::console(&[1; MAX_CONSOLE_BYTES - 1])]).unwrap();
         assert_eq!(full.push_console(b"xy"), Err(ReplyFull));
@@ -837,13 +840,7 @@ mod tests {
         let mut full = Reply::of(&[const { Action::AdvancePc }; MAX_ACTIONS]).unwrap();
         assert_eq!(full.push_console(b"x"), Err(ReplyFull));
         assert_eq!(full, Reply::of(&[const { Action::AdvancePc }; MAX_ACTIONS]).unwrap());
-        // One byte (pushed, not extended) alike, the pool's last byte
-        // included.
-        let mut direct = Reply::of(&[Action::AdvancePc]).unwrap();
-        let mut built = direct.clone();
-        direct.push_console(b"z").unwrap();
-        built.push(Action::console(b"z")).unwrap();
-        assert_eq!(direct, built);
+        // One byte fills the pool's last byte, and is refused past it.
         let mut last = Reply::of(&[Action::console(&[1; MAX_CONSOLE_BYTES - 1])]).unwrap();
         last.push_console(b"z").unwrap();
         assert_eq!(last.actions.to_vec().last(), Some(&Action::console(b"z")));
