@@ -404,12 +404,18 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
         complete_in_place(message, self.vcpu, self.hw);
         let server = message.server();
         self.stats.message(server);
-        log::debug!("vcpu{} -> {}: {:?}", self.vcpu.0, server.name(), message);
+        // One look at the level for both lines (each `debug!` loads it).
+        let debug = log::max_level() >= log::LevelFilter::Debug;
+        if debug {
+            log::debug!("vcpu{} -> {}: {:?}", self.vcpu.0, server.name(), message);
+        }
         if let Err(e) = self.servers.call(message, reply) {
             self.refused(message, e);
             return;
         }
-        log::debug!("vcpu{} <- {}: {:?}", self.vcpu.0, server.name(), reply.actions);
+        if debug {
+            log::debug!("vcpu{} <- {}: {:?}", self.vcpu.0, server.name(), reply.actions);
+        }
         let mut sync_self = false;
         for action in reply.actions.views() {
             match action {

@@ -7,7 +7,11 @@
 //! - the page of the `log` crate's statics, read-only (a server's logging
 //!   reads the level filter and the logger);
 //! - its own domain section, read/write and never executable: a [`Domain`],
-//!   that is its stack, its state, its inbox and outbox, and its log buffer.
+//!   that is its stack, its state, its inbox and outbox, and its log buffer;
+//! - the window: one page, read/write and never executable, which the
+//!   monitor maps before each call to the reply buffer of the CPU the call
+//!   runs on, so that the server writes its reply where the monitor reads
+//!   and applies it, with no copy (see [`open_window`]).
 //!
 //! Nothing else: not the monitor's data, stacks, page tables or the servers'
 //! checkpoints, not the other servers' domains, not the devices, not the
@@ -106,8 +110,14 @@ pub struct Domain<S> {
     pub server: S,
     /// The request to handle (`None` once taken).
     pub inbox: Option<Message>,
-    /// Its reply's actions, written in place by the server (meaningful
-    /// only when `answer` is `Some(Ok(()))`).
+    /// Where the server writes its reply to the request (set by the monitor
+    /// before each call; meaningful only when `answer` is `Some(Ok(()))`):
+    /// through the window, the reply buffer of the CPU it runs on (see
+    /// [`open_window`]), or else `outbox`, or without protection domains
+    /// the caller's buffer itself.
+    pub reply_at: *mut Reply,
+    /// The reply's place when no CPU's reply buffer can be lent (the
+    /// monitor then copies it out).
     pub outbox: Reply,
     /// How the request ended: `None` until the server returns.
     pub answer: Option<Result<(), ServerError>>,
@@ -140,6 +150,42 @@ pub trait Hosted: Server + Clone + 'static {
     fn keep() -> *mut Keep<Self>;
     /// Whether [`install`] ran.
     fn installed() -> &'static AtomicBool;
+}
+
+/// The window's page: a page of the monitor's memory that no one uses,
+/// whose address each domain's tables map to the reply buffer of the CPU
+/// the server runs on (`open_window`). The server writes its reply there in
+/// place, and the monitor reads it where it lies, with no copy; the buffer
+/// of no other CPU is mapped, so a server's bug reaches no reply but the
+/// one it is writing. (Hyp stage 1 cannot map the same address to a
+/// different page per CPU: the tables are per server, and the server's lock
+/// makes one CPU at a time their user.)
+#[repr(C, align(4096))]
+struct WindowPage([u8; 4096]);
+
+/// Mutable only so that it lies in `.bss`, which no domain maps (a
+/// `static` would go with the constants, which every domain maps); nothing
+/// reads or writes it.
+static mut WINDOW: WindowPage = WindowPage([0; 4096]);
+
+fn window() -> u64 {
+    core::ptr::addr_of!(WINDOW) as u64
+}
+
+/// Map S's window onto the page of `reply` (a CPU's reply buffer, alone in
+/// its page) and return where S sees `reply` through it. With S's lock
+/// held, before its call (which switches to S's tables, see
+/// `mmu::DomainTables::point_window`).
+#[inline(always)]
+pub fn open_window<S: Hosted>(reply: *mut Reply) -> *mut Reply {
+    let address = reply as usize;
+    let tables = core::ptr::addr_of_mut!(TABLES);
+    // SAFETY: S's tables are only changed under S's lock, which the caller
+    // holds, and S is not running: no CPU walks them now.
+    if let Some(table) = unsafe { (*tables).get_mut(S::ID.index()) } {
+        table.point_window(address as u64);
+    }
+    (window() as usize | (address & 0xfff)) as *mut Reply
 }
 
 /// The three domains' tables, by server index, one after the other (the
@@ -230,7 +276,7 @@ pub fn build() -> Result<(), MapError> {
         // SAFETY: the boot CPU fills the tables once, before any CPU uses
         // them; nothing else refers to them meanwhile.
         let table = unsafe { &mut (*tables)[i] };
-        mmu::build_domain(table, image, &ranges)?;
+        mmu::build_domain(table, image, &ranges, window())?;
         log::debug!("domain {}: {:#x}..{:#x} read/write", ServerId::ALL[i].name(), own.0, own.1);
     }
     // The tables are read by the table walk, which may not snoop the data
@@ -275,6 +321,7 @@ pub fn install<S: Hosted>(server: S) -> Result<(), S> {
         core::ptr::addr_of_mut!((*d).server).write(server);
         core::ptr::addr_of_mut!((*d).inbox).write(None);
         core::ptr::addr_of_mut!((*d).outbox).write(Reply::none());
+        core::ptr::addr_of_mut!((*d).reply_at).write(core::ptr::addr_of_mut!((*d).outbox));
         core::ptr::addr_of_mut!((*d).answer).write(None);
         core::ptr::addr_of_mut!((*d).inject).write(None);
         core::ptr::addr_of_mut!((*d).log).write(LogBuffer::new());
@@ -288,13 +335,18 @@ pub fn install<S: Hosted>(server: S) -> Result<(), S> {
 /// Handle the inbox: the function that runs inside the domain. It touches
 /// nothing but `*domain` (and code, constants and the `log` statics).
 pub extern "C" fn serve<S: Hosted>(domain: *mut u8) {
+    let d = domain.cast::<Domain<S>>();
     // SAFETY: `domain` is S's installed domain, handed over by
-    // `isolate::attempt` under the server's lock: no one else uses it.
-    let d = unsafe { &mut *domain.cast::<Domain<S>>() };
-    let Some(message) = d.inbox.as_ref() else {
+    // `isolate::attempt` under the server's lock: no one else uses it. The
+    // fields are borrowed apart, since `reply_at` may point at `outbox`;
+    // where else it points (the window or, without domains, the caller's
+    // buffer) is a `Reply` lent to this call alone.
+    let (server, inbox, reply, inject, answer) =
+        unsafe { (&mut (*d).server, &mut (*d).inbox, &mut *(*d).reply_at, &mut (*d).inject, &mut (*d).answer) };
+    let Some(message) = inbox.as_ref() else {
         return;
     };
-    match d.inject.take() {
+    match inject.take() {
         Some(Injected::Panic) => injected_panic(S::ID),
         Some(Injected::Hang) => loop {
             core::hint::spin_loop();
@@ -308,8 +360,8 @@ pub extern "C" fn serve<S: Hosted>(domain: *mut u8) {
         }
         None => {}
     }
-    d.answer = Some(d.server.handle_message_into(message, &mut d.outbox));
-    d.inbox = None;
+    *answer = Some(server.handle_message_into(message, reply));
+    *inbox = None;
 }
 
 #[inline(never)]

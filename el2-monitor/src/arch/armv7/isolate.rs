@@ -632,16 +632,34 @@ fn attempt<S: Hosted>(
     reply: &mut Reply,
 ) -> Result<Result<(), ServerError>, Fault> {
     let d = S::slot();
+    let cpu = cpu();
+    // Where the server writes its reply: without protection domains, into
+    // `reply` itself; with them, into `reply` through the window when it is
+    // this CPU's reply buffer (the usual case), else into its outbox, to be
+    // copied out. (`reply` is lent by address: the window's entry is made
+    // from it, and `reply_at` holds it otherwise, so the compiler knows the
+    // call may write it.)
+    let lent: *mut Reply = reply;
+    // SAFETY: only the field's address is taken.
+    let outbox = unsafe { core::ptr::addr_of_mut!((*d).outbox) };
+    let at = if !config.domains {
+        lent
+    } else if super::is_reply_buffer(cpu, lent) {
+        domain::open_window::<S>(lent)
+    } else {
+        outbox
+    };
     // SAFETY: S's domain is installed (a Guarded of S exists) and S's lock
     // is held: the server is not running and no one else uses the domain.
     unsafe {
         (*d).inbox = Some(*message);
         (*d).answer = None;
         (*d).inject = inject.and_then(|kind| Injected::of(kind, target));
+        (*d).reply_at = at;
     }
     let start = super::profile::now();
     let outcome = contained::<S>(config.domains);
-    super::profile::add(cpu(), super::profile::Part::server(S::ID), start);
+    super::profile::add(cpu, super::profile::Part::server(S::ID), start);
     domain::drain_log::<S>();
     outcome?;
     if inject == Some(FaultKind::BadReply) {
@@ -651,9 +669,12 @@ fn attempt<S: Hosted>(
     } else {
         // SAFETY: as above; the call is over (it returned), and the answer
         // and the outbox are only read.
-        let (answer, outbox) = unsafe { ((*d).answer, &(*d).outbox) };
+        let answer = unsafe { (*d).answer };
         match answer {
-            Some(Ok(())) => reply.copy_from(outbox),
+            // SAFETY: as above.
+            Some(Ok(())) if at == outbox => reply.copy_from(unsafe { &*outbox }),
+            // In place.
+            Some(Ok(())) => {}
             Some(Err(refused)) => return Ok(Err(refused)),
             // The server ran to its end, so it wrote its answer.
             None => return Err(Fault::Panic),

@@ -76,17 +76,44 @@ pub const DOMAIN_SPAN_BLOCKS: usize = 8;
 /// image's 2 MiB blocks, and one level-3 table (4 KiB pages) for each of
 /// them. They live in the monitor's memory, which no domain maps: a server
 /// cannot change its own translation by writing to memory.
+///
+/// One of their pages is a window (see [`build_domain`]): the monitor
+/// points it, before each call, at the page of the reply buffer of the CPU
+/// the server is about to run on ([`DomainTables::point_window`]).
 #[repr(C, align(4096))]
 pub struct DomainTables {
     l1: Table,
     l2: Table,
     l3: [Table; DOMAIN_SPAN_BLOCKS],
+    /// The window's level-3 entry, in `l3` (null before [`build_domain`]).
+    window: *mut u64,
 }
 
 impl DomainTables {
     /// Empty tables (everything unmapped).
     pub const fn new() -> Self {
-        DomainTables { l1: Table([0; 512]), l2: Table([0; 512]), l3: [const { Table([0; 512]) }; DOMAIN_SPAN_BLOCKS] }
+        DomainTables {
+            l1: Table([0; 512]),
+            l2: Table([0; 512]),
+            l3: [const { Table([0; 512]) }; DOMAIN_SPAN_BLOCKS],
+            window: core::ptr::null_mut(),
+        }
+    }
+
+    /// Map the window onto the page at `page` (read/write, never
+    /// executable), in place of what it mapped. Call only while no CPU uses
+    /// these tables (the server's lock is held and it is not running), and
+    /// switch to them with `set_hyp_translation`, whose barrier orders this
+    /// store before the walk and whose TLB invalidation drops the old entry.
+    #[inline(always)]
+    pub fn point_window(&mut self, page: u64) {
+        if !self.window.is_null() {
+            // SAFETY: `window` points at an entry of `self.l3` (see
+            // `build_domain`), which `&mut self` holds.
+            unsafe {
+                *self.window = (page & !(PAGE - 1)) | READ_WRITE | attr_index(ATTR_NORMAL) | SH_INNER | AF | DESC_PAGE;
+            }
+        }
     }
 
     /// The value for HTTBR.
@@ -106,13 +133,19 @@ pub enum Access {
     ReadWrite,
 }
 
+/// Stage-1 attributes of a read/write, never executable page.
+const READ_WRITE: u64 = S1_AP_RW | XN;
+
 /// Fill `tables` to map exactly `ranges` (page-aligned `[start, end)`
 /// physical ranges, identity-mapped) inside `image`, the 2 MiB-aligned span
-/// the tables cover. Everything else stays unmapped.
+/// the tables cover, and keep the page at `window` (inside `image`, outside
+/// every range) as the window [`DomainTables::point_window`] points.
+/// Everything else stays unmapped.
 pub fn build_domain(
     tables: &mut DomainTables,
     image: (u64, u64),
     ranges: &[(u64, u64, Access)],
+    window: u64,
 ) -> Result<(), MapError> {
     let (base, end) = image;
     let blocks = (end - base).div_ceil(TWO_MIB) as usize;
@@ -131,7 +164,7 @@ pub fn build_domain(
         let attrs = match access {
             Access::ReadExecute => S1_AP_RO,
             Access::Read => S1_AP_RO | XN,
-            Access::ReadWrite => S1_AP_RW | XN,
+            Access::ReadWrite => READ_WRITE,
         };
         let mut page = start;
         while page < stop {
@@ -141,6 +174,16 @@ pub fn build_domain(
             page += PAGE;
         }
     }
+    // The window: unmapped until pointed, and mapping nothing a range maps.
+    if !window.is_multiple_of(PAGE) || window < base || window >= end {
+        return Err(MapError::DomainRange);
+    }
+    let offset = window - base;
+    let (b, i) = ((offset / TWO_MIB) as usize, ((offset % TWO_MIB) / PAGE) as usize);
+    if tables.l3[b].0[i] != 0 {
+        return Err(MapError::DomainRange);
+    }
+    tables.window = core::ptr::addr_of_mut!(tables.l3[b].0[i]);
     Ok(())
 }
 

@@ -164,8 +164,21 @@ static VM: Once<Vm> = Once::new();
 static CONSOLE_ROOM: Mutex<router::ConsoleRoom> = Mutex::new(router::ConsoleRoom::new());
 /// PowerOn requests waiting for a parked CPU: (entry, context id).
 static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
-/// Per-CPU reply buffers, lent to each delivery (see `deliver`).
-static REPLIES: [Mutex<Reply>; MAX_CPUS] = [const { Mutex::new(Reply::none()) }; MAX_CPUS];
+/// Per-CPU reply buffers, lent to each delivery (see `deliver`), each alone
+/// in its page: a server writes its reply into the buffer of the CPU it runs
+/// on in place, through its domain's window (see `domain::open_window`).
+static REPLIES: [ReplyPage; MAX_CPUS] = [const { ReplyPage(Mutex::new(Reply::none())) }; MAX_CPUS];
+
+#[repr(C, align(4096))]
+struct ReplyPage(Mutex<Reply>);
+
+const _: () = assert!(core::mem::size_of::<ReplyPage>() == 4096, "a reply buffer fits its page");
+
+/// Whether `reply` is CPU `cpu`'s reply buffer (the only `Reply` in its
+/// page).
+fn is_reply_buffer(cpu: usize, reply: *const Reply) -> bool {
+    REPLIES.get(cpu).is_some_and(|page| (reply as usize) & !0xfff == core::ptr::from_ref(page) as usize)
+}
 /// Per-CPU counters.
 static STATS: [CpuStats; MAX_CPUS] = [const { CpuStats::new() }; MAX_CPUS];
 
@@ -593,7 +606,7 @@ fn deliver(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, message: &mut Message) {
     // Only this CPU takes its reply buffer, and a delivery never starts
     // another on the same CPU; should one ever, it gets a buffer of its own
     // rather than waiting for itself.
-    match reply.try_lock() {
+    match reply.0.try_lock() {
         Some(mut reply) => delivery.run_with(message, &mut reply),
         None => delivery.run(*message),
     }
