@@ -107,6 +107,15 @@ pub const WATCHDOG_PRIORITY: u8 = 0x60;
 /// GICC_PMR while a server runs: the wake SGI and the watchdog's tick only.
 #[cfg_attr(feature = "direct-call", allow(dead_code))]
 pub const PRIORITY_MASK_WATCHDOG: u8 = 0x70;
+/// GICC_PMR while a CPU sleeps on a server's lock: the wake SGI only, so
+/// that another interrupt pending meanwhile (the CPU's timer, a kick), which
+/// waits for the trap to end anyway, does not end the sleep at once and
+/// turn it into a spin.
+pub const PRIORITY_MASK_WAKE_ONLY: u8 = 0x50;
+const _: () = assert!(
+    WAKE_PRIORITY < PRIORITY_MASK_WAKE_ONLY && PRIORITY_MASK_WAKE_ONLY <= WATCHDOG_PRIORITY,
+    "only the wake SGI passes the lock sleep's mask"
+);
 /// GICC_PMR: let every priority the monitor uses through.
 pub const PRIORITY_MASK_ALL: u8 = 0xf0;
 /// GICC_PMR for a parked CPU: only the kick gets through.
@@ -172,6 +181,12 @@ impl Gic {
     /// priority (a lower value) are signalled, and only they wake a WFI.
     pub fn set_priority_mask(&self, mask: u8) {
         self.gicc.pmr.set(u32::from(mask));
+    }
+
+    /// GICC_PMR now.
+    pub fn priority_mask(&self) -> u8 {
+        // The mask is the register's low byte (the rest reads as zero).
+        self.gicc.pmr.get() as u8
     }
 
     /// Acknowledge the highest-priority pending interrupt and drop the

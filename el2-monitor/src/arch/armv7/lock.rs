@@ -40,8 +40,9 @@ pub trait Waker {
     fn current() -> usize;
     /// Send the wake SGI to every CPU whose bit is set in `cpus`.
     fn wake(cpus: u32);
-    /// Sleep until an interrupt is pending (a wake SGI or another), and take
-    /// the wake SGIs that are pending.
+    /// Sleep until a wake SGI is pending (other interrupts pending stay so
+    /// and do not end the sleep), and take the wake SGIs that are pending.
+    /// It may end early; the waiter then tries the lock again.
     fn sleep();
 }
 

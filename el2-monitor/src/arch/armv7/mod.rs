@@ -109,9 +109,16 @@ impl lock::Waker for Cpus {
         gic().send_sgi_to(WAKE_SGI, cpus);
     }
 
+    // Out of line: the waits are rare, and inlined into each server's
+    // delivery it cost every message instructions.
+    #[inline(never)]
     fn sleep() {
+        let gic = gic();
+        let mask = gic.priority_mask();
+        gic.set_priority_mask(devices::PRIORITY_MASK_WAKE_ONLY);
         wait_for_interrupt();
-        gic().take_pending(WAKE_SGI);
+        gic.set_priority_mask(mask);
+        gic.take_pending(WAKE_SGI);
     }
 }
 
