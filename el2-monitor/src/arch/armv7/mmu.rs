@@ -6,7 +6,7 @@
 use ipc::VmConfig;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
-use super::sysreg::{ops, HMAIR0, HSCTLR, HSCTLR_BITS, HTCR, HTTBR, VTCR, VTTBR};
+use super::sysreg::{ops, CTR, CTR_BITS, HMAIR0, HSCTLR, HSCTLR_BITS, HTCR, HTTBR, VTCR, VTTBR};
 
 /// Descriptor type bits (B3.6.1).
 const DESC_BLOCK: u64 = 0b01;
@@ -113,6 +113,8 @@ impl DomainTables {
             unsafe {
                 *self.window = (page & !(PAGE - 1)) | READ_WRITE | attr_index(ATTR_NORMAL) | SH_INNER | AF | DESC_PAGE;
             }
+            // For a table walk that does not look in the data cache.
+            ops::dccmvau(self.window as u32);
         }
     }
 
@@ -304,6 +306,19 @@ pub fn enable_stage2() {
 
 /// Clean and invalidate the whole data cache hierarchy by set/way
 /// (ARMv7-A ARM B2.2.7, "Performing cache maintenance by set/way").
+/// Clean the data cache lines of `[start, end)` to the point of
+/// unification, where the table walk reads (translation tables just
+/// written: a walk may not look in the data cache).
+pub fn clean_to_unification(start: usize, end: usize) {
+    let line = 4usize << CTR.read(CTR_BITS::DMINLINE);
+    let mut address = start & !(line - 1);
+    while address < end {
+        ops::dccmvau(address as u32);
+        address += line;
+    }
+    super::sysreg::barrier();
+}
+
 pub fn clean_invalidate_dcache_all() {
     use super::sysreg::{CCSIDR, CLIDR, CSSELR};
     let clidr = CLIDR.get();

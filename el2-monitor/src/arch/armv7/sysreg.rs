@@ -139,6 +139,11 @@ register_bitfields! [u32,
         /// Condition met (read-only).
         ISTATUS OFFSET(2) NUMBITS(1) []
     ],
+    /// Cache Type Register (B4.1.42).
+    pub CTR_BITS [
+        /// Log2 of the words in the smallest data or unified cache line.
+        DMINLINE OFFSET(16) NUMBITS(4) []
+    ],
     /// A register without named fields.
     pub RAW [
         /// The whole register.
@@ -148,6 +153,8 @@ register_bitfields! [u32,
 
 cp15_32!(/// Main ID Register.
     MIDR, RAW::Register, 0, 0, 0, 0);
+cp15_32!(/// Cache Type Register.
+    CTR, CTR_BITS::Register, 0, 0, 0, 1);
 cp15_32!(/// Cache Level ID Register.
     CLIDR, RAW::Register, 1, 0, 0, 1);
 cp15_32!(/// Cache Size ID Register (of the level CSSELR selects).
@@ -246,6 +253,20 @@ pub mod ops {
         iciallu, 0, 7, 5, 0);
     op!(/// Clean and invalidate data cache line by set/way.
         dccisw, 0, 7, 14, 2);
+    /// Clean data cache line by address to the point of unification.
+    #[inline(always)]
+    pub fn dccmvau(address: u32) {
+        // SAFETY: a clean changes no memory contents. `readonly`: the line
+        // is read, so stores before it are done first, and nothing after it
+        // need be read again (a plain asm block made the compiler reload
+        // the values around the domain switch it precedes).
+        unsafe {
+            core::arch::asm!(
+                "mcr p15, 0, {0}, c7, c11, 1",
+                in(reg) address, options(nostack, preserves_flags, readonly)
+            );
+        }
+    }
     op!(/// Invalidate entire Hyp unified TLB.
         tlbiallh, 4, 8, 7, 0);
     op!(/// Invalidate entire non-secure non-Hyp unified TLB (guest TLB).
