@@ -188,6 +188,17 @@ pub fn open_window<S: Hosted>(reply: *mut Reply) -> *mut Reply {
     (window() as usize | (address & 0xfff)) as *mut Reply
 }
 
+/// Unmap S's window: for a call whose reply goes to S's outbox, so that
+/// the page of the CPU that last lent S a buffer, which that CPU may be
+/// reading now, is out of S's reach. With S's lock held, before its call.
+pub fn close_window<S: Hosted>() {
+    let tables = core::ptr::addr_of_mut!(TABLES);
+    // SAFETY: as in `open_window`.
+    if let Some(table) = unsafe { (*tables).get_mut(S::ID.index()) } {
+        table.close_window();
+    }
+}
+
 /// The three domains' tables, by server index, one after the other (the
 /// fault vectors test HTTBR against their span). In the monitor's memory:
 /// no domain maps them.

@@ -647,6 +647,8 @@ fn attempt<S: Hosted>(
     } else if super::is_reply_buffer(cpu, lent) {
         domain::open_window::<S>(lent)
     } else {
+        // (The restore's replays, rare.)
+        domain::close_window::<S>();
         outbox
     };
     // SAFETY: S's domain is installed (a Guarded of S exists) and S's lock

@@ -107,12 +107,20 @@ impl DomainTables {
     /// store before the walk and whose TLB invalidation drops the old entry.
     #[inline(always)]
     pub fn point_window(&mut self, page: u64) {
+        self.set_window((page & !(PAGE - 1)) | READ_WRITE | attr_index(ATTR_NORMAL) | SH_INNER | AF | DESC_PAGE);
+    }
+
+    /// Unmap the window (as [`DomainTables::point_window`], with no page).
+    pub fn close_window(&mut self) {
+        self.set_window(0);
+    }
+
+    #[inline(always)]
+    fn set_window(&mut self, entry: u64) {
         if !self.window.is_null() {
             // SAFETY: `window` points at an entry of `self.l3` (see
             // `build_domain`), which `&mut self` holds.
-            unsafe {
-                *self.window = (page & !(PAGE - 1)) | READ_WRITE | attr_index(ATTR_NORMAL) | SH_INNER | AF | DESC_PAGE;
-            }
+            unsafe { *self.window = entry };
             // For a table walk that does not look in the data cache.
             ops::dccmvau(self.window as u32);
         }
