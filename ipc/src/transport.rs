@@ -185,9 +185,9 @@ pub mod channel {
     /// enough to ignore the call's time-out.
     ///
     /// Measured (`cargo bench -p ipc --features std --bench channel`): with
-    /// a CPU free for each side, 0.5 µs a round trip against 0.9-1.0 µs
-    /// without the spin; with QEMU holding one of the two CPUs, 3.3 µs
-    /// against 3.0-3.3 µs.
+    /// a CPU free for each side, 0.53 µs a round trip against 0.91 µs
+    /// without the spin (medians of 10 rounds); with QEMU holding one of
+    /// the two CPUs, 3.3 µs either way.
     #[derive(Debug, Clone, Copy)]
     struct Spin {
         polls: u32,
