@@ -255,10 +255,11 @@ impl de::Visitor<'_> for LayoutVisitor {
 /// decodes with a handful of loads, in one function (`encode` and `decode`
 /// are `#[inline]`: returning a decoded message through memory to serde's
 /// visitors cost a store-forwarding stall per level on the host). Encode +
-/// decode of a trap message in an envelope went from 43-69 ns to 36-42 ns
-/// on the project's host (`cargo bench -p ipc --bench wire`,
-/// tests/perf/host.md). It is seL4's fault message: labelled by kind, with
-/// a small fixed payload.
+/// decode of a trap message in an envelope went from 43-87 ns to 36-48 ns
+/// on the project's shared host, the gain in the kinds with wide fields
+/// (`cargo bench -p ipc --bench wire`; tests/perf/host.md has the rounds).
+/// It is seL4's fault message: labelled by kind, with a small fixed
+/// payload.
 ///
 /// | bytes | field |
 /// |---|---|
