@@ -112,7 +112,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<TraceRecord>, TraceError> {
             return Err(damaged("the file ends inside the record (truncated)".into()));
         };
         let mut frame = bytes[offset..=offset + len].to_vec();
-        let record: TraceRecord = ipc::wire::decode_frame(&mut frame).map_err(|e| damaged(e.to_string()))?;
+        let record = ipc::trace::decode_record(&mut frame).map_err(|e| damaged(e.to_string()))?;
         records.push(record);
         offset += len + 1;
     }
