@@ -161,12 +161,12 @@ pub trait Hosted: Server + Clone + 'static {
 /// different page per CPU: the tables are per server, and the server's lock
 /// makes one CPU at a time their user.)
 #[repr(C, align(4096))]
-struct WindowPage([u8; 4096]);
+struct WindowPage([u8; mmu::PAGE as usize]);
 
 /// Mutable only so that it lies in `.bss`, which no domain maps (a
 /// `static` would go with the constants, which every domain maps); nothing
 /// reads or writes it.
-static mut WINDOW: WindowPage = WindowPage([0; 4096]);
+static mut WINDOW: WindowPage = WindowPage([0; mmu::PAGE as usize]);
 
 fn window() -> u64 {
     core::ptr::addr_of!(WINDOW) as u64
@@ -185,7 +185,7 @@ pub fn open_window<S: Hosted>(reply: *mut Reply) -> *mut Reply {
     if let Some(table) = unsafe { (*tables).get_mut(S::ID.index()) } {
         table.point_window(address as u64);
     }
-    (window() as usize | (address & 0xfff)) as *mut Reply
+    (window() as usize | (address & (mmu::PAGE as usize - 1))) as *mut Reply
 }
 
 /// Unmap S's window: for a call whose reply goes to S's outbox, so that

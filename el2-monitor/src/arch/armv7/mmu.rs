@@ -51,7 +51,7 @@ const VMID: u64 = 1;
 
 const GIB: u64 = 1 << 30;
 const TWO_MIB: u64 = 2 << 20;
-const PAGE: u64 = 4096;
+pub(super) const PAGE: u64 = 4096;
 
 #[repr(C, align(4096))]
 pub struct Table([u64; 512]);
@@ -143,6 +143,13 @@ pub enum Access {
     ReadWrite,
 }
 
+/// Which of a domain's level-3 tables, and which entry of it, maps the page
+/// at `address` of the span that starts at `base`.
+fn l3_index(base: u64, address: u64) -> (usize, usize) {
+    let offset = address - base;
+    ((offset / TWO_MIB) as usize, ((offset % TWO_MIB) / PAGE) as usize)
+}
+
 /// Stage-1 attributes of a read/write, never executable page.
 const READ_WRITE: u64 = S1_AP_RW | XN;
 
@@ -178,8 +185,7 @@ pub fn build_domain(
         };
         let mut page = start;
         while page < stop {
-            let offset = page - base;
-            let (b, i) = ((offset / TWO_MIB) as usize, ((offset % TWO_MIB) / PAGE) as usize);
+            let (b, i) = l3_index(base, page);
             tables.l3[b].0[i] = page | attrs | attr_index(ATTR_NORMAL) | SH_INNER | AF | DESC_PAGE;
             page += PAGE;
         }
@@ -188,8 +194,7 @@ pub fn build_domain(
     if !window.is_multiple_of(PAGE) || window < base || window >= end {
         return Err(MapError::DomainRange);
     }
-    let offset = window - base;
-    let (b, i) = ((offset / TWO_MIB) as usize, ((offset % TWO_MIB) / PAGE) as usize);
+    let (b, i) = l3_index(base, window);
     if tables.l3[b].0[i] != 0 {
         return Err(MapError::DomainRange);
     }
@@ -312,8 +317,6 @@ pub fn enable_stage2() {
     super::sysreg::barrier();
 }
 
-/// Clean and invalidate the whole data cache hierarchy by set/way
-/// (ARMv7-A ARM B2.2.7, "Performing cache maintenance by set/way").
 /// Clean the data cache lines of `[start, end)` to the point of
 /// unification, where the table walk reads (translation tables just
 /// written: a walk may not look in the data cache).
@@ -327,6 +330,8 @@ pub fn clean_to_unification(start: usize, end: usize) {
     super::sysreg::barrier();
 }
 
+/// Clean and invalidate the whole data cache hierarchy by set/way
+/// (ARMv7-A ARM B2.2.7, "Performing cache maintenance by set/way").
 pub fn clean_invalidate_dcache_all() {
     use super::sysreg::{CCSIDR, CLIDR, CSSELR};
     let clidr = CLIDR.get();

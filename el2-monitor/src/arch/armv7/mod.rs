@@ -179,12 +179,13 @@ static REPLIES: [ReplyPage; MAX_CPUS] = [const { ReplyPage(Mutex::new(Reply::non
 #[repr(C, align(4096))]
 struct ReplyPage(Mutex<Reply>);
 
-const _: () = assert!(core::mem::size_of::<ReplyPage>() == 4096, "a reply buffer fits its page");
+const _: () = assert!(core::mem::size_of::<ReplyPage>() as u64 == mmu::PAGE, "a reply buffer fits its page");
 
 /// Whether `reply` is CPU `cpu`'s reply buffer (the only `Reply` in its
 /// page).
 fn is_reply_buffer(cpu: usize, reply: *const Reply) -> bool {
-    REPLIES.get(cpu).is_some_and(|page| (reply as usize) & !0xfff == core::ptr::from_ref(page) as usize)
+    let page_of = |address: usize| address & !(mmu::PAGE as usize - 1);
+    REPLIES.get(cpu).is_some_and(|page| page_of(reply as usize) == core::ptr::from_ref(page) as usize)
 }
 /// Per-CPU counters.
 static STATS: [CpuStats; MAX_CPUS] = [const { CpuStats::new() }; MAX_CPUS];

@@ -226,11 +226,7 @@ impl Hardware for Hw<'_> {
     #[inline(always)]
     fn apply(&mut self, action: ActionRef<'_>) {
         match action {
-            ActionRef::AdvancePc => {
-                let (pc, cpsr) = guest::skip_instruction(self.frame.elr, self.frame.spsr, self.insn_len);
-                self.frame.elr = pc;
-                self.frame.spsr = cpsr;
-            }
+            ActionRef::AdvancePc => self.advance_pc(),
             ActionRef::SetReg { reg: GuestReg::Gpr(n), value } if n < 8 => self.frame.r[usize::from(n)] = value,
             ActionRef::ConsoleWrite { bytes } => super::console_write(bytes),
             _ => self.apply_other(action),
@@ -239,6 +235,14 @@ impl Hardware for Hw<'_> {
 }
 
 impl Hw<'_> {
+    /// Step the guest past the trapping instruction.
+    #[inline(always)]
+    fn advance_pc(&mut self) {
+        let (pc, cpsr) = guest::skip_instruction(self.frame.elr, self.frame.spsr, self.insn_len);
+        self.frame.elr = pc;
+        self.frame.spsr = cpsr;
+    }
+
     #[inline(never)]
     fn apply_other(&mut self, action: ActionRef<'_>) {
         match action {
@@ -257,11 +261,7 @@ impl Hw<'_> {
                     }
                 }
             },
-            ActionRef::AdvancePc => {
-                let (pc, cpsr) = guest::skip_instruction(self.frame.elr, self.frame.spsr, self.insn_len);
-                self.frame.elr = pc;
-                self.frame.spsr = cpsr;
-            }
+            ActionRef::AdvancePc => self.advance_pc(),
             ActionRef::InjectUndef => self.inject(GuestException::Undef),
             ActionRef::InjectDataAbort { far } => self.inject(GuestException::DataAbort { far, write: false }),
             ActionRef::InjectPrefetchAbort { far } => self.inject(GuestException::PrefetchAbort { far }),
