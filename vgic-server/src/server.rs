@@ -271,6 +271,22 @@ impl Clone for VgicServer {
     }
 }
 
+/// The list register `flush` writes for candidate `c` of rank `rank`.
+fn list_register(c: &Candidate, rank: Rank, eoi_on_active: bool) -> ListRegister {
+    ListRegister {
+        virtual_id: c.irq.intid(),
+        // Never hardware-linked: see "Interrupts backed by a physical one" in
+        // the module documentation.
+        link: LrLink::Software {
+            cpuid: c.irq.source(),
+            eoi: c.wants_eoi || c.more_sources || (eoi_on_active && rank.active()),
+        },
+        priority: rank.priority,
+        state: LrState::of(c.pending, rank.active()),
+        group1: c.group1,
+    }
+}
+
 /// Whether `a` and `b` hold the same words: differences or'ed together
 /// rather than `==` on the slices, which is a `memcmp` call comparing
 /// bytes (a hundred instructions).
@@ -785,30 +801,22 @@ impl VgicServer {
             return Ok(false);
         }
         let held_before = cpu.held_spis();
-        let slot = Slot {
-            irq,
-            acked_priority: None,
-            lr: ListRegister {
-                virtual_id: irq.intid(),
-                // Never hardware-linked (see `flush`).
-                link: LrLink::Software { cpuid: irq.source(), eoi: inst.wants_eoi },
-                priority: inst.priority,
-                state: LrState::of(true, false),
-                group1: inst.group1,
-            },
-        };
+        // The candidate as `candidates` offers it, and its entry as `flush`
+        // writes it.
+        let candidate =
+            Candidate { irq, pending: true, more_sources: false, wants_eoi: inst.wants_eoi, group1: inst.group1 };
+        let rank = Rank::new(false, inst.priority, irq.intid(), irq.source());
+        let slot = Slot { irq, acked_priority: None, lr: list_register(&candidate, rank, eoi_on_active) };
         let value = slot.lr.encode();
-        reply.push(Action::WriteListRegister { index: free as u8, value })?;
-        let slots = match self.cpus.get_mut(vcpu.index()) {
-            Some(cpu) => {
-                if let (Some(s), Some(seen)) = (cpu.slots.get_mut(free), cpu.seen.get_mut(free)) {
-                    *s = Some(slot);
-                    *seen = value;
-                }
-                cpu.slots
-            }
-            None => return Ok(false),
+        let Some(cpu) = self.cpus.get_mut(vcpu.index()) else {
+            return Ok(false);
         };
+        reply.push(Action::WriteListRegister { index: free as u8, value })?;
+        if let (Some(s), Some(seen)) = (cpu.slots.get_mut(free), cpu.seen.get_mut(free)) {
+            *s = Some(slot);
+            *seen = value;
+        }
+        let slots = cpu.slots;
         self.slot_changes = self.slot_changes.wrapping_add(1);
         // As `flush` ends: every held interrupt noted as written.
         for slot in slots.get(..count).unwrap_or(&[]).iter().flatten() {
@@ -1095,18 +1103,7 @@ impl VgicServer {
                 irq: c.irq,
                 // A chosen interrupt that was held stays in its register.
                 acked_priority: old.filter(|s| s.irq == c.irq).and_then(|s| s.acked_priority),
-                lr: ListRegister {
-                    virtual_id: c.irq.intid(),
-                    // Never hardware-linked: see "Interrupts backed by a
-                    // physical one" in the module documentation.
-                    link: LrLink::Software {
-                        cpuid: c.irq.source(),
-                        eoi: c.wants_eoi || c.more_sources || (eoi_on_active && rank.active()),
-                    },
-                    priority: rank.priority,
-                    state: LrState::of(c.pending, rank.active()),
-                    group1: c.group1,
-                },
+                lr: list_register(&c, rank, eoi_on_active),
             });
             let value = desired.map_or(0, |s| s.lr.encode());
             // An invalid entry that asks for nothing is as empty as 0
