@@ -85,22 +85,10 @@ pub const TRAP_KINDS: [&str; 13] =
 /// The index in [`TRAP_KINDS`] of a trap (`None` counts a trap the
 /// monitor skipped without a server).
 pub fn trap_kind(trap: Option<&Trap>) -> usize {
-    match trap {
-        Some(Trap::Hvc { .. }) => 0,
-        Some(Trap::Smc { .. }) => 1,
-        Some(Trap::Mmio(_)) => 2,
-        Some(Trap::DataAbortNoSyndrome { .. }) => 3,
-        Some(Trap::PrefetchAbort { .. }) => 4,
-        Some(Trap::Cp15(_)) => 5,
-        Some(Trap::Cp15Wide(_)) => 6,
-        Some(Trap::Wfi) => 7,
-        Some(Trap::Wfe) => 8,
-        Some(Trap::Irq { .. }) => 9,
-        Some(Trap::HypTimer) => 10,
-        Some(Trap::Unknown { .. }) => 11,
-        None => 12,
-    }
+    trap.map_or(Trap::KINDS, |t| usize::from(t.kind()))
 }
+
+const _: () = assert!(TRAP_KINDS.len() == Trap::KINDS + 1, "a name for each kind of trap, and for a skipped one");
 
 /// Counters for `--stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -175,6 +175,30 @@ pub enum Trap {
     },
 }
 
+impl Trap {
+    /// How many kinds of trap there are ([`Trap::kind`]'s range).
+    pub const KINDS: usize = 12;
+
+    /// The trap's kind: its variant's index in the declaration above (the
+    /// kind byte of [`layout`], and what `--stats` counts traps by).
+    pub const fn kind(&self) -> u8 {
+        match self {
+            Trap::Hvc { .. } => 0,
+            Trap::Smc { .. } => 1,
+            Trap::Mmio(_) => 2,
+            Trap::DataAbortNoSyndrome { .. } => 3,
+            Trap::PrefetchAbort { .. } => 4,
+            Trap::Cp15(_) => 5,
+            Trap::Cp15Wide(_) => 6,
+            Trap::Wfi => 7,
+            Trap::Wfe => 8,
+            Trap::Irq { .. } => 9,
+            Trap::HypTimer => 10,
+            Trap::Unknown { .. } => 11,
+        }
+    }
+}
+
 /// A trap as the router delivers it: which vCPU, what happened, and the
 /// facts about the trapping instruction a server may need.
 ///
@@ -302,7 +326,7 @@ pub mod layout {
     #[inline]
     pub fn encode(msg: &TrapMsg, buf: &mut [u8; MAX_LEN]) -> usize {
         let mut w = Writer { buf, len: 0 };
-        w.put([msg.vcpu.0, kind(&msg.trap)]);
+        w.put([msg.vcpu.0, msg.trap.kind()]);
         w.put(msg.pc.to_le_bytes());
         w.put(msg.cpsr.to_le_bytes());
         match msg.trap {
@@ -428,24 +452,6 @@ pub mod layout {
         r.0.is_empty().then_some(TrapMsg { vcpu: VcpuId(vcpu), trap, pc, cpsr })
     }
 
-    /// The kind byte: the variant's index in [`Trap`]'s declaration.
-    fn kind(trap: &Trap) -> u8 {
-        match trap {
-            Trap::Hvc { .. } => 0,
-            Trap::Smc { .. } => 1,
-            Trap::Mmio(_) => 2,
-            Trap::DataAbortNoSyndrome { .. } => 3,
-            Trap::PrefetchAbort { .. } => 4,
-            Trap::Cp15(_) => 5,
-            Trap::Cp15Wide(_) => 6,
-            Trap::Wfi => 7,
-            Trap::Wfe => 8,
-            Trap::Irq { .. } => 9,
-            Trap::HypTimer => 10,
-            Trap::Unknown { .. } => 11,
-        }
-    }
-
     fn size_index(size: AccessSize) -> u8 {
         match size {
             AccessSize::Byte => 0,
@@ -523,6 +529,10 @@ mod tests {
             (Trap::HypTimer, 0),
             (Trap::Unknown { hsr: 0xfe00_0000 }, 4),
         ];
+        // One case of each kind, in declaration order: the kinds are 0 up
+        // to `Trap::KINDS`.
+        let kinds: Vec<u8> = cases.iter().map(|(trap, _)| trap.kind()).collect();
+        assert_eq!(kinds, (0..Trap::KINDS as u8).collect::<Vec<u8>>());
         for (trap, payload) in cases {
             let mut layout_buf = [0u8; layout::MAX_LEN];
             let len = layout::encode(&msg(trap), &mut layout_buf);
