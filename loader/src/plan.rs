@@ -81,6 +81,13 @@ pub fn resolve(kernel: Option<&Path>, guest: &GuestArgs, user_dtb: Option<&Path>
     })
 }
 
+/// Where QEMU's platform description is kept between runs (see
+/// [`platform::probe`]): `platform/` in splitvisor's cache directory, if
+/// there is one.
+fn probe_cache() -> Option<std::path::PathBuf> {
+    Cache::locate().ok().map(|cache| cache.dir().join("platform"))
+}
+
 /// Lay a guest out in RAM: the rules of `images`, the device tree of `dtb`.
 pub fn plan_guest(platform: &Platform, files: GuestFiles) -> Result<GuestPlan, Error> {
     let ram = Span::new(platform.ram_base, files.mem * MIB);
@@ -135,7 +142,7 @@ pub fn plan_guest(platform: &Platform, files: GuestFiles) -> Result<GuestPlan, E
 /// `splitvisor dtb`: write the guest device tree.
 pub fn write_dtb(args: &DtbArgs) -> Result<(), Error> {
     let files = resolve(args.kernel.as_deref(), &args.guest, None)?;
-    let platform = platform::probe(&args.guest.qemu, files.smp, files.mem)?;
+    let platform = platform::probe(&args.guest.qemu, files.smp, files.mem, probe_cache().as_deref())?;
     let plan = plan_guest(&platform, files)?;
     std::fs::write(&args.output, &plan.dtb.1).map_err(|source| Error::Write { path: args.output.clone(), source })?;
     log::info!("wrote {} ({} bytes)", args.output.display(), plan.dtb.1.len());
@@ -156,7 +163,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
     let guest = &args.guest;
     let files = resolve(args.kernel.as_deref(), guest, args.dtb.as_deref())?;
     let (smp, mem) = (files.smp, files.mem);
-    let platform = platform::probe(&guest.qemu, smp, mem)?;
+    let platform = platform::probe(&guest.qemu, smp, mem, probe_cache().as_deref())?;
     log::debug!("platform (from QEMU): {platform}");
     let plan = plan_guest(&platform, files)?;
     let kernel = plan.kernel.as_ref().ok_or(Error::NoKernel)?;

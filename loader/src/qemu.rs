@@ -103,6 +103,9 @@ pub fn run_captured(cmd: &mut Command, input: &[u8], limit: Duration) -> Result<
     }
     let readers = [child.stdout.take().map(drain), child.stderr.take().map(drain)];
     let deadline = Instant::now() + limit;
+    // These runs take tens to hundreds of milliseconds, and a run waits for
+    // them: the first looks come quickly, then back off to `POLL`.
+    let mut pause = Duration::from_millis(1);
     let status = loop {
         if let Some(status) = child.try_wait().map_err(io_error)? {
             break status;
@@ -112,7 +115,8 @@ pub fn run_captured(cmd: &mut Command, input: &[u8], limit: Duration) -> Result<
             let _ = child.wait();
             return Err(QemuError::Hung { program: program.to_string_lossy().into_owned(), secs: limit.as_secs() });
         }
-        thread::sleep(POLL);
+        thread::sleep(pause);
+        pause = (pause * 2).min(POLL);
     };
     let [stdout, stderr] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
     Ok(Captured { status, stdout, stderr })
