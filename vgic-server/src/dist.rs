@@ -1095,6 +1095,13 @@ impl Distributor {
         }
     }
 
+    /// A GICD_SGIR write of `value` by `from`: [`Distributor::write_into`]
+    /// for that register alone.
+    pub fn write_sgir(&mut self, from: VcpuId, value: u32, touched: &mut Touched) {
+        self.changing();
+        self.send_sgi(from, SgiRequest::decode(value), touched);
+    }
+
     /// GICD_SGIR written by `from`.
     fn send_sgi(&mut self, from: VcpuId, request: SgiRequest, touched: &mut Touched) {
         let mask = self.vcpu_mask();

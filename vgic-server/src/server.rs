@@ -15,7 +15,12 @@
 //! A refresh in which nothing it reads has changed since that vCPU's last
 //! one (the distributor, every vCPU's slots, and the list registers as it
 //! left them; see [`CpuInterface::synced`]) would fold nothing and write
-//! nothing: it is skipped, and only an `Idle`'s wake-up check runs.
+//! nothing: it is skipped, and only an `Idle`'s wake-up check runs. Two
+//! more come down to writing one list register: a change of the vCPU's
+//! own private line with its status (the timer's tick), and the `Sync` of
+//! an IPI's kick when the SGI sent is all that changed (see
+//! `VgicServer::added_only`); and one with only finished interrupts to
+//! settle to clearing them (`VgicServer::only_finished`).
 //!
 //! A request that changes interrupt state otherwise (`Mmio`, `SetLine`,
 //! `Start`) answers with `Kick { vcpu }` for each vCPU whose list registers
@@ -140,6 +145,18 @@ pub struct CpuInterface {
     pub listed_all: bool,
 }
 
+/// An interrupt made pending by one change, and what a refresh reads
+/// (`VgicServer::inputs`) just before and just after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Added {
+    /// The interrupt.
+    pub irq: Irq,
+    /// The inputs before the change.
+    pub before: (u64, u64),
+    /// The inputs after it.
+    pub after: (u64, u64),
+}
+
 impl CpuInterface {
     /// The slots of the list registers in use. (A slice, not a `take` of
     /// the array: the iterator chains over it compile to plain loops; with
@@ -194,6 +211,8 @@ std::thread_local! {
     pub(crate) static FINISHED_ONLY: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
     /// Refreshes that took the `added_only` path (for the tests).
     pub(crate) static ADDED_ONLY: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    /// Of those, the ones for an SGI a GICD_SGIR write added (for the tests).
+    pub(crate) static ADDED_SGI: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
 /// A list register whose interrupt the guest finished (see
@@ -243,24 +262,32 @@ pub struct VgicServer {
     /// one vCPU depends on the others' (an interrupt held elsewhere is no
     /// candidate here), see [`VgicServer::inputs`].
     slot_changes: u64,
+    /// Per vCPU: the SGI a GICD_SGIR write last made pending for it alone,
+    /// and what a refresh reads before and after that write: while the
+    /// inputs stay as the write left them, a `Sync` may take
+    /// [`VgicServer::added_only`] for it (an IPI). A refresh of the vCPU
+    /// makes it useless (it moves `synced` past `before`), and the next SGI
+    /// sent replaces it.
+    sent: [Option<Added>; MAX_VCPUS],
 }
 
 impl Clone for VgicServer {
     fn clone(&self) -> Self {
-        let VgicServer { gicd, dist, cpus, owed_kicks, slot_changes } = self;
+        let VgicServer { gicd, dist, cpus, owed_kicks, slot_changes, sent } = self;
         VgicServer {
             gicd: *gicd,
             dist: dist.clone(),
             cpus: cpus.clone(),
             owed_kicks: *owed_kicks,
             slot_changes: *slot_changes,
+            sent: *sent,
         }
     }
 
     /// In place (see `Distributor::clone_from`): how the monitor takes its
     /// checkpoints of this server.
     fn clone_from(&mut self, source: &Self) {
-        let VgicServer { gicd, dist, cpus, owed_kicks, slot_changes } = source;
+        let VgicServer { gicd, dist, cpus, owed_kicks, slot_changes, sent } = source;
         self.gicd = *gicd;
         self.dist.clone_from(dist);
         self.cpus.clear();
@@ -268,6 +295,7 @@ impl Clone for VgicServer {
         let _ = self.cpus.extend_from_slice(cpus);
         self.owed_kicks = *owed_kicks;
         self.slot_changes = *slot_changes;
+        self.sent = *sent;
     }
 }
 
@@ -320,7 +348,7 @@ impl VgicServer {
             // Cannot fail: the distributor has at most MAX_VCPUS.
             let _ = cpus.push(CpuInterface::default());
         }
-        VgicServer { gicd: config.gicd, dist, cpus, owed_kicks: 0, slot_changes: 0 }
+        VgicServer { gicd: config.gicd, dist, cpus, owed_kicks: 0, slot_changes: 0, sent: [None; MAX_VCPUS] }
     }
 
     /// The distributor's state.
@@ -433,7 +461,11 @@ impl VgicServer {
         let mut kicks = 0;
         if access.write {
             let mut touched = Touched::default();
-            self.dist.write_into(vcpu, reg, access.value as u32, &mut touched);
+            if matches!(reg, GicdReg::Sgir) {
+                self.send_sgi(vcpu, access.value as u32, &mut touched);
+            } else {
+                self.dist.write_into(vcpu, reg, access.value as u32, &mut touched);
+            }
             trace!("vcpu{}: write {reg:?} = {:#x}: {touched:?}", vcpu.0, access.value);
             reply.push(Action::AdvancePc)?;
             kicks = self.kicks_for(&touched);
@@ -457,6 +489,64 @@ impl VgicServer {
         kicks |= self.released_kicks(&held_before);
         self.push_kicks(reply, kicks);
         Ok(())
+    }
+
+    /// A GICD_SGIR write of `value` by `vcpu`. An SGI sent to one vCPU is
+    /// all that vCPU's next refresh may have to list (see `added_only`):
+    /// it is noted for it. (Out of line: the other distributor writes pay
+    /// only for the test of the register.)
+    #[inline(never)]
+    fn send_sgi(&mut self, vcpu: VcpuId, value: u32, touched: &mut Touched) {
+        let before = self.inputs();
+        self.dist.write_sgir(vcpu, value, touched);
+        if let (false, [Touch::Private(target, sgi)]) = (touched.all, touched.list.as_slice()) {
+            let added = Added {
+                irq: Irq::Sgi { target: *target, sgi: *sgi as u8, source: vcpu },
+                before,
+                after: self.inputs(),
+            };
+            if let Some(slot) = self.sent.get_mut(target.index()) {
+                *slot = Some(added);
+            }
+        }
+    }
+
+    /// A `Sync` of `vcpu`: when an SGI sent since its last refresh is all
+    /// that changed (the note in `VgicServer::sent` is for the inputs
+    /// now), [`Self::added_only`] lists it where the full refresh would (an
+    /// IPI's kick); else the refresh. (A note older than the last refresh
+    /// is left where it is: that refresh moved `synced` past its `before`,
+    /// and `added_only` refuses it. Only a `Sync` looks: an `Idle` or a
+    /// `Maintenance` seldom follows an IPI alone, and the look would cost
+    /// each of them a few instructions.)
+    fn sync(&mut self, vcpu: VcpuId, status: &LrStatus, reply: &mut Reply) -> Result<(), ServerError> {
+        let inputs = self.inputs();
+        if let Some(added) = self.sent.get(vcpu.index()).copied().flatten().filter(|a| a.after == inputs) {
+            if self.sgi_alone(vcpu, added.irq) && self.added_only(vcpu, added.irq, status, added.before, reply)? {
+                #[cfg(test)]
+                ADDED_SGI.with(|n| n.set(n.get() + 1));
+                return Ok(());
+            }
+        }
+        self.refresh(vcpu, status, false, reply)
+    }
+
+    /// Whether `irq` is an SGI for `vcpu` that the full refresh would list
+    /// as [`Self::added_only`] does: no other requester's is pending or
+    /// active, and no list register holds that SGI (the full refresh lists
+    /// one requester of an SGI at a time, and asks for EOI maintenance when
+    /// others wait).
+    fn sgi_alone(&self, vcpu: VcpuId, irq: Irq) -> bool {
+        let Irq::Sgi { target, sgi, source } = irq else {
+            return false;
+        };
+        let only_requester = 1u8.checked_shl(u32::from(source.0));
+        let alone = self.dist.sgi(target, sgi).is_some_and(|s| s.active.is_none() && Some(s.pending) == only_requester);
+        let listed = self
+            .cpus
+            .get(vcpu.index())
+            .is_none_or(|c| c.slots().any(|(_, s)| matches!(s.irq, Irq::Sgi { sgi: id, .. } if id == sgi)));
+        target == vcpu && alone && !listed
     }
 
     // ------------------------------------------------------------- Set line
@@ -750,17 +840,19 @@ impl VgicServer {
         Ok(true)
     }
 
-    /// The refresh of `vcpu` after a change of its private line `irq` that
-    /// made `irq` a new candidate, when that is all that changed and there
-    /// is room for it: write it into the first free list register, and say
-    /// so (else change nothing and return false; the full refresh follows).
-    /// A virtual timer's tick takes this path.
+    /// The refresh of `vcpu` after a change that made `irq` (a private line
+    /// of `vcpu`, or an SGI sent to it) a new candidate, when that is all
+    /// that changed and there is room for it: write it into the first free
+    /// list register, and say so (else change nothing and return false; the
+    /// full refresh follows). A virtual timer's tick takes this path, and
+    /// an IPI's `Sync` (for an SGI, the caller checks [`Self::sgi_alone`]
+    /// first).
     ///
     /// It is what the full refresh would do when
-    /// - nothing the last refresh of `vcpu` read has changed but this line
-    ///   (`before`, the inputs as they were before the change, are the ones
-    ///   it left), that refresh listed every candidate, and the guest has
-    ///   done nothing with the list registers since (`status`);
+    /// - nothing the last refresh of `vcpu` read has changed but this
+    ///   interrupt (`before`, the inputs as they were before the change,
+    ///   are the ones it left), that refresh listed every candidate, and the
+    ///   guest has done nothing with the list registers since (`status`);
     /// - `irq` is now pending and forwardable, not active, and in no list
     ///   register, and one of `vcpu`'s list registers is free.
     ///
@@ -772,6 +864,9 @@ impl VgicServer {
     /// deactivation is owed (the last refresh settled all, and a pending
     /// interrupt owes none). The simulated machine's test checks each such
     /// refresh against the full one.
+    // Inline: out of line it cost some fifty instructions of each timer
+    // tick.
+    #[inline(always)]
     fn added_only(
         &mut self,
         vcpu: VcpuId,
@@ -1212,9 +1307,8 @@ impl Server for VgicServer {
             VgicRequest::SetLine { intid, level, target, hw, change, status } => {
                 self.set_line(intid, level, target, hw, change, status, reply)
             }
-            VgicRequest::Maintenance { vcpu, ref status } | VgicRequest::Sync { vcpu, ref status } => {
-                self.refresh(vcpu, status, false, reply)
-            }
+            VgicRequest::Sync { vcpu, ref status } => self.sync(vcpu, status, reply),
+            VgicRequest::Maintenance { vcpu, ref status } => self.refresh(vcpu, status, false, reply),
             VgicRequest::Idle { vcpu, ref status } => self.refresh(vcpu, status, true, reply),
         }
     }

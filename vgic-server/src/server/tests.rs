@@ -708,6 +708,72 @@ fn one_sgi_from_several_requesters() {
     assert_eq!(s.distributor().sgi(VcpuId(0), 5).map(|x| (x.pending, x.active)), Some((0, None)));
 }
 
+/// An IPI: the `Sync` of its target after the GICD_SGIR write lists the
+/// SGI straight away when nothing else changed (`added_only`), and ends
+/// where the full refresh ends; with anything else changed in between, or
+/// for an `Idle`, the full refresh runs.
+#[test]
+fn a_sent_sgi_is_listed_by_the_next_refresh() {
+    let sgis = || super::ADDED_SGI.with(|n| n.get());
+    for idle in [false, true] {
+        let mut s = booted(2, 32, 4);
+        let mut cpu1 = CpuIf::new(4);
+        cpu1.sync(&mut s, 1);
+        let refresh = |s: &mut VgicServer, cpu: &CpuIf| {
+            let status = cpu.status();
+            let r = if idle {
+                VgicRequest::Idle { vcpu: VcpuId(1), status }
+            } else {
+                VgicRequest::Sync { vcpu: VcpuId(1), status }
+            };
+            // The same on a copy that can take no shortcut.
+            let mut full = s.clone();
+            for cpu in full.cpus.iter_mut() {
+                cpu.synced = None;
+            }
+            let (actions, full_actions) = (req(s, r), req(&mut full, r));
+            assert_eq!(actions, full_actions, "{r:x?}");
+            assert_eq!(s.cpus[1].slots, full.cpus[1].slots);
+            actions
+        };
+        // vCPU 0 sends SGI 3 to vCPU 1.
+        assert_eq!(kicks(&write(&mut s, 0, 0xf00, 0x0002_0003)), [1]);
+        let before = sgis();
+        let actions = refresh(&mut s, &cpu1);
+        assert_eq!(sgis(), before + u64::from(!idle), "the shortcut for a Sync only");
+        assert_eq!(lr_writes(&actions).len(), 1, "{actions:x?}");
+        assert!(!actions.contains(&Action::WaitForInterrupt), "it can take the SGI");
+        cpu1.apply(&actions);
+        assert_eq!(cpu1.lr(0).virtual_id, 3);
+        assert_eq!(cpu1.lr(0).link, LrLink::Software { cpuid: 0, eoi: false });
+        // Two SGIs before the refresh: the full one.
+        let (_, lr) = cpu1.ack(0xff).expect("SGI 3");
+        assert_eq!(lr.virtual_id, 3);
+        cpu1.deactivate(3);
+        cpu1.apply(&refresh(&mut s, &cpu1));
+        write(&mut s, 0, 0xf00, 0x0002_0004);
+        write(&mut s, 0, 0xf00, 0x0002_0005);
+        let before = sgis();
+        let actions = refresh(&mut s, &cpu1);
+        assert_eq!(sgis(), before, "no shortcut");
+        assert_eq!(lr_writes(&actions).len(), 2, "{actions:x?}");
+        // The same SGI from a second requester while the first waits in a
+        // list register: the full refresh (one requester of an SGI at a
+        // time, EOI maintenance for the next).
+        cpu1.apply(&actions);
+        write(&mut s, 0, 0xf00, 0x0002_0006);
+        cpu1.apply(&refresh(&mut s, &cpu1));
+        assert!((0..4).any(|i| cpu1.lr(i).virtual_id == 6), "SGI 6 from vCPU 0 listed");
+        let before = sgis();
+        write(&mut s, 1, 0xf00, 0x0002_0006);
+        let actions = refresh(&mut s, &cpu1);
+        assert_eq!(sgis(), before, "no shortcut for a second requester");
+        cpu1.apply(&actions);
+        let six = (0..4).map(|i| cpu1.lr(i)).find(|l| l.virtual_id == 6).expect("SGI 6 listed");
+        assert_eq!(six.link, LrLink::Software { cpuid: 0, eoi: true }, "EOI maintenance for the next requester");
+    }
+}
+
 #[test]
 fn idle_answers() {
     let mut s = booted(2, 32, 4);
@@ -1550,6 +1616,7 @@ fn simulated_machine_loses_nothing() {
     let mut shortcuts = 0;
     let finished_before = super::FINISHED_ONLY.with(|n| n.get());
     let added_before = super::ADDED_ONLY.with(|n| n.get());
+    let sgis_before = super::ADDED_SGI.with(|n| n.get());
     for seed in first..first + seeds {
         let vcpus = 1 + (seed % 4) as u8;
         let lrs = [4, 1, 2, 4][(seed / 4 % 4) as usize];
@@ -1568,10 +1635,13 @@ fn simulated_machine_loses_nothing() {
     let finished = super::FINISHED_ONLY.with(|n| n.get()) - finished_before;
     // And those that only add a new private interrupt (a timer's tick).
     let added = super::ADDED_ONLY.with(|n| n.get()) - added_before;
+    // Of those, the ones for an SGI another vCPU sent (an IPI's `Sync`).
+    let sgis = super::ADDED_SGI.with(|n| n.get()) - sgis_before;
     eprintln!(
-        "simulated machine: {shortcuts} shortcuts, {finished} finished-only and {added} added-only refreshes in \
-         {seeds} runs"
+        "simulated machine: {shortcuts} shortcuts, {finished} finished-only and {added} added-only refreshes \
+         ({sgis} of them for a sent SGI) in {seeds} runs"
     );
     assert!(finished >= 10 * seeds, "only {finished} refreshes took the finished-only path in {seeds} runs");
     assert!(added >= 10 * seeds, "only {added} refreshes took the added-only path in {seeds} runs");
+    assert!(sgis >= seeds, "only {sgis} refreshes took the added-only path for a sent SGI in {seeds} runs");
 }
