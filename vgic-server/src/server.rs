@@ -251,17 +251,24 @@ struct Candidate {
 }
 
 /// The vGIC server: its whole state.
+///
+/// In this order in memory (`repr(C)`): the small fields that every
+/// request reads first, the 17 KB distributor last, so that the others sit
+/// within the reach of a load's immediate offset on ARM (4 KB). (In the
+/// compiler's own order, adding `sent` moved fields around and cost each
+/// timer tick some twenty instructions; with the distributor first, a
+/// GICD read paid as much.)
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct VgicServer {
     gicd: DeviceRegion,
-    dist: Distributor,
-    cpus: Vec<CpuInterface, MAX_VCPUS>,
-    /// Kicks that did not fit in a reply, sent with the next one.
-    owed_kicks: u8,
     /// Counts the changes of any vCPU's list-register slots: a refresh of
     /// one vCPU depends on the others' (an interrupt held elsewhere is no
     /// candidate here), see [`VgicServer::inputs`].
     slot_changes: u64,
+    /// Kicks that did not fit in a reply, sent with the next one.
+    owed_kicks: u8,
+    cpus: Vec<CpuInterface, MAX_VCPUS>,
     /// Per vCPU: the SGI a GICD_SGIR write last made pending for it alone,
     /// and what a refresh reads before and after that write: while the
     /// inputs stay as the write left them, a `Sync` may take
@@ -269,6 +276,7 @@ pub struct VgicServer {
     /// makes it useless (it moves `synced` past `before`), and the next SGI
     /// sent replaces it.
     sent: [Option<Added>; MAX_VCPUS],
+    dist: Distributor,
 }
 
 impl Clone for VgicServer {
