@@ -454,27 +454,25 @@ impl<T: Copy> Selection<T> {
 }
 
 /// The maintenance requests for a set of list registers: GICH_HCR, and
-/// whether active entries should ask for EOI maintenance.
+/// whether every entry should ask for EOI maintenance.
 ///
 /// - En is always set: the guest's CPU interface is the virtual one.
-/// - When candidates were left out and some entry is pending, NPIE tells us
-///   when the guest has acknowledged them all, so the rest can follow.
-/// - When candidates were left out and every entry is active, NPIE would
-///   fire at once and forever, so instead each entry asks for EOI
-///   maintenance (`eoi_on_active`): every entry this server writes is a
-///   software one, which can. (UIE is not used: it would be needed only for
-///   hardware-linked entries, which cannot ask for EOI maintenance.)
+/// - When candidates were left out, every entry asks for EOI maintenance
+///   (`eoi_all`), so that a register the guest frees by finishing an
+///   interrupt goes to them at once: every entry this server writes is a
+///   software one, which can. (UIE is not used: it would be needed only
+///   for hardware-linked entries, which cannot ask for EOI maintenance.)
+/// - When candidates were left out and some entry is pending, NPIE also
+///   tells us when the guest has acknowledged them all, so the rest can
+///   follow. NPIE alone is not enough: an entry both pending and active
+///   cannot be acknowledged before its active instance is deactivated, so
+///   a guest whose handler waits for an interrupt left out would wait for
+///   ever, though it finished another one meanwhile (found by the
+///   `vgic_server` fuzz target). With every entry active, NPIE would fire
+///   at once and for ever, and is not set.
 pub fn maintenance(left_out: bool, any_pending: bool) -> (Hcr, bool) {
-    let mut hcr = Hcr { enable: true, ..Hcr::default() };
-    let mut eoi_on_active = false;
-    if left_out {
-        if any_pending {
-            hcr.no_pending = true;
-        } else {
-            eoi_on_active = true;
-        }
-    }
-    (hcr, eoi_on_active)
+    let hcr = Hcr { enable: true, no_pending: left_out && any_pending, ..Hcr::default() };
+    (hcr, left_out)
 }
 
 #[cfg(test)]
@@ -591,7 +589,9 @@ mod tests {
         let en = Hcr { enable: true, ..Hcr::default() };
         assert_eq!(maintenance(false, true), (en, false));
         assert_eq!(maintenance(false, false), (en, false));
-        assert_eq!(maintenance(true, true), (Hcr { no_pending: true, ..en }, false));
+        // Both: a pending entry may be pending and active, not to be taken
+        // before the guest deactivates it.
+        assert_eq!(maintenance(true, true), (Hcr { no_pending: true, ..en }, true));
         assert_eq!(maintenance(true, false), (en, true));
     }
 }

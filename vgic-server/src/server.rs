@@ -308,15 +308,12 @@ impl Clone for VgicServer {
 }
 
 /// The list register `flush` writes for candidate `c` of rank `rank`.
-fn list_register(c: &Candidate, rank: Rank, eoi_on_active: bool) -> ListRegister {
+fn list_register(c: &Candidate, rank: Rank, eoi_all: bool) -> ListRegister {
     ListRegister {
         virtual_id: c.irq.intid(),
         // Never hardware-linked: see "Interrupts backed by a physical one" in
         // the module documentation.
-        link: LrLink::Software {
-            cpuid: c.irq.source(),
-            eoi: c.wants_eoi || c.more_sources || (eoi_on_active && rank.active()),
-        },
+        link: LrLink::Software { cpuid: c.irq.source(), eoi: c.wants_eoi || c.more_sources || eoi_all },
         priority: rank.priority,
         state: LrState::of(c.pending, rank.active()),
         group1: c.group1,
@@ -866,8 +863,8 @@ impl VgicServer {
     ///
     /// The candidates are then those held plus `irq`: all fit, so each held
     /// one stays where it is, unchanged (with none left out, GICH_HCR and
-    /// the EOI requests of active entries do not depend on what is pending,
-    /// see `lr::maintenance`), and `irq` goes into the first free register,
+    /// the entries' EOI requests do not depend on what is pending, see
+    /// `lr::maintenance`), and `irq` goes into the first free register,
     /// as the full refresh places a new one; nothing is folded, and no
     /// deactivation is owed (the last refresh settled all, and a pending
     /// interrupt owes none). The simulated machine's test checks each such
@@ -899,8 +896,8 @@ impl VgicServer {
         let Some(free) = cpu.slots.get(..count).and_then(|slots| slots.iter().position(Option::is_none)) else {
             return Ok(false);
         };
-        let (hcr, eoi_on_active) = lr::maintenance(false, true);
-        if eoi_on_active || cpu.hcr != Some(hcr.encode()) || reply.actions.len() + 2 > ipc::MAX_ACTIONS {
+        let (hcr, eoi_all) = lr::maintenance(false, true);
+        if eoi_all || cpu.hcr != Some(hcr.encode()) || reply.actions.len() + 2 > ipc::MAX_ACTIONS {
             return Ok(false);
         }
         let held_before = cpu.held_spis();
@@ -909,7 +906,7 @@ impl VgicServer {
         let candidate =
             Candidate { irq, pending: true, more_sources: false, wants_eoi: inst.wants_eoi, group1: inst.group1 };
         let rank = Rank::new(false, inst.priority, irq.intid(), irq.source());
-        let slot = Slot { irq, acked_priority: None, lr: list_register(&candidate, rank, eoi_on_active) };
+        let slot = Slot { irq, acked_priority: None, lr: list_register(&candidate, rank, eoi_all) };
         let value = slot.lr.encode();
         let Some(cpu) = self.cpus.get_mut(vcpu.index()) else {
             return Ok(false);
@@ -1193,7 +1190,7 @@ impl VgicServer {
         }
 
         let any_pending = selection.chosen().any(|(_, c)| c.pending);
-        let (hcr, eoi_on_active) = lr::maintenance(selection.left_out() > 0, any_pending);
+        let (hcr, eoi_all) = lr::maintenance(selection.left_out() > 0, any_pending);
 
         let mut new_slots: [Option<Slot>; MAX_LRS] = [None; MAX_LRS];
         let mut new_seen = [0; MAX_LRS];
@@ -1206,7 +1203,7 @@ impl VgicServer {
                 irq: c.irq,
                 // A chosen interrupt that was held stays in its register.
                 acked_priority: old.filter(|s| s.irq == c.irq).and_then(|s| s.acked_priority),
-                lr: list_register(&c, rank, eoi_on_active),
+                lr: list_register(&c, rank, eoi_all),
             });
             let value = desired.map_or(0, |s| s.lr.encode());
             // An invalid entry that asks for nothing is as empty as 0
