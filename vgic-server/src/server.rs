@@ -467,7 +467,7 @@ impl VgicServer {
         if access.write {
             let mut touched = Touched::default();
             if matches!(reg, GicdReg::Sgir) {
-                self.send_sgi(vcpu, access.value as u32, &mut touched);
+                self.write_sgir(vcpu, access.value as u32, &mut touched);
             } else {
                 self.dist.write_into(vcpu, reg, access.value as u32, &mut touched);
             }
@@ -501,7 +501,7 @@ impl VgicServer {
     /// it is noted for it. (Out of line: the other distributor writes pay
     /// only for the test of the register.)
     #[inline(never)]
-    fn send_sgi(&mut self, vcpu: VcpuId, value: u32, touched: &mut Touched) {
+    fn write_sgir(&mut self, vcpu: VcpuId, value: u32, touched: &mut Touched) {
         let before = self.inputs();
         self.dist.write_sgir(vcpu, value, touched);
         if let (false, [Touch::Private(target, sgi)]) = (touched.all, touched.list.as_slice()) {
