@@ -97,6 +97,14 @@ pub mod fields {
 }
 use fields::*;
 
+/// DFSC (long-descriptor format, which HSR uses): the fault type, without
+/// the level in bits \[1:0\].
+const DFSC_TYPE_MASK: u32 = 0b11_1100;
+/// DFSC type: permission fault.
+const DFSC_PERMISSION: u32 = 0b00_1100;
+/// PAR.F: the address translation failed.
+const PAR_F: u32 = 1;
+
 /// Exception classes (HSR.EC), with a fallback for the ones not listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExceptionClass {
@@ -179,6 +187,35 @@ impl Syndrome {
         } else {
             2
         }
+    }
+
+    /// Whether this is a guest data abort whose HPFAR need not hold the
+    /// faulting IPA: a permission fault (a store to a page stage 2 maps
+    /// read-only, such as the console's read image) that did not happen on
+    /// a walk of the guest's own tables. The architecture writes HPFAR for
+    /// translation and access-flag faults and for faults on stage-1 walks
+    /// only; for this one the IPA is found by translating HDFAR with the
+    /// guest's stage 1 ([`Syndrome::hpfar_from_par`]).
+    #[inline(always)]
+    pub fn permission_fault_without_ipa(&self) -> bool {
+        let f = LocalRegisterCopy::<u32, ISS_DABT::Register>::new(self.hsr);
+        self.class() == ExceptionClass::DataAbortGuest
+            && f.read(ISS_DABT::DFSC) & DFSC_TYPE_MASK == DFSC_PERMISSION
+            && !f.is_set(ISS_DABT::S1PTW)
+    }
+
+    /// The HPFAR value for the result of a stage-1 address translation of
+    /// the faulting address (PAR after an ATS1CPR of it), or none when the
+    /// translation failed (PAR.F: the guest changed its tables meanwhile;
+    /// it retries the access). Only PAR's low word is read: its bits
+    /// \[31:12\] are the page in both PAR formats, and the guest's IPA
+    /// space is 4 GiB.
+    pub fn hpfar_from_par(par: u64) -> Option<u32> {
+        let low = par as u32;
+        if low & PAR_F != 0 {
+            return None;
+        }
+        Some((low >> 12) << 4)
     }
 
     /// The faulting IPA of a stage-2 abort: HPFAR's page and HDFAR's offset.
@@ -400,6 +437,24 @@ mod tests {
         let Decoded::Trap(Trap::Mmio(m)) = decode(&s, 0x13, regs) else { panic!("not mmio") };
         assert_eq!((m.ipa, m.size, m.write, m.value, m.sign_extend), (0x0800_0001, AccessSize::Byte, false, 0, true));
         assert_eq!(s.insn_len(), 2);
+    }
+
+    #[test]
+    fn permission_faults_take_their_ipa_from_stage_1() {
+        // ISV, SAS=halfword, SRT=3, WnR, DFSC = permission fault level 3.
+        let iss = (1 << 24) | (1 << 22) | (3 << 16) | (1 << 6) | 0b00_1111;
+        let s = Syndrome { hsr: hsr(0x24, true, iss), hdfar: 0xc080_0000, hpfar: 0, hifar: 0 };
+        assert!(s.permission_fault_without_ipa());
+        // On a stage-1 walk HPFAR is valid; translation faults have it.
+        let walk = Syndrome { hsr: hsr(0x24, true, iss | (1 << 7)), ..s };
+        assert!(!walk.permission_fault_without_ipa());
+        let translation = Syndrome { hsr: hsr(0x24, true, (iss & !0x3f) | 0b00_0111), ..s };
+        assert!(!translation.permission_fault_without_ipa());
+        // PAR: the page in bits [31:12], F in bit 0 (64-bit format: bit 11
+        // set, attributes above).
+        assert_eq!(Syndrome::hpfar_from_par(0xff00_0000_0900_0800), Some(hpfar(0x0900_0000)));
+        assert_eq!(Syndrome::hpfar_from_par(0x0900_0000), Some(hpfar(0x0900_0000)));
+        assert_eq!(Syndrome::hpfar_from_par(0x0900_0001), None);
     }
 
     #[test]

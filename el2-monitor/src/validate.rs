@@ -44,6 +44,12 @@ pub enum InvalidReply {
     /// Monitor or a reserved encoding): that would hand the guest the
     /// hypervisor's privilege.
     ForbiddenMode(u32),
+    /// A console read-image action in a VM without one
+    /// (`VmConfig::console_image` off).
+    NoConsoleImage,
+    /// A console read-image word at an offset that is not a word of the
+    /// page.
+    ImageOffset(u16),
 }
 
 impl core::fmt::Display for InvalidReply {
@@ -57,6 +63,10 @@ impl core::fmt::Display for InvalidReply {
             InvalidReply::BadIntid(i) => write!(f, "names INTID {}, which is not valid there", i.0),
             InvalidReply::ForbiddenMode(cpsr) => {
                 write!(f, "sets the CPSR to {cpsr:#010x}, a mode the guest may not run in")
+            }
+            InvalidReply::NoConsoleImage => write!(f, "uses the console's read image, which this VM does not have"),
+            InvalidReply::ImageOffset(o) => {
+                write!(f, "writes the console's read image at {o:#x}, not a word of its page")
             }
         }
     }
@@ -115,6 +125,8 @@ fn check_action(action: ActionRef<'_>, config: &VmConfig) -> Result<(), InvalidR
             Ok(())
         }
         ActionRef::Send(message) => check_message(message, config),
+        ActionRef::ConsoleImageWord { offset, .. } => check_image(Some(offset), config),
+        ActionRef::ConsoleImageMap { .. } => check_image(None, config),
         ActionRef::SetReg { .. }
         | ActionRef::AdvancePc
         | ActionRef::InjectUndef
@@ -145,6 +157,24 @@ fn check_power_on(v: VcpuId, entry: u32, config: &VmConfig) -> Result<(), Invali
     } else {
         Err(InvalidReply::EntryOutsideRam(entry))
     }
+}
+
+/// Out of line: the read image changes rarely.
+#[inline(never)]
+fn check_image(offset: Option<u16>, config: &VmConfig) -> Result<(), InvalidReply> {
+    if !config.console_image {
+        return Err(InvalidReply::NoConsoleImage);
+    }
+    match offset {
+        Some(o) if !is_image_word(o) => Err(InvalidReply::ImageOffset(o)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `offset` is a word of the console's read image: aligned, inside
+/// its page.
+pub fn is_image_word(offset: u16) -> bool {
+    offset.is_multiple_of(4) && u64::from(offset) < ipc::config::CONSOLE_IMAGE_SIZE
 }
 
 fn check_list_register(value: u32) -> Result<(), InvalidReply> {
@@ -229,6 +259,12 @@ mod tests {
             })),
         ]);
         assert_eq!(check(&good, &c), Ok(()));
+        let image = reply(&[
+            Action::ConsoleImageWord { offset: 0xffc, value: 1, generation: 1 },
+            Action::ConsoleImageWord { offset: 0, value: 1, generation: 1 },
+            Action::ConsoleImageMap { mapped: true, generation: 2 },
+        ]);
+        assert_eq!(check(&image, &c), Ok(()));
     }
 
     #[test]
@@ -292,5 +328,18 @@ mod tests {
             assert_eq!(check(&bad, &c), Err(why), "{action:?}");
             assert!(!why.to_string().is_empty());
         }
+        for offset in [2, 0x1000, u16::MAX] {
+            let bad = reply(&[Action::ConsoleImageWord { offset, value: 0, generation: 1 }]);
+            assert_eq!(check(&bad, &c), Err(InvalidReply::ImageOffset(offset)));
+        }
+        let no_image = VmConfig { console_image: false, ..VmConfig::example(2) };
+        for action in [
+            Action::ConsoleImageWord { offset: 0, value: 0, generation: 1 },
+            Action::ConsoleImageMap { mapped: false, generation: 1 },
+        ] {
+            assert_eq!(check(&reply(&[action]), &no_image), Err(InvalidReply::NoConsoleImage));
+        }
+        assert!(!InvalidReply::ImageOffset(2).to_string().is_empty());
+        assert!(!InvalidReply::NoConsoleImage.to_string().is_empty());
     }
 }

@@ -170,6 +170,43 @@ pub enum Action {
         /// wrapping).
         report: u32,
     },
+    /// One 32-bit word of the console's read image: what a load of the
+    /// console's registers at `offset` (from the start of its register page)
+    /// returns while the image is mapped ([`Action::ConsoleImageMap`]).
+    ///
+    /// The read image spares the guest a trap for each load of its UART
+    /// (Linux reads the flag register before every byte it writes): while
+    /// every register of the console reads without side effects, the vCPU
+    /// server keeps the monitor's copy of those reads up to date and has it
+    /// mapped at the console's page, read-only; stores still trap. The page
+    /// starts all zeros, and a word keeps its value until the next update.
+    ///
+    /// Updates are numbered as [`Action::ConsoleReady`]'s reports are, for the
+    /// same reason (replies of two CPUs can be applied in the other order):
+    /// the monitor keeps, for each word, the value of the update with the
+    /// highest `generation`, and likewise for the mapping. A server sends
+    /// only the words that changed, so the words of any order of application
+    /// end up as the server's newest.
+    ConsoleImageWord {
+        /// Byte offset of the word in the console's register page (a
+        /// multiple of 4, below 4096).
+        offset: u16,
+        /// What a word load there returns (byte and halfword loads return
+        /// their bytes of it, little-endian).
+        value: u32,
+        /// The number of the update (1 for the first, counting up, wrapping,
+        /// never 0).
+        generation: u32,
+    },
+    /// Map the console's read image at the console's page (reads no longer
+    /// trap; stores do) or unmap it (every access traps). Numbered with
+    /// [`Action::ConsoleImageWord`]'s generations.
+    ConsoleImageMap {
+        /// Map (true) or unmap.
+        mapped: bool,
+        /// The number of the update.
+        generation: u32,
+    },
 }
 
 /// An [`Action`] read in place from a [`Reply`] ([`Actions::views`]): the
@@ -199,6 +236,8 @@ pub enum ActionRef<'a> {
     Shutdown(ShutdownReason),
     Send(&'a Message),
     ConsoleReady { room: u8, report: u32 },
+    ConsoleImageWord { offset: u16, value: u32, generation: u32 },
+    ConsoleImageMap { mapped: bool, generation: u32 },
 }
 
 impl ActionRef<'_> {
@@ -225,6 +264,10 @@ impl ActionRef<'_> {
             ActionRef::Shutdown(reason) => Action::Shutdown(reason),
             ActionRef::Send(message) => Action::Send(*message),
             ActionRef::ConsoleReady { room, report } => Action::ConsoleReady { room, report },
+            ActionRef::ConsoleImageWord { offset, value, generation } => {
+                Action::ConsoleImageWord { offset, value, generation }
+            }
+            ActionRef::ConsoleImageMap { mapped, generation } => Action::ConsoleImageMap { mapped, generation },
         }
     }
 }
@@ -255,6 +298,12 @@ impl Action {
             Action::Shutdown(reason) => ActionRef::Shutdown(*reason),
             Action::Send(message) => ActionRef::Send(message),
             Action::ConsoleReady { room, report } => ActionRef::ConsoleReady { room: *room, report: *report },
+            Action::ConsoleImageWord { offset, value, generation } => {
+                ActionRef::ConsoleImageWord { offset: *offset, value: *value, generation: *generation }
+            }
+            Action::ConsoleImageMap { mapped, generation } => {
+                ActionRef::ConsoleImageMap { mapped: *mapped, generation: *generation }
+            }
         }
     }
 }
@@ -411,6 +460,15 @@ enum Entry {
         room: u8,
         report: u32,
     },
+    ConsoleImageWord {
+        offset: u16,
+        value: u32,
+        generation: u32,
+    },
+    ConsoleImageMap {
+        mapped: bool,
+        generation: u32,
+    },
 }
 
 fn split(value: u64) -> (u32, u32) {
@@ -476,6 +534,10 @@ impl Actions {
                 Entry::Send
             }
             Action::ConsoleReady { room, report } => Entry::ConsoleReady { room, report },
+            Action::ConsoleImageWord { offset, value, generation } => {
+                Entry::ConsoleImageWord { offset, value, generation }
+            }
+            Action::ConsoleImageMap { mapped, generation } => Entry::ConsoleImageMap { mapped, generation },
         };
         // Cannot fail: checked above.
         let _ = self.entries.push(entry);
@@ -592,6 +654,10 @@ impl Cursor {
                 ActionRef::Send(message?)
             }
             Entry::ConsoleReady { room, report } => ActionRef::ConsoleReady { room, report },
+            Entry::ConsoleImageWord { offset, value, generation } => {
+                ActionRef::ConsoleImageWord { offset, value, generation }
+            }
+            Entry::ConsoleImageMap { mapped, generation } => ActionRef::ConsoleImageMap { mapped, generation },
         })
     }
 

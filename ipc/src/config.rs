@@ -143,6 +143,13 @@ pub struct VmConfig {
     /// own Hyp translation, stack and buffers), so that a wild access out
     /// of it faults (`splitvisor run --no-domains` turns it off).
     pub domains: bool,
+    /// Let the vCPU server map the console's read image at the UART's first
+    /// page, so that the guest's loads of its UART registers do not trap
+    /// while they have no side effects (see [`crate::Action::ConsoleImageWord`];
+    /// `splitvisor run --no-console-image` turns it off: every UART access
+    /// then traps). The UART's region is validated page-aligned, so its
+    /// first page holds no other device.
+    pub console_image: bool,
 }
 
 /// What is wrong with a [`VmConfig`].
@@ -184,6 +191,9 @@ impl core::fmt::Display for ConfigError {
 const TWO_MIB: u64 = 2 << 20;
 const PAGE: u64 = 4096;
 
+/// The size of the console's read image: one page, the UART's first.
+pub const CONSOLE_IMAGE_SIZE: u64 = PAGE;
+
 impl VmConfig {
     /// A valid configuration laid out like QEMU `virt`'s map (guest RAM
     /// 128 MiB at 1 GiB backed at 1 GiB + 32 MiB, GICD at 0x0800_0000, GICC
@@ -209,6 +219,7 @@ impl VmConfig {
             on_server_fault: crate::fault::OnServerFault::Restart,
             isolation: true,
             domains: true,
+            console_image: true,
         }
     }
 

@@ -14,7 +14,9 @@ use crate::msg::Envelope;
 /// 7: a [`crate::TrapMsg`] is one byte string of a fixed layout
 /// ([`crate::trap::layout`]); a trace's configuration record carries the
 /// version ([`crate::trace::decode_record`]).
-pub const WIRE_VERSION: u16 = 7;
+/// 8: the console's read image ([`crate::Action::ConsoleImageWord`],
+/// [`crate::Action::ConsoleImageMap`], [`crate::VmConfig::console_image`]).
+pub const WIRE_VERSION: u16 = 8;
 
 /// The largest encoded message (envelope included), in bytes.
 pub const MAX_MESSAGE_SIZE: usize = 512;

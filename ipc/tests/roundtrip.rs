@@ -44,7 +44,7 @@ fn trap_variant(t: &Trap) -> usize {
     }
 }
 
-const ACTION_VARIANTS: usize = 20;
+const ACTION_VARIANTS: usize = 22;
 fn action_variant(a: &Action) -> usize {
     match a {
         Action::SetReg { .. } => 0,
@@ -67,6 +67,8 @@ fn action_variant(a: &Action) -> usize {
         Action::Shutdown(_) => 17,
         Action::Send(_) => 18,
         Action::ConsoleReady { .. } => 19,
+        Action::ConsoleImageWord { .. } => 20,
+        Action::ConsoleImageMap { .. } => 21,
     }
 }
 
@@ -337,6 +339,8 @@ fn actions() -> Vec<Action> {
         Action::PowerOff,
         Action::WaitForInterrupt,
         Action::ConsoleReady { room: u8::MAX, report: u32::MAX },
+        Action::ConsoleImageWord { offset: u16::MAX, value: u32::MAX, generation: u32::MAX },
+        Action::ConsoleImageMap { mapped: true, generation: u32::MAX },
     ];
     actions.extend(guest_regs().into_iter().map(|reg| Action::SetReg { reg, value: u32::MAX }));
     actions.extend(shutdown_reasons().into_iter().map(Action::Shutdown));
@@ -441,9 +445,11 @@ fn the_sample_configuration_sets_every_field() {
         on_server_fault,
         isolation,
         domains,
+        console_image,
     } = c;
     assert!(vcpus > 1 && entry != 0 && boot_regs != [0; 3] && uart_intid != 0 && trace);
     assert!(!faults.is_empty() && on_server_fault == ipc::fault::OnServerFault::Stop && isolation && domains);
+    assert!(console_image);
     assert!(ram.size != 0 && ram.pa != ram.ipa && gicd != gicc && uart.size != 0);
     assert!(spis != 0 && log_level != 0 && timer.guest_phys != timer.guest_virt);
 }

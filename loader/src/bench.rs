@@ -25,7 +25,7 @@ use crate::stats;
 
 /// The items, in the order they are run and shown, with the target for
 /// the figure the issue sets (see [`Item::target`]).
-pub const ITEMS: [&str; 7] = ["loop", "hvc", "gicd-read", "gicd-write", "ipi", "timer", "console"];
+pub const ITEMS: [&str; 8] = ["loop", "hvc", "gicd-read", "gicd-write", "ipi", "timer", "console", "console-putc"];
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,8 @@ pub struct Options {
     pub no_isolation: bool,
     /// Run the servers without protection domains (`run --no-domains`).
     pub no_domains: bool,
+    /// Trap every UART access (`run --no-console-image`).
+    pub no_console_image: bool,
     /// Measure the monitor's `direct-call` build (each server called as a
     /// function, see `el2-monitor/src/arch/armv7/direct.rs`).
     pub direct_call: bool,
@@ -233,6 +235,9 @@ fn run_item(monitor: &Path, guest: &Path, item: &str, n: u32, options: &Options)
     }
     if options.no_domains {
         cmd.arg("--no-domains");
+    }
+    if options.no_console_image {
+        cmd.arg("--no-console-image");
     }
     let output = cmd
         .arg("--timeout")

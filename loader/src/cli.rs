@@ -103,7 +103,7 @@ pub struct BenchArgs {
     #[arg(long, short = 'n', default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
     pub iterations: u32,
     /// The items to run (default: all): loop, hvc, gicd-read, gicd-write,
-    /// ipi, timer, console.
+    /// ipi, timer, console, console-putc.
     #[arg(long = "item", value_name = "ITEM")]
     pub items: Vec<String>,
     /// Where to write the figures as JSON.
@@ -121,6 +121,11 @@ pub struct BenchArgs {
     /// domain switch costs.
     #[arg(long, conflicts_with = "no_isolation")]
     pub no_domains: bool,
+    /// Measure with every UART access trapping (`run --no-console-image`):
+    /// the difference to the default, in the `console-putc` item, is what
+    /// the console's read image saves.
+    #[arg(long)]
+    pub no_console_image: bool,
     /// Measure the monitor's `direct-call` build, which calls each server
     /// as a plain function (no containment, checkpoints, reply checks or
     /// traces): the difference to the default is what the message path
@@ -370,6 +375,17 @@ pub struct RunArgs {
     /// domain switch costs, and to show what domains stop.
     #[arg(long)]
     pub no_domains: bool,
+    /// Trap every access to the guest's UART. By default, while the UART's
+    /// registers read without side effects (its receive FIFO is empty), the
+    /// vCPU server has a read-only image of them mapped at the UART's page,
+    /// and the guest's loads there do not trap (Linux reads the flag
+    /// register before each byte it prints); stores always trap. For
+    /// measuring what the image saves, and for exact trap-path behaviour:
+    /// with the image, a load the trap path refuses (a doubleword, or a
+    /// misaligned load the guest's own translation lets through) reads the
+    /// image instead of taking an external abort.
+    #[arg(long)]
+    pub no_console_image: bool,
     /// Deterministic timing by instruction count, for measurements: QEMU
     /// runs one instruction per virtual nanosecond on one host thread, the
     /// generic counter ticks at 1 GHz (one tick per instruction), and idle

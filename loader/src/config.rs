@@ -83,6 +83,8 @@ pub struct ConfigInputs {
     pub isolation: bool,
     /// Run each server in its own protection domain.
     pub domains: bool,
+    /// Let the vCPU server map the console's read image.
+    pub console_image: bool,
 }
 
 fn u32_of(value: u64, what: &str) -> Result<u32, VmConfigError> {
@@ -129,6 +131,7 @@ pub fn build(platform: &Platform, inputs: &ConfigInputs) -> Result<VmConfig, VmC
         on_server_fault: inputs.on_server_fault,
         isolation: inputs.isolation,
         domains: inputs.domains,
+        console_image: inputs.console_image,
         // The guest's timer PPIs are the platform's: the guest DTB lists
         // them, and the host's virtual timer is the platform's virtual one.
         timer: TimerIntids {
@@ -169,6 +172,7 @@ mod tests {
             on_server_fault: ipc::fault::OnServerFault::Restart,
             isolation: true,
             domains: true,
+            console_image: true,
         }
     }
 

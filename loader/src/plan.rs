@@ -203,6 +203,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
             },
             isolation: !args.no_isolation,
             domains: !args.no_domains,
+            console_image: !args.no_console_image,
         },
     )?;
     let blob = config::encode(&vm)?;

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod cp15;
+pub mod image;
 pub mod mmio;
 pub mod pl011;
 pub mod psci;
@@ -66,7 +67,9 @@ impl VcpuServer {
         }
         let ram: MemWindow = config.ram;
         let mut bus = MmioBus::new();
-        if let Err(e) = bus.attach(config.uart, Device::Pl011(Pl011::new(IntId(config.uart_intid)))) {
+        if let Err(e) =
+            bus.attach(config.uart, Device::Pl011(Pl011::with_image(IntId(config.uart_intid), config.console_image)))
+        {
             error!("cannot attach the PL011 at {:#x}: {e:?}", config.uart.base);
         }
         VcpuServer { vcpus, psci: Psci::new(vcpus, ram), cp15: Cp15::new(vcpus), bus }
@@ -104,7 +107,7 @@ impl VcpuServer {
         self.cp15.reset(vcpu);
         reply.push(Action::ConfigureTraps(TRAP_POLICY))?;
         if let Some(console) = self.bus.console() {
-            console.report_room(reply, true)?;
+            console.started(reply)?;
         }
         Ok(())
     }
@@ -198,8 +201,14 @@ mod tests {
     use ipc::msg::{LrStatus, VgicRequest};
     use ipc::{AccessSize, Cp15Access, Cp15WideAccess, MmioAccess};
 
+    /// A VM without the console's read image: most tests here are about
+    /// other actions (`console_read_image_follows_the_fifo` is about it).
     fn config(vcpus: u8) -> VmConfig {
-        VmConfig { ram: MemWindow { ipa: 0x4000_0000, pa: 0x4000_0000, size: 128 << 20 }, ..VmConfig::example(vcpus) }
+        VmConfig {
+            ram: MemWindow { ipa: 0x4000_0000, pa: 0x4000_0000, size: 128 << 20 },
+            console_image: false,
+            ..VmConfig::example(vcpus)
+        }
     }
 
     fn trap(vcpu: u8, trap: Trap) -> VcpuRequest {
@@ -312,6 +321,48 @@ mod tests {
         // Nothing at the GIC CPU interface window or beyond the UART.
         let a = actions(&mut s, trap(0, mmio(0x0801_0000, false, 0)));
         assert_eq!(a, [Action::InjectDataAbort { far: 0x0801_0000 }]);
+    }
+
+    fn image_actions(a: &[Action]) -> std::vec::Vec<Action> {
+        a.iter()
+            .filter(|a| matches!(a, Action::ConsoleImageWord { .. } | Action::ConsoleImageMap { .. }))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn console_read_image_follows_the_fifo() {
+        let mut s = VcpuServer::new(&VmConfig { console_image: true, ..config(1) });
+        let base = 0x0900_0000;
+        // Start sends what fits of the image beside the trap policy and the
+        // room; the UART's next accesses send the rest, then map it.
+        let mut image = image_actions(&actions(&mut s, VcpuRequest::Start { vcpu: VcpuId(0) }));
+        assert!(!image.is_empty() && !image.contains(&Action::ConsoleImageMap { mapped: true, generation: 2 }));
+        let mut accesses = 0;
+        while !image.iter().any(|a| matches!(a, Action::ConsoleImageMap { mapped: true, .. })) {
+            image = image_actions(&actions(&mut s, trap(0, mmio(base + offset::FR, false, 0))));
+            accesses += 1;
+            assert!(accesses < 4, "the image is never mapped");
+        }
+        let console = s.bus().console().expect("uart");
+        assert!(console.image().mapped());
+        assert_eq!(console.image().sent(), &console.image_words());
+        // Bytes written change nothing the image shows after the first
+        // (which raises the transmit interrupt): no more image actions.
+        let write = trap(0, mmio(base + offset::DR, true, u64::from(b'h')));
+        assert_eq!(image_actions(&actions(&mut s, write)).len(), 1);
+        assert_eq!(actions(&mut s, write), [Action::console(b"h"), Action::AdvancePc]);
+        // Input makes a read of UARTDR pop the FIFO: the image is unmapped.
+        let mut bytes = ipc::msg::InputBytes::new();
+        bytes.push(b'k').expect("room");
+        let a = actions(&mut s, VcpuRequest::ConsoleInput { bytes });
+        assert!(matches!(image_actions(&a).as_slice(), [Action::ConsoleImageMap { mapped: false, .. }]));
+        // Reading the FIFO empty maps it again, with UARTFR's RXFE back.
+        let a = actions(&mut s, trap(0, mmio(base + offset::DR, false, 0)));
+        assert!(a.contains(&Action::SetReg { reg: GuestReg::Gpr(2), value: u32::from(b'k') }));
+        assert!(matches!(image_actions(&a).last(), Some(Action::ConsoleImageMap { mapped: true, .. })));
+        let console = s.bus().console().expect("uart");
+        assert_eq!(console.image().sent(), &console.image_words());
     }
 
     #[test]

@@ -45,6 +45,14 @@
 //!   read-only registers and reads of UARTICR (write-only).
 //! - Baud rate, word format, IrDA and DMA registers hold their values and have
 //!   no other effect: there is no serial line to time.
+//! - **Read image.** While the receive FIFO is empty, no register read has a
+//!   side effect; the model then keeps the monitor's read image of its page
+//!   up to date and mapped (see [`crate::image`]), so the guest's loads do
+//!   not trap (Linux reads UARTFR before each byte it writes). A load that
+//!   the trap path would refuse (a doubleword, or a misaligned one where the
+//!   guest's own translation lets it through) reads the image instead of
+//!   taking an external abort meanwhile. Data in the receive FIFO unmaps the
+//!   image until reads have emptied it.
 
 use heapless::Vec;
 use ipc::action::ReplyFull;
@@ -53,6 +61,7 @@ use ipc::{AccessSize, Action, IntId, Message, Reply};
 use log::debug;
 use serde::{Deserialize, Serialize};
 
+use crate::image::ReadImage;
 use crate::mmio::{AccessError, MmioDevice};
 
 /// Register offsets (§3.2, Table 3-1).
@@ -227,6 +236,76 @@ mod width {
 /// `pl011` reports: part 0x011, designer ARM (0x41), revision 1.
 pub const ID: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
+/// The registers the read image holds, by word offset (every other offset
+/// of the page reads 0: the reserved ones, and UARTICR, write-only).
+const IMAGE_REGS: [Pl011Reg; IMAGE_WORDS] = [
+    Pl011Reg::Dr,
+    Pl011Reg::RsrEcr,
+    Pl011Reg::Fr,
+    Pl011Reg::Ilpr,
+    Pl011Reg::Ibrd,
+    Pl011Reg::Fbrd,
+    Pl011Reg::LcrH,
+    Pl011Reg::Cr,
+    Pl011Reg::Ifls,
+    Pl011Reg::Imsc,
+    Pl011Reg::Ris,
+    Pl011Reg::Mis,
+    Pl011Reg::Dmacr,
+    Pl011Reg::Id(0),
+    Pl011Reg::Id(1),
+    Pl011Reg::Id(2),
+    Pl011Reg::Id(3),
+    Pl011Reg::Id(4),
+    Pl011Reg::Id(5),
+    Pl011Reg::Id(6),
+    Pl011Reg::Id(7),
+];
+/// How many words the read image holds.
+pub const IMAGE_WORDS: usize = 21;
+/// The byte offsets of [`IMAGE_REGS`].
+pub const IMAGE_OFFSETS: [u16; IMAGE_WORDS] = [
+    offset::DR as u16,
+    offset::RSR_ECR as u16,
+    offset::FR as u16,
+    offset::ILPR as u16,
+    offset::IBRD as u16,
+    offset::FBRD as u16,
+    offset::LCR_H as u16,
+    offset::CR as u16,
+    offset::IFLS as u16,
+    offset::IMSC as u16,
+    offset::RIS as u16,
+    offset::MIS as u16,
+    offset::DMACR as u16,
+    offset::PERIPH_ID0 as u16,
+    offset::PERIPH_ID0 as u16 + 4,
+    offset::PERIPH_ID0 as u16 + 8,
+    offset::PERIPH_ID0 as u16 + 12,
+    offset::PCELL_ID0 as u16,
+    offset::PCELL_ID0 as u16 + 4,
+    offset::PCELL_ID0 as u16 + 8,
+    offset::PCELL_ID0 as u16 + 12,
+];
+
+/// The state the read image's words follow while the receive FIFO is empty
+/// (UARTFR then follows UARTCR alone): when it has not changed since the
+/// image was mapped, nothing needs sending, which is checked in a few
+/// compares instead of building every word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ImageKey {
+    rsr: u8,
+    ilpr: u8,
+    fbrd: u8,
+    lcr_h: u8,
+    ifls: u8,
+    dmacr: u8,
+    ibrd: u16,
+    cr: u16,
+    imsc: u16,
+    ris: u16,
+}
+
 /// Receive FIFO depth with FIFOs enabled. PL011 revisions before r1p5
 /// (revision 3) have 16 entries; the ID registers report revision 1, and
 /// Linux sizes its buffers from that.
@@ -332,12 +411,23 @@ pub struct Pl011 {
     /// The number of the last room report (`Action::ConsoleReady`), 0
     /// before the first.
     room_reports: u32,
+    /// What the monitor holds of the read image.
+    image: ReadImage<IMAGE_WORDS>,
+    /// The state the image was mapped with (none before the first mapping).
+    image_key: Option<ImageKey>,
 }
 
 impl Pl011 {
     /// A PL011 in its reset state (§3.2, Table 3-1 reset values) driving
-    /// `intid`. The monitor assumes no receive room until told.
+    /// `intid`, with no read image. The monitor assumes no receive room
+    /// until told.
     pub fn new(intid: IntId) -> Self {
+        Self::with_image(intid, false)
+    }
+
+    /// [`Pl011::new`], with the read image allowed or not
+    /// ([`ipc::VmConfig::console_image`]).
+    pub fn with_image(intid: IntId, image: bool) -> Self {
         Pl011 {
             intid,
             rx: Vec::new(),
@@ -356,7 +446,61 @@ impl Pl011 {
             line_changes: 0,
             reported_room: 0,
             room_reports: 0,
+            image: ReadImage::new(image),
+            image_key: None,
         }
+    }
+
+    /// What the monitor holds of the read image (for tests and checks).
+    pub fn image(&self) -> &ReadImage<IMAGE_WORDS> {
+        &self.image
+    }
+
+    /// The read image's words, by [`IMAGE_OFFSETS`]: what each load returns
+    /// now (a load of UARTDR would also pop the FIFO when it holds data;
+    /// the image is not mapped then).
+    pub fn image_words(&self) -> [u32; IMAGE_WORDS] {
+        IMAGE_REGS.map(|reg| self.peek(reg))
+    }
+
+    fn image_key(&self) -> ImageKey {
+        ImageKey {
+            rsr: self.rsr,
+            ilpr: self.ilpr,
+            fbrd: self.fbrd,
+            lcr_h: self.lcr_h,
+            ifls: self.ifls,
+            dmacr: self.dmacr,
+            ibrd: self.ibrd,
+            cr: self.cr,
+            imsc: self.imsc,
+            ris: self.ris,
+        }
+    }
+
+    /// Keep the monitor's read image right: unmapped while a read has a
+    /// side effect (data in the receive FIFO), else up to date and mapped.
+    fn sync_image(&mut self, effects: &mut Reply) -> Result<(), ReplyFull> {
+        if !self.image.allowed() {
+            return Ok(());
+        }
+        if !self.rx.is_empty() {
+            return self.image.unmap(effects);
+        }
+        let key = self.image_key();
+        if self.image.mapped() && self.image_key == Some(key) {
+            return Ok(());
+        }
+        self.image.offer(&IMAGE_OFFSETS, &self.image_words(), effects)?;
+        self.image_key = self.image.mapped().then_some(key);
+        Ok(())
+    }
+
+    /// A vCPU starts: the monitor hears the receive room and gets what fits
+    /// of the read image.
+    pub fn started(&mut self, effects: &mut Reply) -> Result<(), ReplyFull> {
+        self.report_room(effects, true)?;
+        self.sync_image(effects)
     }
 
     /// Entries the receive FIFO holds when full: 16 with FIFOs enabled, the
@@ -511,7 +655,8 @@ impl Pl011 {
             self.line = level;
             self.line_changes = change;
         }
-        self.report_room(effects, false)
+        self.report_room(effects, false)?;
+        self.sync_image(effects)
     }
 
     /// Tell the monitor the receive room if it changed since the last report,
@@ -584,6 +729,23 @@ impl Pl011 {
     fn read_reg(&mut self, reg: Pl011Reg) -> u32 {
         match reg {
             Pl011Reg::Dr => u32::from(self.read_data()),
+            Pl011Reg::Icr => {
+                debug!("pl011: read of write-only UARTICR");
+                0
+            }
+            Pl011Reg::Reserved(o) => {
+                debug!("pl011: read of reserved offset {o:#x}");
+                0
+            }
+            other => self.peek(other),
+        }
+    }
+
+    /// What a read of a register returns, without its side effects (only a
+    /// read of UARTDR has one: it pops the FIFO).
+    fn peek(&self, reg: Pl011Reg) -> u32 {
+        match reg {
+            Pl011Reg::Dr => self.rx.first().map_or(0, |&entry| u32::from(entry)),
             Pl011Reg::RsrEcr => u32::from(self.rsr & rsr::MASK),
             Pl011Reg::Fr => u32::from(self.flags()),
             Pl011Reg::Ilpr => u32::from(self.ilpr),
@@ -597,14 +759,7 @@ impl Pl011 {
             Pl011Reg::Mis => u32::from(self.ris & self.imsc & int::MASK),
             Pl011Reg::Dmacr => u32::from(self.dmacr),
             Pl011Reg::Id(i) => ID.get(usize::from(i)).copied().map_or(0, u32::from),
-            Pl011Reg::Icr => {
-                debug!("pl011: read of write-only UARTICR");
-                0
-            }
-            Pl011Reg::Reserved(o) => {
-                debug!("pl011: read of reserved offset {o:#x}");
-                0
-            }
+            Pl011Reg::Icr | Pl011Reg::Reserved(_) => 0,
         }
     }
 

@@ -73,24 +73,24 @@ pub enum FromServer {
 }
 
 /// One of the three servers, as a value that can be handled, encoded and
-/// decoded by its id.
+/// decoded by its id (each boxed: their sizes differ by kilobytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AnyServer {
     /// The vCPU server.
-    Vcpu(VcpuServer),
+    Vcpu(Box<VcpuServer>),
     /// The vGIC server.
     Vgic(Box<VgicServer>),
     /// The virtual-timer server.
-    Vtimer(VtimerServer),
+    Vtimer(Box<VtimerServer>),
 }
 
 impl AnyServer {
     /// Server `id` in the initial state `config` gives it.
     pub fn new(id: ServerId, config: &VmConfig) -> AnyServer {
         match id {
-            ServerId::Vcpu => AnyServer::Vcpu(VcpuServer::new(config)),
+            ServerId::Vcpu => AnyServer::Vcpu(Box::new(VcpuServer::new(config))),
             ServerId::Vgic => AnyServer::Vgic(Box::new(VgicServer::new(config))),
-            ServerId::Vtimer => AnyServer::Vtimer(VtimerServer::new(config)),
+            ServerId::Vtimer => AnyServer::Vtimer(Box::new(VtimerServer::new(config))),
         }
     }
 
@@ -130,9 +130,9 @@ impl AnyServer {
             }
         }
         Ok(match id {
-            ServerId::Vcpu => AnyServer::Vcpu(exact(bytes)?),
+            ServerId::Vcpu => AnyServer::Vcpu(Box::new(exact(bytes)?)),
             ServerId::Vgic => AnyServer::Vgic(Box::new(exact(bytes)?)),
-            ServerId::Vtimer => AnyServer::Vtimer(exact(bytes)?),
+            ServerId::Vtimer => AnyServer::Vtimer(Box::new(exact(bytes)?)),
         })
     }
 }

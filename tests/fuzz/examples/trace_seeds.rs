@@ -71,7 +71,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let (mut vcpu, mut vgic, mut vtimer) = (Vec::new(), Vec::new(), Vec::new());
     for record in &records {
         if let TraceRecord::Request { message, .. } = record {
-            match message.clone() {
+            match *message {
                 Message::Vcpu(r) => vcpu.push(r),
                 Message::Vgic(r) => vgic.push(r),
                 Message::Vtimer(r) => vtimer.push(r),

@@ -21,10 +21,18 @@
 //!   reported room never exceeds the FIFO, the interrupt line is sent only
 //!   when it changes, and input forwarded within the reported room reaches
 //!   the guest in order and without an overrun (until the guest turns on
-//!   loopback, which disconnects the input by design).
+//!   loopback, which disconnects the input by design);
+//! - the console's read image: the harness applies every reply's image
+//!   actions as the monitor does (newest generation of each word and of the
+//!   mapping), and whenever its image is mapped, a load through the trap
+//!   path returns what the image shows (checked for every UART load the
+//!   fuzzer makes, and for every register word after each step), so a guest
+//!   reading the image instead of trapping sees the same UART; image
+//!   actions come only when the VM allows the image, at words of the page,
+//!   with generations that count up.
 #![no_main]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use arbitrary::{Arbitrary, Unstructured};
 use ipc::msg::{LrStatus, MAX_INPUT_BYTES};
@@ -125,6 +133,59 @@ struct Harness {
     /// The number of the UART line's last change (each is newer, never 0).
     uart_change: u32,
     actlr: [u32; MAX_VCPUS],
+    image: Image,
+}
+
+/// The monitor's console read image, as the harness applies replies to it.
+#[derive(Default)]
+struct Image {
+    /// Word offset to (value, generation); a word not here reads 0.
+    words: BTreeMap<u16, (u32, u32)>,
+    /// Mapped, and the generation of that.
+    mapped: (bool, u32),
+    /// The newest generation seen.
+    newest: u32,
+}
+
+impl Image {
+    /// Apply a reply's image actions, checking them.
+    fn apply(&mut self, reply: &Reply, allowed: bool) {
+        for action in &reply.actions.to_vec() {
+            let generation = match *action {
+                Action::ConsoleImageWord { offset, value, generation } => {
+                    assert!(offset % 4 == 0 && offset < 0x1000, "image word at {offset:#x}");
+                    let kept = self.words.entry(offset).or_insert((0, 0));
+                    if ipc::msg::is_newer(generation, kept.1) {
+                        *kept = (value, generation);
+                    }
+                    generation
+                }
+                Action::ConsoleImageMap { mapped, generation } => {
+                    if ipc::msg::is_newer(generation, self.mapped.1) {
+                        self.mapped = (mapped, generation);
+                    }
+                    generation
+                }
+                _ => continue,
+            };
+            assert!(allowed, "image action in a VM without the image: {action:?}");
+            assert!(
+                generation != 0 && !ipc::msg::is_newer(self.newest, generation),
+                "image generation {generation} before {}",
+                self.newest
+            );
+            self.newest = generation;
+        }
+    }
+
+    /// What a load of `size` at `offset` of the page returns, while mapped.
+    fn load(&self, offset: u64, size: AccessSize) -> Option<u64> {
+        if !self.mapped.0 {
+            return None;
+        }
+        let word = self.words.get(&((offset & !3) as u16)).map_or(0, |w| w.0);
+        Some((u64::from(word) >> ((offset % 4) * 8)) & size.mask())
+    }
 }
 
 fn r0(value: i32) -> Action {
@@ -359,7 +420,7 @@ impl Harness {
     /// The PL011 access checks (DDI 0183 and the bus contract of
     /// `vcpu_server::mmio`: any width but 64 bits, aligned, inside the
     /// block; loads into R0-R14).
-    fn uart(&mut self, a: &MmioAccess, reply: &Reply) {
+    fn uart(&mut self, a: &MmioAccess, reply: &Reply, imaged: Option<u64>) {
         let bytes = u64::from(a.size.bytes());
         let end = self.config.uart.base + self.config.uart.size;
         let refused = a.size == AccessSize::Double
@@ -392,6 +453,13 @@ impl Harness {
             let Action::SetReg { reg: GuestReg::Gpr(rt), value } = *set else { panic!("{a:?}: {reply:?}") };
             assert_eq!(rt, a.rt);
             assert!(check::load_value_fits(value, a.size, a.sign_extend), "{a:?} loaded {value:#x}");
+            if let Some(imaged) = imaged {
+                assert_eq!(
+                    u64::from(value) & a.size.mask(),
+                    imaged,
+                    "{a:?}: the mapped read image shows another value"
+                );
+            }
             let word = (u64::from(value) & a.size.mask()) << shift;
             let lanes = a.size.mask() << shift;
             if let Some(rx) = &mut self.rx {
@@ -411,7 +479,14 @@ impl Harness {
         };
         for e in effects {
             assert!(
-                matches!(e, Action::ConsoleWrite { .. } | Action::ConsoleReady { .. } | Action::Send(_)),
+                matches!(
+                    e,
+                    Action::ConsoleWrite { .. }
+                        | Action::ConsoleReady { .. }
+                        | Action::Send(_)
+                        | Action::ConsoleImageWord { .. }
+                        | Action::ConsoleImageMap { .. }
+                ),
                 "{a:?}: unexpected {e:?}"
             );
         }
@@ -492,6 +567,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
         uart_line: false,
         uart_change: 0,
         actlr: [0; MAX_VCPUS],
+        image: Image::default(),
     };
     h.power[0] = PowerState::OnPending;
     let actlr_reset = if vcpus > 1 { 1 << 6 } else { 0 };
@@ -598,6 +674,11 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
             }
         };
 
+        // What the monitor's read image shows for a UART load, if mapped.
+        let imaged = match &expect {
+            Expect::Uart(a) if !a.write => h.image.load(a.ipa - config.uart.base, a.size),
+            _ => None,
+        };
         let before = server.clone();
         let got = server.handle(request.clone());
         assert_eq!(shadow.handle(request.clone()), got, "a restored copy answers differently");
@@ -613,7 +694,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
                 let got = got.as_ref().map(|r| r.actions.iter().collect::<Vec<_>>()).map_err(|e| *e);
                 assert_eq!(got, e, "{request:?}");
             }
-            (Expect::Uart(a), Ok(reply)) => h.uart(&a, reply),
+            (Expect::Uart(a), Ok(reply)) => h.uart(&a, reply, imaged),
             (Expect::Uart(a), Err(e)) => panic!("{a:?} refused: {e:?}"),
             (Expect::Any, Ok(reply)) => {
                 if let VcpuRequest::Start { .. } = request {
@@ -624,8 +705,12 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
                     // What the other servers rely on: PSCI over SMC, ACTLR and
                     // set/way emulation, the emulated physical timer, idling.
                     assert!(policy.smc && policy.actlr && policy.set_way && policy.phys_timer && policy.wfi);
+                    let actions = reply.actions.to_vec();
                     assert!(
-                        matches!(reply.actions.to_vec().as_slice(), [_, Action::ConsoleReady { .. }]),
+                        matches!(actions.as_slice(), [_, Action::ConsoleReady { .. }, ..])
+                            && actions[2..].iter().all(|a| {
+                                matches!(a, Action::ConsoleImageWord { .. } | Action::ConsoleImageMap { .. })
+                            }),
                         "Start answered {reply:?}"
                     );
                 }
@@ -641,6 +726,11 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
             ),
         }
 
+        if let Ok(reply) = &got {
+            h.image.apply(reply, config.console_image);
+        }
+        image_matches_reads(&h.image, &server, &config);
+
         if faithful {
             for v in 0..vcpus {
                 assert_eq!(
@@ -653,6 +743,36 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
             h.resync(&server);
         }
         shadow = check::round_trip(&server);
+    }
+}
+
+/// While the harness's image is mapped, every word the UART decodes (and a
+/// write-only and a reserved one) reads through the trap path as the image
+/// shows it. On a copy: a read must change nothing then, and the next step
+/// checks that too.
+fn image_matches_reads(image: &Image, server: &VcpuServer, config: &VmConfig) {
+    if !image.mapped.0 {
+        return;
+    }
+    let offsets = vcpu_server::pl011::IMAGE_OFFSETS.iter().copied().chain([0x44, 0x100]);
+    for offset in offsets {
+        let mut copy = server.clone();
+        let a = MmioAccess {
+            ipa: config.uart.base + u64::from(offset),
+            far: 0xF000_0000 | u32::from(offset),
+            size: AccessSize::Word,
+            write: false,
+            value: 0,
+            rt: 0,
+            sign_extend: false,
+        };
+        let reply = copy.handle(trap(VcpuId(0), Trap::Mmio(a))).expect("a UART load is answered");
+        let value = reply.actions.iter().find_map(|action| match action {
+            Action::SetReg { value, .. } => Some(u64::from(value)),
+            _ => None,
+        });
+        assert_eq!(value, image.load(u64::from(offset), AccessSize::Word), "image word {offset:#x}");
+        assert_eq!(&copy, server, "a load changed the UART while its image was mapped ({offset:#x})");
     }
 }
 

@@ -40,6 +40,9 @@ pub struct FuzzConfig {
     trace: bool,
     architected_timer: bool,
     timer_ppis: [u8; 5],
+    /// `splitvisor run --no-console-image` (last, so that older inputs read
+    /// as before: a missing byte is false).
+    no_console_image: bool,
 }
 
 impl FuzzConfig {
@@ -84,6 +87,7 @@ impl FuzzConfig {
             on_server_fault: ipc::fault::OnServerFault::Restart,
             isolation: true,
             domains: true,
+            console_image: !self.no_console_image,
         };
         config.validate().ok().map(|()| config)
     }

@@ -26,6 +26,8 @@ const fn attr_index(i: u64) -> u64 {
 const S1_AP_RW: u64 = 0b01 << 6;
 /// Stage 2: S2AP = read/write.
 const S2AP_RW: u64 = 0b11 << 6;
+/// Stage 2: S2AP = read-only (stores fault with a permission fault).
+const S2AP_RO: u64 = 0b01 << 6;
 /// Stage 2 MemAttr: Normal, outer and inner write-back.
 const S2_NORMAL_WB: u64 = 0b1111 << 2;
 /// Stage 2 MemAttr: Device.
@@ -61,8 +63,14 @@ pub(super) static mut HYP_L1: Table = Table([0; 512]);
 /// Stage-2 level-1 table and one level-2 table per GiB.
 static mut S2_L1: Table = Table([0; 512]);
 static mut S2_L2: [Table; 4] = [const { Table([0; 512]) }; 4];
-/// Level-3 tables for device pages (the GIC virtual CPU interface).
+/// Level-3 tables for device pages (the GIC virtual CPU interface, the
+/// console's read image).
 static mut S2_L3: [Table; 2] = [const { Table([0; 512]) }; 2];
+/// The stage-2 entry of the console's page (in a level-3 table of
+/// `S2_L3`), where its read image is mapped or not; null when the VM has no
+/// read image.
+static CONSOLE_IMAGE_ENTRY: core::sync::atomic::AtomicPtr<u64> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// Hyp stage-1 AP[2] = 1: read-only (B3.6.1, Table B3-6).
 const S1_AP_RO: u64 = 0b11 << 6;
@@ -240,6 +248,8 @@ pub enum MapError {
     DomainSpan,
     /// A domain range is not page aligned or outside the image.
     DomainRange,
+    /// The console's page lies in a 2 MiB block stage 2 maps whole.
+    ConsoleImage,
 }
 
 /// Turn on the Hyp MMU with an identity map: the first GiB (devices on
@@ -304,8 +314,58 @@ pub fn build_stage2(config: &VmConfig, gicv: (u64, u64)) -> Result<(), MapError>
             let slot = ((ipa % TWO_MIB) / PAGE) as usize;
             (*l3)[0].0[slot] = (gicv.0 + p * PAGE) | AF | S2AP_RW | S2_DEVICE | XN | DESC_PAGE;
         }
+        if config.console_image {
+            // The console's block gets a level-3 table (the CPU interface's,
+            // if they share the block), with the console's entry unmapped
+            // until the vCPU server maps its read image.
+            let page = config.uart.base;
+            let (g, i) = ((page / GIB) as usize, ((page % GIB) / TWO_MIB) as usize);
+            let block = &mut (*l2)[g].0[i];
+            if *block == 0 {
+                *block = core::ptr::addr_of!((*l3)[1]) as u64 | DESC_TABLE;
+            } else if *block & 0b11 != DESC_TABLE {
+                return Err(MapError::ConsoleImage);
+            }
+            let table = if *block & !(PAGE - 1) == core::ptr::addr_of!((*l3)[0]) as u64 { 0 } else { 1 };
+            let entry = core::ptr::addr_of_mut!((*l3)[table].0[((page % TWO_MIB) / PAGE) as usize]);
+            CONSOLE_IMAGE_ENTRY.store(entry, core::sync::atomic::Ordering::Release);
+        }
     }
     Ok(())
+}
+
+/// Map the page at physical `page` read-only at the console's page of
+/// stage 2 (its read image), or unmap it (`None`), for every CPU: the
+/// guest's TLB entries are invalidated on all of them before this returns.
+/// Call under the read image's lock (two changes must not interleave).
+/// False when the VM has no read image.
+pub fn map_console_image(page: Option<u64>) -> bool {
+    let entry = CONSOLE_IMAGE_ENTRY.load(core::sync::atomic::Ordering::Acquire);
+    if entry.is_null() {
+        return false;
+    }
+    // Normal write-back at stage 2: the guest's own attributes (Device, for
+    // a UART) then decide; the monitor cleans every word it writes to the
+    // point of coherency, so uncached reads see it too. Never executable.
+    let value = page.map_or(0, |pa| (pa & !(PAGE - 1)) | AF | SH_INNER | S2AP_RO | S2_NORMAL_WB | XN | DESC_PAGE);
+    let words = entry.cast::<u32>();
+    // The low word holds the valid bit: it is written last when mapping and
+    // first when unmapping, with a barrier between the two, so that a walk
+    // on another CPU never sees a valid entry half written.
+    let order = if page.is_some() { [(1, (value >> 32) as u32), (0, value as u32)] } else { [(0, 0), (1, 0)] };
+    for (word, part) in order {
+        // SAFETY: `entry` points at the console's entry of a stage-2
+        // level-3 table (set once by `build_stage2`), two aligned words;
+        // the caller's lock keeps other writers out.
+        unsafe { core::ptr::write_volatile(words.add(word), part) };
+        super::sysreg::barrier();
+    }
+    // For a table walk that does not look in the data cache.
+    ops::dccmvau(entry as u32);
+    super::sysreg::barrier();
+    ops::tlbiallnsnhis(0);
+    super::sysreg::barrier();
+    true
 }
 
 /// Point this CPU's stage-2 translation at the guest's tables.

@@ -8,6 +8,7 @@
 pub mod sysreg;
 
 mod boot;
+mod console_image;
 mod devices;
 #[cfg(feature = "direct-call")]
 mod direct;
@@ -629,14 +630,25 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
     let vcpu = VcpuId(cpu as u8);
     let vm = vm();
     let next = match kind {
-        0 => {
-            let s = Syndrome { hsr: HSR.get(), hdfar: HDFAR.get(), hifar: HIFAR.get(), hpfar: HPFAR.get() };
+        0 => 'trap: {
+            let mut s = Syndrome { hsr: HSR.get(), hdfar: HDFAR.get(), hifar: HIFAR.get(), hpfar: HPFAR.get() };
             let insn_len = s.insn_len();
             if s.class() == ExceptionClass::Hvc {
                 // ELR points past an HVC; every other trap resumes at the
                 // trapping instruction. Make HVC the same, so that a server
                 // answers every trap with AdvancePc alike.
                 frame.elr = frame.elr.wrapping_sub(insn_len);
+            } else if s.permission_fault_without_ipa() {
+                match stage1_ipa_page(s.hdfar) {
+                    Some(hpfar) => s.hpfar = hpfar,
+                    None => {
+                        // The guest's tables changed under the access: it
+                        // takes it again (and faults in its own tables, if
+                        // that is what they say now).
+                        count_trap(vcpu, None);
+                        break 'trap Next::Resume;
+                    }
+                }
             }
             let decoded = syndrome::decode(&s, frame.spsr, |n| frame.reg(n));
             let mut hw = Hw { frame, insn_len, next: Next::Resume, gic: &vm.gic };
@@ -672,6 +684,19 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
     if next == Next::Park {
         park(cpu);
     }
+}
+
+/// The HPFAR value for a fault on the guest's virtual address `va`, by
+/// translating it with the guest's stage 1 (ATS1CPR), or none when that
+/// fails. The guest's PAR is kept.
+#[cold]
+fn stage1_ipa_page(va: u32) -> Option<u32> {
+    let saved = sysreg::PAR.get();
+    sysreg::ops::ats1cpr(va);
+    sysreg::barrier();
+    let par = sysreg::PAR.get();
+    sysreg::PAR.set(saved);
+    Syndrome::hpfar_from_par(par)
 }
 
 fn dispatch(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, trap: Trap) {

@@ -229,6 +229,9 @@ cp15_64!(/// Counter-timer Hyp Physical Timer CompareValue.
     CNTHP_CVAL, 6, 14);
 cp15_64!(/// Counter-timer (non-secure PL1) Physical Timer CompareValue.
     CNTP_CVAL, 2, 14);
+cp15_64!(/// Physical Address Register (the guest's; an address translation
+    /// operation writes it).
+    PAR, 0, 7);
 
 /// Maintenance operations (write-only CP15 encodings).
 pub mod ops {
@@ -271,6 +274,14 @@ pub mod ops {
         tlbiallh, 4, 8, 7, 0);
     op!(/// Invalidate entire non-secure non-Hyp unified TLB (guest TLB).
         tlbiallnsnh, 4, 8, 7, 4);
+    op!(/// Invalidate entire non-secure non-Hyp unified TLB, Inner Shareable
+        /// (the guest's TLB entries on every CPU).
+        tlbiallnsnhis, 4, 8, 3, 4);
+    op!(/// Clean data cache line by address to the point of coherency.
+        dccmvac, 0, 7, 10, 1);
+    op!(/// Address translation, stage 1 of the current (the guest's) PL1
+        /// regime, as a PL1 read: the result (an IPA) lands in PAR.
+        ats1cpr, 0, 7, 8, 0);
 }
 
 /// Data and instruction synchronization barriers.

@@ -307,6 +307,10 @@ impl Hw<'_> {
                     super::uart().set_rx_interrupt(room > 0);
                 }
             }
+            ActionRef::ConsoleImageWord { offset, value, generation } => {
+                super::console_image::word(offset, value, generation)
+            }
+            ActionRef::ConsoleImageMap { mapped, generation } => super::console_image::map(mapped, generation),
             // The router delivers these itself.
             ActionRef::Send(_) => log::error!("router passed a Send to the hardware"),
         }

@@ -17,7 +17,11 @@
 //!   handler's first counter read);
 //! - `timer`: the virtual timer armed `bench.period` ticks ahead, waited
 //!   for in WFI, taken through the IRQ vector;
-//! - `console`: one byte written to the PL011's data register.
+//! - `console`: one byte written to the PL011's data register;
+//! - `console-putc`: one byte as a UART driver writes it (Linux's
+//!   `pl011_console_putchar`): UARTFR read until the transmit FIFO has
+//!   room, then UARTDR written. With the console's read image mapped (the
+//!   default), the flag read does not trap.
 
 #![no_std]
 #![no_main]
@@ -135,6 +139,17 @@ fn main(boot: BootInfo) -> ! {
             };
             let ticks = measure(n, || console_byte(&uart));
             uart.write(pl011::UARTDR, u32::from(b'\n'));
+            ticks
+        }
+        "console-putc" => {
+            let Some((uart, _)) = platform.uart else {
+                report.fail(format_args!("no PL011 for the console-putc item"));
+                report.finish()
+            };
+            let mut sent = true;
+            let ticks = measure(n, || sent &= uart.write_byte(b':'));
+            uart.write(pl011::UARTDR, u32::from(b'\n'));
+            report.check(sent, format_args!("UARTFR.TXFF stayed set"));
             ticks
         }
         "ipi" => {
