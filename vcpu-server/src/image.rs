@@ -185,41 +185,49 @@ impl<const N: usize> ReadImage<N> {
     }
 }
 
+/// The monitor's side of a read image, for tests: the newest value of
+/// each word and the newest mapping, by generation, as the monitor applies
+/// replies.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Monitor {
+    /// Word offset to (value, generation).
+    pub(crate) page: std::collections::BTreeMap<u16, (u32, u32)>,
+    /// Mapped, and the generation of that.
+    pub(crate) mapped: (bool, u32),
+}
+
+#[cfg(test)]
+impl Monitor {
+    /// Apply a reply's image actions.
+    pub(crate) fn apply(&mut self, reply: &Reply) {
+        for a in &reply.actions {
+            match a {
+                Action::ConsoleImageWord { offset, value, generation } => {
+                    let kept = self.page.entry(offset).or_insert((0, 0));
+                    if ipc::msg::is_newer(generation, kept.1) {
+                        *kept = (value, generation);
+                    }
+                }
+                Action::ConsoleImageMap { mapped, generation } if ipc::msg::is_newer(generation, self.mapped.1) => {
+                    self.mapped = (mapped, generation);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The word at `offset` (0 if never written).
+    pub(crate) fn word(&self, offset: u16) -> u32 {
+        self.page.get(&offset).map_or(0, |w| w.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const OFFSETS: [u16; 3] = [0x0, 0x18, 0xfe0];
-
-    /// The monitor's side: words and mapping by generation, as it applies
-    /// them.
-    #[derive(Default)]
-    struct Monitor {
-        page: std::collections::BTreeMap<u16, (u32, u32)>,
-        mapped: (bool, u32),
-    }
-
-    impl Monitor {
-        fn apply(&mut self, reply: &Reply) {
-            for a in &reply.actions {
-                match a {
-                    Action::ConsoleImageWord { offset, value, generation } => {
-                        let kept = self.page.entry(offset).or_insert((0, 0));
-                        if ipc::msg::is_newer(generation, kept.1) {
-                            *kept = (value, generation);
-                        }
-                    }
-                    Action::ConsoleImageMap { mapped, generation } if ipc::msg::is_newer(generation, self.mapped.1) => {
-                        self.mapped = (mapped, generation);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        fn word(&self, offset: u16) -> u32 {
-            self.page.get(&offset).map_or(0, |w| w.0)
-        }
-    }
 
     fn offer(image: &mut ReadImage<3>, words: [u32; 3], taken: usize) -> Reply {
         let mut reply = Reply::none();

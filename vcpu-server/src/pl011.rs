@@ -1301,47 +1301,22 @@ mod tests {
         assert_eq!(Pl011Reg::decode(0x2000), Pl011Reg::Reserved(0x2000));
     }
 
-    /// The monitor's side of the read image: the newest word and mapping
-    /// by generation.
-    #[derive(Default)]
-    struct Monitor {
-        words: std::collections::BTreeMap<u16, (u32, u32)>,
-        mapped: (bool, u32),
-    }
+    use crate::image::Monitor;
 
-    impl Monitor {
-        fn apply(&mut self, r: &Reply) {
-            for a in &r.actions {
-                match a {
-                    Action::ConsoleImageWord { offset, value, generation } => {
-                        let kept = self.words.entry(offset).or_insert((0, 0));
-                        if ipc::msg::is_newer(generation, kept.1) {
-                            *kept = (value, generation);
-                        }
-                    }
-                    Action::ConsoleImageMap { mapped, generation } if ipc::msg::is_newer(generation, self.mapped.1) => {
-                        self.mapped = (mapped, generation);
-                    }
-                    _ => {}
-                }
-            }
+    /// While the monitor's image is mapped, every word of the page reads as
+    /// the trap path reads it (on a copy, which the read must leave
+    /// unchanged).
+    fn check_image(monitor: &Monitor, u: &Pl011, step: &str) {
+        if !monitor.mapped.0 {
+            return;
         }
-
-        /// While mapped, every word of the page reads as the trap path
-        /// reads it (on a copy, which the read must leave unchanged).
-        fn check(&self, u: &Pl011, step: &str) {
-            if !self.mapped.0 {
-                return;
-            }
-            assert!(u.rx.is_empty(), "{step}: mapped with data in the FIFO");
-            for word in (0..offset::BLOCK_SIZE).step_by(4) {
-                let mut copy = u.clone();
-                let (value, effects) = rd(&mut copy, word);
-                let shown = self.words.get(&(word as u16)).map_or(0, |w| w.0);
-                assert_eq!(value, shown, "{step}: word {word:#x}");
-                assert!(effects.actions.is_empty(), "{step}: a read had effects: {effects:?}");
-                assert_eq!(&copy, u, "{step}: a read changed the UART");
-            }
+        assert!(u.rx.is_empty(), "{step}: mapped with data in the FIFO");
+        for word in (0..offset::BLOCK_SIZE).step_by(4) {
+            let mut copy = u.clone();
+            let (value, effects) = rd(&mut copy, word);
+            assert_eq!(value, monitor.word(word as u16), "{step}: word {word:#x}");
+            assert!(effects.actions.is_empty(), "{step}: a read had effects: {effects:?}");
+            assert_eq!(&copy, u, "{step}: a read changed the UART");
         }
     }
 
@@ -1388,7 +1363,7 @@ mod tests {
                 (_, None) => rd(&mut u, off).1,
             };
             monitor.apply(&effects);
-            monitor.check(&u, step);
+            check_image(&monitor, &u, step);
         }
         assert!(monitor.mapped.0, "the image ends mapped: {:?}", u.image());
     }
