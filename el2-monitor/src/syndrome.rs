@@ -189,19 +189,25 @@ impl Syndrome {
         }
     }
 
-    /// Whether this is a guest data abort whose HPFAR need not hold the
-    /// faulting IPA: a permission fault (a store to a page stage 2 maps
-    /// read-only, such as the console's read image) that did not happen on
-    /// a walk of the guest's own tables. The architecture writes HPFAR for
-    /// translation and access-flag faults and for faults on stage-1 walks
-    /// only; for this one the IPA is found by translating HDFAR with the
-    /// guest's stage 1 ([`Syndrome::hpfar_from_par`]).
+    /// The faulting virtual address of a guest abort whose HPFAR need not
+    /// hold the faulting IPA: a stage-2 permission fault (a store to a page
+    /// stage 2 maps read-only, such as the console's read image, or an
+    /// instruction fetched from a page it maps never-executable) that did
+    /// not happen on a walk of the guest's own tables. The architecture
+    /// writes HPFAR for translation and access-flag faults and for faults
+    /// on stage-1 walks only; for these the IPA is found by translating the
+    /// address with the guest's stage 1 ([`Syndrome::hpfar_from_par`]).
+    /// (Data and prefetch aborts keep the fault status and S1PTW in the
+    /// same ISS bits.)
     #[inline(always)]
-    pub fn permission_fault_without_ipa(&self) -> bool {
+    pub fn permission_fault_va(&self) -> Option<u32> {
+        let va = match self.class() {
+            ExceptionClass::DataAbortGuest => self.hdfar,
+            ExceptionClass::PrefetchAbortGuest => self.hifar,
+            _ => return None,
+        };
         let f = LocalRegisterCopy::<u32, ISS_DABT::Register>::new(self.hsr);
-        self.class() == ExceptionClass::DataAbortGuest
-            && f.read(ISS_DABT::DFSC) & DFSC_TYPE_MASK == DFSC_PERMISSION
-            && !f.is_set(ISS_DABT::S1PTW)
+        (f.read(ISS_DABT::DFSC) & DFSC_TYPE_MASK == DFSC_PERMISSION && !f.is_set(ISS_DABT::S1PTW)).then_some(va)
     }
 
     /// The HPFAR value for the result of a stage-1 address translation of
@@ -443,13 +449,18 @@ mod tests {
     fn permission_faults_take_their_ipa_from_stage_1() {
         // ISV, SAS=halfword, SRT=3, WnR, DFSC = permission fault level 3.
         let iss = (1 << 24) | (1 << 22) | (3 << 16) | (1 << 6) | 0b00_1111;
-        let s = Syndrome { hsr: hsr(0x24, true, iss), hdfar: 0xc080_0000, hpfar: 0, hifar: 0 };
-        assert!(s.permission_fault_without_ipa());
+        let s = Syndrome { hsr: hsr(0x24, true, iss), hdfar: 0xc080_0000, hpfar: 0, hifar: 0x1234 };
+        assert_eq!(s.permission_fault_va(), Some(0xc080_0000));
+        // An instruction fetched from a never-executable page.
+        let fetch = Syndrome { hsr: hsr(0x20, true, 0b00_1111), ..s };
+        assert_eq!(fetch.permission_fault_va(), Some(0x1234));
         // On a stage-1 walk HPFAR is valid; translation faults have it.
         let walk = Syndrome { hsr: hsr(0x24, true, iss | (1 << 7)), ..s };
-        assert!(!walk.permission_fault_without_ipa());
+        assert_eq!(walk.permission_fault_va(), None);
         let translation = Syndrome { hsr: hsr(0x24, true, (iss & !0x3f) | 0b00_0111), ..s };
-        assert!(!translation.permission_fault_without_ipa());
+        assert_eq!(translation.permission_fault_va(), None);
+        // Other classes carry no fault status.
+        assert_eq!(Syndrome { hsr: hsr(0x12, true, 0b00_1111), ..s }.permission_fault_va(), None);
         // PAR: the page in bits [31:12], F in bit 0 (64-bit format: bit 11
         // set, attributes above).
         assert_eq!(Syndrome::hpfar_from_par(0xff00_0000_0900_0800), Some(hpfar(0x0900_0000)));

@@ -48,6 +48,8 @@ pub enum Guest {
     Timer,
     /// `gicd_probe`: the GICv2 distributor register by register.
     GicdProbe,
+    /// `uart_image`: the PL011 register by register, loopback included.
+    UartImage,
 }
 
 impl Guest {
@@ -66,6 +68,7 @@ impl Guest {
             Guest::Ipi => "ipi",
             Guest::Timer => "timer",
             Guest::GicdProbe => "gicd_probe",
+            Guest::UartImage => "uart_image",
         }
     }
 }

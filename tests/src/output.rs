@@ -94,6 +94,7 @@ pub fn boot_lines(guest: Guest) -> Vec<Expect<'static>> {
         Guest::Timer => ("timer: boot r0=0x00000000 r1=0xffffffff r2=0x", "timer: console "),
         Guest::GicdProbe => ("gicd_probe: boot r0=0x00000000 r1=0xffffffff r2=0x", "gicd_probe: console "),
         Guest::Escape => ("escape: boot r0=0x00000000 r1=0xffffffff r2=0x", "escape: console "),
+        Guest::UartImage => ("uart_image: boot r0=0x00000000 r1=0xffffffff r2=0x", "uart_image: console "),
     };
     vec![
         Expect::Prefix(boot),

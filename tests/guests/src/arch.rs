@@ -197,6 +197,20 @@ pub unsafe fn mmio_read8(addr: usize) -> u8 {
     value as u8
 }
 
+/// A 16-bit load from a device register (`LDRH`, no writeback).
+///
+/// # Safety
+///
+/// `addr` must be a 2-byte aligned device register that may be read
+/// halfword-wise.
+#[inline(always)]
+pub unsafe fn mmio_read16(addr: usize) -> u16 {
+    let value: u32;
+    // SAFETY: the caller vouches for the address.
+    unsafe { asm!("ldrh {}, [{}]", out(reg) value, in(reg) addr, options(nostack, preserves_flags)) };
+    value as u16
+}
+
 /// An 8-bit store to a device register (`STRB`, no writeback).
 ///
 /// # Safety

@@ -638,8 +638,8 @@ extern "C" fn handle_exit(frame: &mut Frame, kind: u32) {
                 // trapping instruction. Make HVC the same, so that a server
                 // answers every trap with AdvancePc alike.
                 frame.elr = frame.elr.wrapping_sub(insn_len);
-            } else if s.permission_fault_without_ipa() {
-                match stage1_ipa_page(s.hdfar) {
+            } else if let Some(va) = s.permission_fault_va() {
+                match stage1_ipa_page(va) {
                     Some(hpfar) => s.hpfar = hpfar,
                     None => {
                         // The guest's tables changed under the access: it
