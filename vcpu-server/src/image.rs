@@ -20,6 +20,7 @@
 use ipc::action::ReplyFull;
 use ipc::{Action, Reply, MAX_ACTIONS};
 use serde::{Deserialize, Serialize};
+use serde_big_array::BigArray;
 
 /// Actions of a reply left for what the request adds after its device's
 /// effects: `SetReg` of a load and `AdvancePc`.
@@ -37,8 +38,9 @@ pub struct ReadImage<const N: usize> {
     /// Whether the VM lets the image be used at all
     /// ([`ipc::VmConfig::console_image`]).
     allowed: bool,
-    /// The words the monitor holds, by index into the device's offsets.
-    #[serde(with = "serde_arrays")]
+    /// The words the monitor holds, by index into the device's offsets
+    /// (serde's own arrays stop at 32 elements and a fixed length).
+    #[serde(with = "BigArray")]
     sent: [u32; N],
     /// The words to send again whatever their value (bit `i` for word `i`):
     /// all of them at the start of each resend period.
@@ -47,39 +49,6 @@ pub struct ReadImage<const N: usize> {
     mapped: bool,
     /// The generation of the last update sent, 0 before the first.
     generation: u32,
-}
-
-/// serde's arrays stop at 32 elements and need `Default`; the image's are
-/// written out as sequences here.
-mod serde_arrays {
-    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
-    use serde::ser::{SerializeTuple, Serializer};
-
-    pub fn serialize<S: Serializer, const N: usize>(words: &[u32; N], s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(N)?;
-        for w in words {
-            t.serialize_element(w)?;
-        }
-        t.end()
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u32; N], D::Error> {
-        struct Words<const N: usize>;
-        impl<'de, const N: usize> Visitor<'de> for Words<N> {
-            type Value = [u32; N];
-            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                write!(f, "{N} words")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u32; N], A::Error> {
-                let mut words = [0u32; N];
-                for (i, w) in words.iter_mut().enumerate() {
-                    *w = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(i, &self))?;
-                }
-                Ok(words)
-            }
-        }
-        d.deserialize_tuple(N, Words::<N>)
-    }
 }
 
 impl<const N: usize> ReadImage<N> {
