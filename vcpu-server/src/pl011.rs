@@ -236,34 +236,10 @@ mod width {
 /// `pl011` reports: part 0x011, designer ARM (0x41), revision 1.
 pub const ID: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
-/// The registers the read image holds, by word offset (every other offset
-/// of the page reads 0: the reserved ones, and UARTICR, write-only).
-const IMAGE_REGS: [Pl011Reg; IMAGE_WORDS] = [
-    Pl011Reg::Dr,
-    Pl011Reg::RsrEcr,
-    Pl011Reg::Fr,
-    Pl011Reg::Ilpr,
-    Pl011Reg::Ibrd,
-    Pl011Reg::Fbrd,
-    Pl011Reg::LcrH,
-    Pl011Reg::Cr,
-    Pl011Reg::Ifls,
-    Pl011Reg::Imsc,
-    Pl011Reg::Ris,
-    Pl011Reg::Mis,
-    Pl011Reg::Dmacr,
-    Pl011Reg::Id(0),
-    Pl011Reg::Id(1),
-    Pl011Reg::Id(2),
-    Pl011Reg::Id(3),
-    Pl011Reg::Id(4),
-    Pl011Reg::Id(5),
-    Pl011Reg::Id(6),
-    Pl011Reg::Id(7),
-];
 /// How many words the read image holds.
 pub const IMAGE_WORDS: usize = 21;
-/// The byte offsets of [`IMAGE_REGS`].
+/// The registers the read image holds, by byte offset (every other offset
+/// of the page reads 0: the reserved ones, and UARTICR, write-only).
 pub const IMAGE_OFFSETS: [u16; IMAGE_WORDS] = [
     offset::DR as u16,
     offset::RSR_ECR as u16,
@@ -490,7 +466,7 @@ impl Pl011 {
     /// now (a load of UARTDR would also pop the FIFO when it holds data;
     /// the image is not mapped then).
     pub fn image_words(&self) -> [u32; IMAGE_WORDS] {
-        IMAGE_REGS.map(|reg| self.peek(reg))
+        IMAGE_OFFSETS.map(|offset| self.peek(Pl011Reg::decode(u64::from(offset))))
     }
 
     /// Keep the monitor's read image right: unmapped while a read has a
