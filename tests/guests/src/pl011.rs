@@ -1,17 +1,43 @@
-//! The transmit side of an Arm PrimeCell UART (PL011).
+//! An Arm PrimeCell UART (PL011): its registers, and the transmit side
+//! the guests' console uses.
 //!
 //! Source: "PrimeCell UART (PL011) Technical Reference Manual" (Arm DDI
-//! 0183), 3.2 "Summary of registers" and 3.3.3 "Flag Register, UARTFR".
-//! The guest only transmits: it polls FR.TXFF and writes DR, as the Linux
+//! 0183), 3.2 "Summary of registers" and 3.3 "Register descriptions".
+//! The console only transmits: it polls FR.TXFF and writes DR, as the Linux
 //! `earlycon` does, and leaves the UART's configuration to whoever set it up
-//! (QEMU's model and splitvisor's emulation both transmit after reset).
+//! (QEMU's model and splitvisor's emulation both transmit after reset). The
+//! `uart_image` guest reads and writes every register.
 
 /// UARTDR, the data register: a write queues the byte in bits [7:0].
 pub const UARTDR: usize = 0x000;
 /// UARTFR, the flag register.
 pub const UARTFR: usize = 0x018;
+/// UARTFR.RXFE (bit 4): the receive FIFO (or holding register) is empty.
+pub const UARTFR_RXFE: u32 = 1 << 4;
 /// UARTFR.TXFF (bit 5): the transmit FIFO (or holding register) is full.
 pub const UARTFR_TXFF: u32 = 1 << 5;
+/// UARTFR.TXFE (bit 7): the transmit FIFO (or holding register) is empty.
+pub const UARTFR_TXFE: u32 = 1 << 7;
+/// UARTILPR, the IrDA low-power counter register (3.3.4).
+pub const UARTILPR: usize = 0x020;
+/// UARTIBRD, the integer baud rate divisor (3.3.5).
+pub const UARTIBRD: usize = 0x024;
+/// UARTFBRD, the fractional baud rate divisor (3.3.6).
+pub const UARTFBRD: usize = 0x028;
+/// UARTLCR_H, the line control register (3.3.7).
+pub const UARTLCR_H: usize = 0x02c;
+/// UARTCR, the control register (3.3.8).
+pub const UARTCR: usize = 0x030;
+/// UARTCR.UARTEN: the UART is enabled.
+pub const UARTCR_UARTEN: u32 = 1 << 0;
+/// UARTCR.LBE: loopback, transmitted data is received.
+pub const UARTCR_LBE: u32 = 1 << 7;
+/// UARTCR.TXE: transmit enable.
+pub const UARTCR_TXE: u32 = 1 << 8;
+/// UARTCR.RXE: receive enable.
+pub const UARTCR_RXE: u32 = 1 << 9;
+/// UARTIFLS, the interrupt FIFO level select register (3.3.9).
+pub const UARTIFLS: usize = 0x034;
 /// UARTIMSC, the interrupt mask set/clear register (3.3.10): a set bit
 /// lets the raw interrupt through to the UART's interrupt line.
 pub const UARTIMSC: usize = 0x038;
@@ -21,6 +47,12 @@ pub const UARTRIS: usize = 0x03c;
 pub const UARTMIS: usize = 0x040;
 /// UARTICR, the interrupt clear register (3.3.13, write-only).
 pub const UARTICR: usize = 0x044;
+/// UARTDMACR, the DMA control register (3.3.14).
+pub const UARTDMACR: usize = 0x048;
+/// UARTPeriphID0 (3.3.15); PeriphID1-3 and PCellID0-3 follow every 4 bytes.
+pub const UARTPERIPHID0: usize = 0xfe0;
+/// The end of the register block.
+pub const BLOCK_SIZE: usize = 0x1000;
 /// The transmit interrupt bit (TXIM/TXRIS/TXMIS/TXIC, bit 5) of UARTIMSC,
 /// UARTRIS, UARTMIS and UARTICR: asserted while the transmit FIFO is at or
 /// below its trigger level (3.4.3 "UARTTXINTR").
@@ -59,10 +91,23 @@ mod driver {
             self.base
         }
 
-        /// Reads the register at `offset` (one of this module's offsets).
+        /// Reads the word at `offset` of the register block (one of this
+        /// module's offsets, or a reserved word, which reads 0).
         pub fn read(&self, offset: usize) -> u32 {
-            // SAFETY: `new`'s contract; the offsets are PL011 registers.
+            // SAFETY: `new`'s contract; the offset lies in the block.
             unsafe { arch::mmio_read32(self.base + offset) }
+        }
+
+        /// A halfword load at `offset` (a register's, or its upper half).
+        pub fn read16(&self, offset: usize) -> u16 {
+            // SAFETY: `new`'s contract; the offset lies in the block.
+            unsafe { arch::mmio_read16(self.base + offset) }
+        }
+
+        /// A byte load at `offset` (a byte of a register).
+        pub fn read8(&self, offset: usize) -> u8 {
+            // SAFETY: `new`'s contract; the offset lies in the block.
+            unsafe { arch::mmio_read8(self.base + offset) }
         }
 
         /// Writes the register at `offset` (one of this module's offsets).

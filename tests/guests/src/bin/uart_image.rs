@@ -18,39 +18,15 @@
 #![no_std]
 #![no_main]
 
+use test_guests::pl011::{
+    self, Pl011, UARTCR, UARTCR_LBE, UARTCR_RXE, UARTCR_TXE, UARTCR_UARTEN, UARTDMACR, UARTDR, UARTFBRD, UARTFR,
+    UARTFR_RXFE, UARTFR_TXFE, UARTFR_TXFF, UARTIBRD, UARTICR, UARTIFLS, UARTILPR, UARTIMSC, UARTLCR_H, UARTPERIPHID0,
+};
 use test_guests::platform::Platform;
-use test_guests::{arch, rt, BootInfo};
+use test_guests::{rt, BootInfo};
 
 test_guests::entry!(main);
 
-/// Register offsets (ARM DDI 0183, 3.2).
-mod reg {
-    pub const DR: usize = 0x000;
-    pub const FR: usize = 0x018;
-    pub const ILPR: usize = 0x020;
-    pub const IBRD: usize = 0x024;
-    pub const FBRD: usize = 0x028;
-    pub const LCR_H: usize = 0x02c;
-    pub const CR: usize = 0x030;
-    pub const IFLS: usize = 0x034;
-    pub const IMSC: usize = 0x038;
-    pub const ICR: usize = 0x044;
-    pub const DMACR: usize = 0x048;
-    /// UARTPeriphID0; the ID registers run to 0xffc.
-    pub const PERIPH_ID0: usize = 0xfe0;
-    /// The end of the register block.
-    pub const END: usize = 0x1000;
-}
-
-/// UARTFR bits.
-const FR_RXFE: u32 = 1 << 4;
-const FR_TXFF: u32 = 1 << 5;
-const FR_TXFE: u32 = 1 << 7;
-/// UARTCR bits.
-const CR_UARTEN: u32 = 1 << 0;
-const CR_LBE: u32 = 1 << 7;
-const CR_TXE: u32 = 1 << 8;
-const CR_RXE: u32 = 1 << 9;
 /// What a PL011's PeriphID0-3 and PCellID0-3 read (QEMU's `pl011`: part
 /// 0x011, designer ARM, revision 1).
 const IDS: [u32; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
@@ -70,44 +46,15 @@ impl Digest {
     }
 }
 
-struct Uart {
-    base: usize,
-}
-
-impl Uart {
-    fn read(&self, offset: usize) -> u32 {
-        // SAFETY: `offset` is a word of the PL011's register block (the
-        // device tree's console); a load of UARTDR pops its FIFO, which
-        // this guest means when it reads it.
-        unsafe { arch::mmio_read32(self.base + offset) }
-    }
-
-    fn read16(&self, offset: usize) -> u16 {
-        // SAFETY: as `read`, a halfword of the block.
-        unsafe { arch::mmio_read16(self.base + offset) }
-    }
-
-    fn read8(&self, offset: usize) -> u8 {
-        // SAFETY: as `read`, a byte of the block.
-        unsafe { arch::mmio_read8(self.base + offset) }
-    }
-
-    fn write(&self, offset: usize, value: u32) {
-        // SAFETY: `offset` is a register of the block; the writes here
-        // change only the UART's own state.
-        unsafe { arch::mmio_write32(self.base + offset, value) };
-    }
-
-    /// Every register word of the block (UARTDR only while the receive
-    /// FIFO is empty: then its load pops nothing), and the bytes and
-    /// halfwords of the registers below 0x50, into `digest`.
-    fn snapshot(&self, digest: &mut Digest) {
-        for offset in (0..reg::END).step_by(4) {
-            digest.add(self.read(offset));
-            if offset < 0x50 {
-                digest.add(u32::from(self.read16(offset + 2)));
-                digest.add(u32::from(self.read8(offset + 1)));
-            }
+/// Every register word of the block (UARTDR only while the receive FIFO
+/// is empty: then its load pops nothing), and the bytes and halfwords of
+/// the registers below 0x50, into `digest`.
+fn snapshot(uart: &Pl011, digest: &mut Digest) {
+    for offset in (0..pl011::BLOCK_SIZE).step_by(4) {
+        digest.add(uart.read(offset));
+        if offset < 0x50 {
+            digest.add(u32::from(uart.read16(offset + 2)));
+            digest.add(u32::from(uart.read8(offset + 1)));
         }
     }
 }
@@ -115,41 +62,40 @@ impl Uart {
 fn main(boot: BootInfo) -> ! {
     let (env, mut report) = rt::init("uart_image", boot);
     let platform = Platform::discover(&env, &mut report);
-    let Some((pl011, _)) = platform.uart else {
+    let Some((uart, _)) = platform.uart else {
         report.fail(format_args!("no PL011 in the device tree"));
         report.finish()
     };
-    let uart = Uart { base: pl011.base() };
     let mut digest = Digest { hash: 0x811c_9dc5, loads: 0 };
 
-    let ids: [u32; 8] = core::array::from_fn(|i| uart.read(reg::PERIPH_ID0 + 4 * i));
+    let ids: [u32; 8] = core::array::from_fn(|i| uart.read(UARTPERIPHID0 + 4 * i));
     report.check(ids == IDS, format_args!("ID registers {ids:x?} (want {IDS:x?})"));
-    let fr = uart.read(reg::FR);
+    let fr = uart.read(UARTFR);
     report.check(
-        fr & (FR_TXFE | FR_RXFE | FR_TXFF) == FR_TXFE | FR_RXFE,
+        fr & (UARTFR_TXFE | UARTFR_RXFE | UARTFR_TXFF) == UARTFR_TXFE | UARTFR_RXFE,
         format_args!("UARTFR {fr:#x}: transmit and receive FIFOs empty"),
     );
-    uart.snapshot(&mut digest);
+    snapshot(&uart, &mut digest);
 
     // Each writable register, then everything read again.
     let writes = [
-        (reg::IMSC, 0x50),
-        (reg::IFLS, 0x09),
-        (reg::IBRD, 0x1234),
-        (reg::FBRD, 0x2a),
-        (reg::LCR_H, 0x70),
-        (reg::ICR, 0x7ff),
-        (reg::DMACR, 0x5),
-        (reg::ILPR, 0x77),
+        (UARTIMSC, 0x50),
+        (UARTIFLS, 0x09),
+        (UARTIBRD, 0x1234),
+        (UARTFBRD, 0x2a),
+        (UARTLCR_H, 0x70),
+        (UARTICR, 0x7ff),
+        (UARTDMACR, 0x5),
+        (UARTILPR, 0x77),
     ];
     for (offset, value) in writes {
         uart.write(offset, value);
-        uart.snapshot(&mut digest);
+        snapshot(&uart, &mut digest);
     }
-    let imsc = uart.read(reg::IMSC);
+    let imsc = uart.read(UARTIMSC);
     report.check(imsc == 0x50, format_args!("UARTIMSC reads back {imsc:#x} (want 0x50)"));
-    let ibrd = uart.read(reg::IBRD);
-    let (half, byte) = (uart.read16(reg::IBRD), uart.read8(reg::IBRD + 1));
+    let ibrd = uart.read(UARTIBRD);
+    let (half, byte) = (uart.read16(UARTIBRD), uart.read8(UARTIBRD + 1));
     report.check(
         ibrd == 0x1234 && half == 0x1234 && byte == 0x12,
         format_args!("UARTIBRD {ibrd:#x}, its halfword {half:#x} and second byte {byte:#x}"),
@@ -157,18 +103,18 @@ fn main(boot: BootInfo) -> ! {
 
     // Loopback: the byte sent is received. (Nothing is printed meanwhile:
     // in loopback the console's output goes to the receive FIFO.)
-    let cr = uart.read(reg::CR);
-    uart.write(reg::CR, CR_UARTEN | CR_TXE | CR_RXE | CR_LBE);
-    uart.write(reg::DR, 0x5a);
-    let full = uart.read(reg::FR);
-    let data = uart.read(reg::DR);
-    let empty = uart.read(reg::FR);
-    uart.snapshot(&mut digest);
-    uart.write(reg::CR, cr);
-    report.check(full & FR_RXFE == 0, format_args!("UARTFR {full:#x} shows the looped-back byte received"));
+    let cr = uart.read(UARTCR);
+    uart.write(UARTCR, UARTCR_UARTEN | UARTCR_TXE | UARTCR_RXE | UARTCR_LBE);
+    uart.write(UARTDR, 0x5a);
+    let full = uart.read(UARTFR);
+    let data = uart.read(UARTDR);
+    let empty = uart.read(UARTFR);
+    snapshot(&uart, &mut digest);
+    uart.write(UARTCR, cr);
+    report.check(full & UARTFR_RXFE == 0, format_args!("UARTFR {full:#x} shows the looped-back byte received"));
     report.check(data & 0xff == 0x5a, format_args!("UARTDR returns the looped-back byte: {data:#x}"));
-    report.check(empty & FR_RXFE != 0, format_args!("UARTFR {empty:#x} shows the receive FIFO empty again"));
-    uart.snapshot(&mut digest);
+    report.check(empty & UARTFR_RXFE != 0, format_args!("UARTFR {empty:#x} shows the receive FIFO empty again"));
+    snapshot(&uart, &mut digest);
 
     test_guests::outln!("uart_image: digest {:#010x} over {} loads", digest.hash, digest.loads);
     report.finish()
