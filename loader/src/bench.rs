@@ -5,13 +5,20 @@
 //! instructions precisely, skips idle time, and the generic counter ticks
 //! once per instruction, so the figures repeat exactly from run to run. The
 //! guest times `n` repetitions of its operation with the virtual counter
-//! (all exception levels, all CPUs, included). The monitor is built with
-//! its `profile` feature, which adds up counter ticks in its trap handler,
-//! in each server and in idle WFI; each item runs twice, with `n` and `2n`
-//! repetitions, and the difference of the monitor's totals divided by `n`
-//! is the hypervisor's share of one operation (boot and set-up cancel out).
-//! The same difference of the guest's own counts checks that the figure
-//! per operation is stable.
+//! (all exception levels, all CPUs, included). The monitor is the build
+//! `splitvisor run` uses, uninstrumented; the `insn-count` QEMU plugin
+//! (`tests/insn-count`, counting each instruction, which is exact under
+//! icount) says which of the instructions were the monitor's and each
+//! server's. Each item runs twice, with `n` and `2n` repetitions, and the
+//! difference of the plugin's counts divided by `n` is the hypervisor's
+//! share of one operation (boot and set-up cancel out). The same
+//! difference of the guest's own counts checks that the figure per
+//! operation is stable.
+//!
+//! (Until session 12 the parts came from the monitor's `profile` build,
+//! which reads the counter around the trap handler and each server: its
+//! reads and sums added some 50 instructions to every trap and message,
+//! and the figures included them.)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +43,9 @@ pub enum BenchError {
     /// The guest build failed.
     #[error("building the bench guest failed: {0}")]
     Guest(String),
+    /// The `insn-count` plugin's build failed.
+    #[error("building the insn-count QEMU plugin (package insn-count) failed: {0}")]
+    Plugin(String),
     /// `splitvisor run` could not be started.
     #[error("cannot run {program}: {source}")]
     Spawn {
@@ -84,7 +94,8 @@ struct Sample {
     guest_ticks: u64,
     /// The `ipi` item's summed latency.
     latency: u64,
-    /// The monitor's counters (`ticks.*`, `trap.*`, `msg.*`).
+    /// The monitor's counters (`trap.*`, `msg.*`) and the plugin's
+    /// (`insn.*`, see [`plugin_counters`]).
     counters: BTreeMap<String, u64>,
 }
 
@@ -108,8 +119,9 @@ pub struct Figures {
     /// How far the smaller run's figure per operation is from the larger
     /// run's, in percent.
     pub spread_percent: f64,
-    /// The hypervisor's instructions per operation (trap handler with the
-    /// servers, idle WFI excluded; exception entry and exit code excepted).
+    /// The hypervisor's instructions per operation: every instruction
+    /// executed in the monitor image (exception entry and exit, the trap
+    /// handler, the servers, and the few of an idle vCPU's WFI loop).
     pub hypervisor: f64,
     /// The monitor's own part of `hypervisor` (without the servers).
     pub monitor: f64,
@@ -177,20 +189,22 @@ pub fn run(options: &Options) -> Result<Vec<Figures>, BenchError> {
     }
     let base = Build::from_env();
     let guest = build_guest(&base)?;
+    let plugin = build_plugin(&base)?;
     if options.direct_call {
         log::info!("bench: measuring the direct-call build (each server called as a function, no message path)");
     }
-    let (dir, features) = if options.direct_call {
-        ("bench-direct-call", vec!["profile".into(), "direct-call".into()])
+    let monitor = if options.direct_call {
+        Build { target_dir: base.target_dir.join("bench-direct-call"), features: vec!["direct-call".into()], ..base }
     } else {
-        ("bench-profile", vec!["profile".into()])
-    };
-    let monitor = Build { target_dir: base.target_dir.join(dir), features, ..base.clone() }.run()?;
+        base
+    }
+    .run()?;
+    let tools = Tools { monitor, guest, plugin };
     let mut samples: BTreeMap<String, (Sample, Sample)> = BTreeMap::new();
     for item in ITEMS.iter().filter(|i| options.items.iter().any(|o| o == *i)) {
         log::info!("bench: {item} with n = {} and {}", options.n, 2 * options.n);
-        let small = run_item(&monitor, &guest, item, options.n, options)?;
-        let large = run_item(&monitor, &guest, item, 2 * options.n, options)?;
+        let small = run_item(&tools, item, options.n, options)?;
+        let large = run_item(&tools, item, 2 * options.n, options)?;
         samples.insert((*item).to_string(), (small, large));
     }
     let baseline = samples.get("loop").map(|(_, large)| large.guest_ticks as f64 / f64::from(2 * options.n));
@@ -226,7 +240,63 @@ fn build_guest(base: &Build) -> Result<PathBuf, BenchError> {
     Ok(target_dir.join(crate::monitor::TARGET).join("release").join("bench"))
 }
 
-fn run_item(monitor: &Path, guest: &Path, item: &str, n: u32, options: &Options) -> Result<Sample, BenchError> {
+/// Build the `insn-count` QEMU plugin (a host library of the workspace).
+fn build_plugin(base: &Build) -> Result<PathBuf, BenchError> {
+    log::info!("bench: building the insn-count QEMU plugin (cargo build --release -p insn-count)");
+    let status = Command::new(&base.cargo)
+        .args(["build", "--quiet", "--release", "-p", "insn-count"])
+        .current_dir(&base.workspace)
+        .env("CARGO_TARGET_DIR", &base.target_dir)
+        .status()
+        .map_err(|e| BenchError::Plugin(format!("{}: {e}", base.cargo.to_string_lossy())))?;
+    if !status.success() {
+        return Err(BenchError::Plugin(format!("cargo ended with {status}")));
+    }
+    Ok(base.target_dir.join("release").join("libinsn_count.so"))
+}
+
+/// What every run of an item takes.
+struct Tools {
+    monitor: PathBuf,
+    guest: PathBuf,
+    plugin: PathBuf,
+}
+
+/// The `insn-count` report's totals (its `Report::render`: `key: count`
+/// lines, some with a share after the count) as `insn.*` counters: `all`,
+/// `hyp` (the monitor image), and its parts `monitor`, `vcpu`, `vgic`,
+/// `vtimer`. `None` if a total is missing.
+fn plugin_counters(report: &str) -> Option<BTreeMap<String, u64>> {
+    const KEYS: [(&str, &str); 6] = [
+        ("instructions", "insn.all"),
+        ("hypervisor", "insn.hyp"),
+        ("monitor", "insn.monitor"),
+        ("vcpu server", "insn.vcpu"),
+        ("vgic server", "insn.vgic"),
+        ("vtimer server", "insn.vtimer"),
+    ];
+    let mut counters = BTreeMap::new();
+    for line in report.lines() {
+        let Some((key, rest)) = line.split_once(": ") else { continue };
+        let Some(&(_, name)) = KEYS.iter().find(|(k, _)| *k == key) else { continue };
+        let count = rest.split_whitespace().next()?.parse::<u64>().ok()?;
+        counters.insert(name.to_string(), count);
+    }
+    (counters.len() == KEYS.len()).then_some(counters)
+}
+
+fn run_item(tools: &Tools, item: &str, n: u32, options: &Options) -> Result<Sample, BenchError> {
+    let report = tempfile::Builder::new()
+        .prefix("splitvisor-bench-")
+        .suffix(".txt")
+        .tempfile()
+        .map_err(|source| BenchError::Write { path: std::env::temp_dir(), source })?;
+    let plugin_arg = format!(
+        "{},monitor={},out={},count=insn",
+        tools.plugin.display(),
+        tools.monitor.display(),
+        report.path().display()
+    );
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("splitvisor"));
     let mut cmd = Command::new(&program);
     cmd.args(["--log-level", "info", "run", "--icount", "--smp", "2", "--no-reboot"]);
@@ -243,11 +313,13 @@ fn run_item(monitor: &Path, guest: &Path, item: &str, n: u32, options: &Options)
         .arg("--timeout")
         .arg(options.timeout.to_string())
         .arg("--monitor")
-        .arg(monitor)
+        .arg(&tools.monitor)
         .arg("--kernel")
-        .arg(guest)
+        .arg(&tools.guest)
         .arg("--cmdline")
         .arg(format!("bench.item={item} bench.n={n}"))
+        .args(["--qemu-arg", "-plugin", "--qemu-arg"])
+        .arg(&plugin_arg)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| BenchError::Spawn { program: program.display().to_string(), source })?;
@@ -287,9 +359,11 @@ fn run_item(monitor: &Path, guest: &Path, item: &str, n: u32, options: &Options)
             }
         }
     }
-    if !counters.contains_key("ticks.hyp") {
-        return Err(fail("the monitor reported no profile (was it built with --features profile?)".into()));
-    }
+    let text = std::fs::read_to_string(report.path()).unwrap_or_default();
+    let Some(instructions) = plugin_counters(&text) else {
+        return Err(fail(format!("the insn-count plugin wrote no report to {}", report.path().display())));
+    };
+    counters.extend(instructions);
     Ok(Sample { guest_ticks, latency: number("latency").unwrap_or(0), counters })
 }
 
@@ -301,8 +375,8 @@ fn figures(item: &str, n: u32, small: &Sample, large: &Sample, baseline: Option<
     };
     let total = large.guest_ticks as f64 / f64::from(2 * n);
     let small_total = small.guest_ticks as f64 / f64::from(n);
-    let hypervisor = per_op("ticks.hyp") - per_op("ticks.idle");
-    let (vcpu, vgic, vtimer) = (per_op("ticks.vcpu"), per_op("ticks.vgic"), per_op("ticks.vtimer"));
+    let hypervisor = per_op("insn.hyp");
+    let (vcpu, vgic, vtimer) = (per_op("insn.vcpu"), per_op("insn.vgic"), per_op("insn.vtimer"));
     let latency = (item == "ipi").then(|| large.latency as f64 / f64::from(2 * n));
     let round_trip = total - baseline.unwrap_or(0.0);
     let target = match item {
@@ -319,7 +393,7 @@ fn figures(item: &str, n: u32, small: &Sample, large: &Sample, baseline: Option<
         total,
         spread_percent: if total > 0.0 { 100.0 * (small_total - total).abs() / total } else { 0.0 },
         hypervisor,
-        monitor: hypervisor - vcpu - vgic - vtimer,
+        monitor: per_op("insn.monitor"),
         vcpu,
         vgic,
         vtimer,
@@ -335,7 +409,7 @@ pub fn render(figures: &[Figures]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<11} {:>9} {:>7} {:>10} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5}  target",
+        "{:<12} {:>8} {:>7} {:>10} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5}  target",
         "item", "instr/op", "spread", "hypervisor", "monitor", "vcpu", "vgic", "vtimer", "traps", "msgs"
     );
     for f in figures {
@@ -347,12 +421,12 @@ pub fn render(figures: &[Figures]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<11} {:>9.1} {:>6.2}% {:>10.1} {:>8.1} {:>7.1} {:>7.1} {:>7.1} {:>6.2} {:>5.2}  {target}",
+            "{:<12} {:>8.1} {:>6.2}% {:>10.1} {:>8.1} {:>7.1} {:>7.1} {:>7.1} {:>6.2} {:>5.2}  {target}",
             f.item, f.total, f.spread_percent, f.hypervisor, f.monitor, f.vcpu, f.vgic, f.vtimer, f.traps, f.messages
         );
         if let Some(latency) = f.latency {
             let _ =
-                writeln!(out, "{:<11} SGIR write to handler: {latency:.1} instructions (both CPUs interleaved)", "");
+                writeln!(out, "{:<12} SGIR write to handler: {latency:.1} instructions (both CPUs interleaved)", "");
         }
     }
     out
@@ -370,7 +444,7 @@ pub fn render_against(figures: &[Figures], baseline: &[Figures]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{:<11} {:<10} {:>9} {:>9} {:>9}  target (messaging overhead <= {:.0} %)",
+        "\n{:<12} {:<10} {:>9} {:>9} {:>9}  target (messaging overhead <= {:.0} %)",
         "item", "figure", "measured", "baseline", "overhead", MESSAGING_OVERHEAD_TARGET_PERCENT
     );
     for f in figures.iter().filter(|f| f.item != "loop") {
@@ -384,7 +458,7 @@ pub fn render_against(figures: &[Figures], baseline: &[Figures]) -> String {
         let met = overhead <= MESSAGING_OVERHEAD_TARGET_PERCENT;
         let _ = writeln!(
             out,
-            "{:<11} {:<10} {:>9.1} {:>9.1} {:>8.1}%  {}",
+            "{:<12} {:<10} {:>9.1} {:>9.1} {:>8.1}%  {}",
             f.item,
             figure,
             measured,
@@ -443,11 +517,11 @@ mod tests {
         // A header, hvc and timer: loop is left out, ipi has no baseline.
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].contains("messaging overhead <= 15 %"), "{text}");
-        assert!(lines[1].starts_with("hvc         round trip"), "{text}");
+        assert!(lines[1].starts_with("hvc          round trip"), "{text}");
         assert!(lines[1].contains("10.0%"), "{text}");
         assert!(lines[1].ends_with("met"), "{text}");
         // The timer's round trip is mostly its period: its hypervisor part.
-        assert!(lines[2].starts_with("timer       hypervisor"), "{text}");
+        assert!(lines[2].starts_with("timer        hypervisor"), "{text}");
         assert!(lines[2].contains("20.0%"), "{text}");
         let slower = [figure("hvc", 1200.0, 1150.0)];
         assert!(render_against(&slower, &direct).contains("20.0%  "));
@@ -462,14 +536,17 @@ mod tests {
     #[test]
     fn figures_are_the_difference_of_the_two_runs_per_operation() {
         // Boot costs 1000 in the monitor; each operation 300 (100 in the vCPU server).
-        let small = sample(
-            400_000,
-            &[("ticks.hyp", 1_000 + 300_000), ("ticks.vcpu", 100_000), ("trap.hvc", 1_001), ("msg.vcpu", 1_001)],
-        );
-        let large = sample(
-            800_000,
-            &[("ticks.hyp", 1_000 + 600_000), ("ticks.vcpu", 200_000), ("trap.hvc", 2_001), ("msg.vcpu", 2_001)],
-        );
+        let counts = |ops: u64| {
+            [
+                ("insn.hyp", 1_000 + 300 * ops),
+                ("insn.monitor", 1_000 + 200 * ops),
+                ("insn.vcpu", 100 * ops),
+                ("trap.hvc", 1 + ops),
+                ("msg.vcpu", 1 + ops),
+            ]
+        };
+        let small = sample(400_000, &counts(1_000));
+        let large = sample(800_000, &counts(2_000));
         let f = figures("hvc", 1_000, &small, &large, Some(3.0));
         assert_eq!(f.total, 400.0);
         assert_eq!(f.spread_percent, 0.0);
@@ -485,8 +562,8 @@ mod tests {
 
     #[test]
     fn the_plot_shows_each_target_item_with_its_anchors_and_reads_back_from_json() {
-        let small = sample(10, &[("ticks.hyp", 5_000)]);
-        let large = sample(20, &[("ticks.hyp", 9_000)]);
+        let small = sample(10, &[("insn.hyp", 5_000)]);
+        let large = sample(20, &[("insn.hyp", 9_000)]);
         let figures = vec![
             figures("loop", 1, &small, &large, None),
             figures("hvc", 1, &small, &large, Some(0.0)),
@@ -508,12 +585,26 @@ mod tests {
     }
 
     #[test]
-    fn idle_time_is_not_the_hypervisor_s() {
-        let small = sample(10, &[("ticks.hyp", 5_000), ("ticks.idle", 4_000)]);
-        let large = sample(20, &[("ticks.hyp", 9_000), ("ticks.idle", 7_000)]);
+    fn the_plugin_s_report_gives_the_parts() {
+        let report = "instructions: 760\nhypervisor: 60 (7.895 %)\nmonitor: 10 (1.316 %)\nvcpu server: 0 (0.000 %)\n\
+                      vgic server: 50 (6.579 %)\nvtimer server: 0 (0.000 %)\nguest and firmware: 700\n\
+                      top functions in the hypervisor (instructions, share of the hypervisor's):\n\
+                      50  83.33 %  vgic_server::x\n";
+        let counters = plugin_counters(report).expect("a whole report");
+        assert_eq!(counters["insn.all"], 760);
+        assert_eq!(counters["insn.hyp"], 60);
+        assert_eq!(counters["insn.monitor"], 10);
+        assert_eq!(counters["insn.vgic"], 50);
+        assert_eq!(counters.len(), 6);
+        // A part missing, or a count that is not one, is no report.
+        assert_eq!(plugin_counters("instructions: 760\nhypervisor: 60 (7.895 %)\n"), None);
+        assert_eq!(plugin_counters(&report.replace("monitor: 10", "monitor: ten")), None);
+        // The timer's figure is the plugin's count: idle time is no
+        // instructions.
+        let small = sample(10, &[("insn.hyp", 5_000)]);
+        let large = sample(20, &[("insn.hyp", 6_000)]);
         let f = figures("timer", 1, &small, &large, None);
         assert_eq!(f.hypervisor, 1_000.0);
-        assert!(f.target.as_ref().expect("timer has a target").met);
         assert!(render(&[f]).contains("hypervisor per tick 1000 <= 1000: met"));
     }
 }

@@ -85,8 +85,9 @@ pub enum Command {
         inject: Vec<Injection>,
     },
     /// Measure the message path in instructions: the `bench` test guest
-    /// under `run --icount` with a profiling monitor, one VM per item; prints
-    /// a table and writes it as JSON.
+    /// under `run --icount`, with the insn-count QEMU plugin saying which
+    /// instructions were the monitor's and each server's, one VM per item;
+    /// prints a table and writes it as JSON.
     Bench(BenchArgs),
 }
 

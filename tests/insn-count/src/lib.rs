@@ -24,6 +24,15 @@
 //! TCG cannot be used instead: a Linux guest's loops of inner-shareable TLB
 //! invalidations then take minutes, under plain QEMU as under splitvisor).
 //!
+//! Under `-icount` (`splitvisor bench`), counting per block overcounts:
+//! QEMU stops a block at a device access that is not its last instruction
+//! and runs the rest in new blocks, so the first block's callback has
+//! counted instructions that run again. `count=insn` counts each
+//! instruction instead, with an inline add before it: exact there (QEMU
+//! re-executes the access itself in a block that is not instrumented), and
+//! safe because precise icount runs all CPUs in one thread; under
+//! multi-threaded TCG two CPUs could lose each other's adds.
+//!
 //! Written against QEMU 7.2's plugin API (version 1, Debian 12's
 //! `qemu-system-arm`); there is no Rust binding of it, so the few C
 //! functions used are declared here.
@@ -203,10 +212,23 @@ impl Report {
     }
 }
 
+/// How executions are counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Counting {
+    /// A callback per block run, adding atomically: exact under
+    /// multi-threaded TCG, not under `-icount` (see the crate's
+    /// documentation).
+    #[default]
+    Block,
+    /// An inline add before each instruction: exact under `-icount`, whose
+    /// single thread it needs.
+    Insn,
+}
+
 /// The plugin's arguments: `monitor=PATH` (the monitor ELF QEMU runs),
 /// `out=PATH` (where the report goes at exit) and, optionally,
 /// `blocks=PATH` (where the monitor's per-block counts go, see
-/// [`Report::render_blocks`]).
+/// [`Report::render_blocks`]) and `count=block|insn` ([`Counting`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Args {
     /// The monitor ELF.
@@ -215,20 +237,25 @@ pub struct Args {
     pub out: PathBuf,
     /// The per-block counts' file, if asked for.
     pub blocks: Option<PathBuf>,
+    /// How executions are counted.
+    pub count: Counting,
 }
 
 impl Args {
     /// Parse `key=value` arguments.
     pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Args, String> {
-        let (mut monitor, mut out, mut blocks) = (None, None, None);
+        let (mut monitor, mut out, mut blocks, mut count) = (None, None, None, Counting::default());
         for arg in args {
             match arg.split_once('=') {
                 Some(("monitor", v)) => monitor = Some(PathBuf::from(v)),
                 Some(("out", v)) => out = Some(PathBuf::from(v)),
                 Some(("blocks", v)) => blocks = Some(PathBuf::from(v)),
+                Some(("count", "block")) => count = Counting::Block,
+                Some(("count", "insn")) => count = Counting::Insn,
                 _ => {
                     return Err(format!(
-                        "unknown argument {arg:?} (expected monitor=PATH, out=PATH and optionally blocks=PATH)"
+                        "unknown argument {arg:?} (expected monitor=PATH, out=PATH and optionally blocks=PATH \
+                         and count=block or count=insn)"
                     ))
                 }
             }
@@ -237,6 +264,7 @@ impl Args {
             monitor: monitor.ok_or("missing monitor=PATH (the monitor ELF)")?,
             out: out.ok_or("missing out=PATH (the report file)")?,
             blocks,
+            count,
         })
     }
 }
@@ -257,6 +285,8 @@ pub struct QemuPluginInsn {
 
 /// `enum qemu_plugin_cb_flags`: `QEMU_PLUGIN_CB_NO_REGS`.
 const QEMU_PLUGIN_CB_NO_REGS: c_int = 0;
+/// `enum qemu_plugin_op`: `QEMU_PLUGIN_INLINE_ADD_U64`.
+const QEMU_PLUGIN_INLINE_ADD_U64: c_int = 0;
 
 extern "C" {
     fn qemu_plugin_register_vcpu_tb_trans_cb(id: u64, cb: extern "C" fn(u64, *mut QemuPluginTb));
@@ -265,6 +295,8 @@ extern "C" {
     fn qemu_plugin_tb_vaddr(tb: *const QemuPluginTb) -> u64;
     fn qemu_plugin_tb_get_insn(tb: *const QemuPluginTb, idx: usize) -> *mut QemuPluginInsn;
     fn qemu_plugin_insn_haddr(insn: *const QemuPluginInsn) -> *mut c_void;
+    fn qemu_plugin_insn_vaddr(insn: *const QemuPluginInsn) -> u64;
+    fn qemu_plugin_register_vcpu_insn_exec_inline(insn: *mut QemuPluginInsn, op: c_int, ptr: *mut c_void, imm: u64);
     fn qemu_plugin_register_vcpu_tb_exec_cb(
         tb: *mut QemuPluginTb,
         cb: extern "C" fn(u32, *mut c_void),
@@ -300,16 +332,43 @@ fn say(text: &str) {
 }
 
 extern "C" fn on_translate(_id: u64, tb: *mut QemuPluginTb) {
+    let per_insn = SETUP.get().is_some_and(|(args, _)| args.count == Counting::Insn);
     // SAFETY: QEMU passes a valid block handle for the duration of the
-    // callback; the instruction handle is the block's own.
-    let (insns, vaddr, haddr) = unsafe {
-        let n = qemu_plugin_tb_n_insns(tb);
-        if n == 0 {
-            return;
+    // callback.
+    let n = unsafe { qemu_plugin_tb_n_insns(tb) };
+    if n == 0 {
+        return;
+    }
+    if per_insn {
+        for i in 0..n {
+            // SAFETY: `i` is below the block's instruction count, and the
+            // handle is valid for the callback.
+            let insn = unsafe { qemu_plugin_tb_get_insn(tb, i) };
+            // SAFETY: a valid instruction handle of this block.
+            let (vaddr, haddr) = unsafe { (qemu_plugin_insn_vaddr(insn), qemu_plugin_insn_haddr(insn) as u64) };
+            let block = Box::new(Block { vaddr, haddr, insns: 1, runs: AtomicU64::new(0) });
+            // SAFETY: the counter lives in a heap Block that is never freed
+            // (kept in BLOCKS to the end of the process). The inline add is
+            // not atomic: `count=insn` is for precise icount, where every
+            // CPU runs in QEMU's one TCG thread.
+            unsafe {
+                qemu_plugin_register_vcpu_insn_exec_inline(
+                    insn,
+                    QEMU_PLUGIN_INLINE_ADD_U64,
+                    block.runs.as_ptr().cast::<c_void>(),
+                    1,
+                );
+            }
+            if let Ok(mut blocks) = BLOCKS.lock() {
+                blocks.push(block);
+            }
         }
-        (n as u64, qemu_plugin_tb_vaddr(tb), qemu_plugin_insn_haddr(qemu_plugin_tb_get_insn(tb, 0)) as u64)
-    };
-    let block = Box::new(Block { vaddr, haddr, insns, runs: AtomicU64::new(0) });
+        return;
+    }
+    // SAFETY: as above; the instruction handle is the block's own.
+    let (vaddr, haddr) =
+        unsafe { (qemu_plugin_tb_vaddr(tb), qemu_plugin_insn_haddr(qemu_plugin_tb_get_insn(tb, 0)) as u64) };
+    let block = Box::new(Block { vaddr, haddr, insns: n as u64, runs: AtomicU64::new(0) });
     let userdata = std::ptr::from_ref::<Block>(&block).cast_mut().cast::<c_void>();
     // SAFETY: `userdata` points at a heap Block that is never freed (the
     // Box is kept in BLOCKS to the end of the process); `on_run` only
@@ -477,8 +536,11 @@ mod tests {
         let args = Args::parse(["monitor=/m.elf", "out=/r.txt"]).unwrap();
         assert_eq!(args.monitor, PathBuf::from("/m.elf"));
         assert_eq!(args.blocks, None);
-        let args = Args::parse(["monitor=/m.elf", "out=/r.txt", "blocks=/b.txt"]).unwrap();
+        assert_eq!(args.count, Counting::Block);
+        let args = Args::parse(["monitor=/m.elf", "out=/r.txt", "blocks=/b.txt", "count=insn"]).unwrap();
         assert_eq!(args.blocks, Some(PathBuf::from("/b.txt")));
+        assert_eq!(args.count, Counting::Insn);
+        assert!(Args::parse(["monitor=/m.elf", "out=x", "count=tb"]).unwrap_err().contains("count=insn"));
         assert!(Args::parse(["monitor=/m.elf"]).unwrap_err().contains("out=PATH"));
         assert!(Args::parse(["monitr=/m.elf", "out=x"]).unwrap_err().contains("unknown argument"));
     }
