@@ -150,6 +150,32 @@ pub struct VmConfig {
     /// then traps). The UART's region is validated page-aligned, so its
     /// first page holds no other device.
     pub console_image: bool,
+    /// Whether the guest's WFI traps ([`WfiPolicy`]; `splitvisor run --wfi`).
+    pub wfi: WfiPolicy,
+}
+
+/// What a guest's WFI does (`splitvisor run --wfi`).
+///
+/// Each vCPU has its own physical CPU, so a WFI that does not trap idles
+/// that CPU just as the monitor would, and is woken by what would wake the
+/// monitor: a physical interrupt (routed to Hyp, so it traps there) or a
+/// virtual one in its list registers. What trapping adds is the vGIC
+/// server's look at the vCPU as it goes idle (`VgicRequest::Idle`): the
+/// guest's finished interrupts are folded in and its list registers
+/// refreshed then, off the path of the next interrupt, and the idle shows
+/// in traces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum WfiPolicy {
+    /// WFI traps (HCR.TWI) and goes to the vCPU server, then to the vGIC
+    /// server as `Idle`.
+    #[default]
+    Trap,
+    /// WFI runs in the guest (HCR.TWI clear): no trap as a vCPU goes idle.
+    /// The vGIC server sees the guest's finished interrupts at the next
+    /// request that carries the list registers' status (the refresh for the
+    /// next interrupt, or its EOI maintenance).
+    Native,
 }
 
 /// What is wrong with a [`VmConfig`].
@@ -220,6 +246,7 @@ impl VmConfig {
             isolation: true,
             domains: true,
             console_image: true,
+            wfi: WfiPolicy::Trap,
         }
     }
 

@@ -16,7 +16,8 @@ use crate::msg::Envelope;
 /// version ([`crate::trace::decode_record`]).
 /// 8: the console's read image ([`crate::Action::ConsoleImageWord`],
 /// [`crate::Action::ConsoleImageMap`], [`crate::VmConfig::console_image`]).
-pub const WIRE_VERSION: u16 = 8;
+/// 9: the WFI policy ([`crate::VmConfig::wfi`]).
+pub const WIRE_VERSION: u16 = 9;
 
 /// The largest encoded message (envelope included), in bytes.
 pub const MAX_MESSAGE_SIZE: usize = 512;

@@ -229,6 +229,7 @@ fn config() -> VmConfig {
             .map(|spec| spec.parse().expect("a valid injection"))
             .collect(),
         on_server_fault: ipc::fault::OnServerFault::Stop,
+        wfi: ipc::WfiPolicy::Native,
         ..VmConfig::example(8)
     }
 }
@@ -446,10 +447,11 @@ fn the_sample_configuration_sets_every_field() {
         isolation,
         domains,
         console_image,
+        wfi,
     } = c;
     assert!(vcpus > 1 && entry != 0 && boot_regs != [0; 3] && uart_intid != 0 && trace);
     assert!(!faults.is_empty() && on_server_fault == ipc::fault::OnServerFault::Stop && isolation && domains);
-    assert!(console_image);
+    assert!(console_image && wfi == ipc::WfiPolicy::Native);
     assert!(ram.size != 0 && ram.pa != ram.ipa && gicd != gicc && uart.size != 0);
     assert!(spis != 0 && log_level != 0 && timer.guest_phys != timer.guest_virt);
 }

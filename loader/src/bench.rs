@@ -172,6 +172,8 @@ pub struct Options {
     pub no_domains: bool,
     /// Trap every UART access (`run --no-console-image`).
     pub no_console_image: bool,
+    /// What the guest's WFI does (`run --wfi`).
+    pub wfi: crate::cli::Wfi,
     /// Measure the monitor's `direct-call` build (each server called as a
     /// function, see `el2-monitor/src/arch/armv7/direct.rs`).
     pub direct_call: bool,
@@ -309,6 +311,7 @@ fn run_item(tools: &Tools, item: &str, n: u32, options: &Options) -> Result<Samp
     if options.no_console_image {
         cmd.arg("--no-console-image");
     }
+    cmd.args(["--wfi", options.wfi.name()]);
     let output = cmd
         .arg("--timeout")
         .arg(options.timeout.to_string())

@@ -96,6 +96,34 @@ fn run_injection(spec: &str) -> Result<Injection, String> {
     spec.parse().map_err(|e: ipc::fault::ParseInjectionError| format!("{e}"))
 }
 
+/// What the guest's WFI does (`run --wfi`, `ipc::WfiPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wfi {
+    /// WFI traps to the hypervisor.
+    #[default]
+    Trap,
+    /// WFI runs in the guest.
+    Native,
+}
+
+impl Wfi {
+    /// The policy the VM configuration carries.
+    pub fn policy(self) -> ipc::WfiPolicy {
+        match self {
+            Wfi::Trap => ipc::WfiPolicy::Trap,
+            Wfi::Native => ipc::WfiPolicy::Native,
+        }
+    }
+
+    /// The value `run --wfi` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wfi::Trap => "trap",
+            Wfi::Native => "native",
+        }
+    }
+}
+
 /// `splitvisor bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -127,6 +155,10 @@ pub struct BenchArgs {
     /// the console's read image saves.
     #[arg(long)]
     pub no_console_image: bool,
+    /// Measure with the guest's WFI run as POLICY says (`run --wfi`):
+    /// with native, the `ipi` and `timer` items' idle vCPU does not trap.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "trap")]
+    pub wfi: Wfi,
     /// Measure the monitor's `direct-call` build, which calls each server
     /// as a plain function (no containment, checkpoints, reply checks or
     /// traces): the difference to the default is what the message path
@@ -387,6 +419,14 @@ pub struct RunArgs {
     /// image instead of taking an external abort.
     #[arg(long)]
     pub no_console_image: bool,
+    /// What the guest's WFI does: trap (the vCPU server and then the vGIC
+    /// server see the vCPU go idle; the vGIC server folds in the interrupts
+    /// the guest finished then, off the path of the next one) or native
+    /// (the WFI idles the vCPU's own physical CPU without a trap, as each
+    /// vCPU has one; a virtual or physical interrupt wakes it: one trap
+    /// less each time a vCPU goes idle).
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "trap")]
+    pub wfi: Wfi,
     /// Deterministic timing by instruction count, for measurements: QEMU
     /// runs one instruction per virtual nanosecond on one host thread, the
     /// generic counter ticks at 1 GHz (one tick per instruction), and idle

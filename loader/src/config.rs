@@ -85,6 +85,8 @@ pub struct ConfigInputs {
     pub domains: bool,
     /// Let the vCPU server map the console's read image.
     pub console_image: bool,
+    /// What the guest's WFI does.
+    pub wfi: ipc::WfiPolicy,
 }
 
 fn u32_of(value: u64, what: &str) -> Result<u32, VmConfigError> {
@@ -132,6 +134,7 @@ pub fn build(platform: &Platform, inputs: &ConfigInputs) -> Result<VmConfig, VmC
         isolation: inputs.isolation,
         domains: inputs.domains,
         console_image: inputs.console_image,
+        wfi: inputs.wfi,
         // The guest's timer PPIs are the platform's: the guest DTB lists
         // them, and the host's virtual timer is the platform's virtual one.
         timer: TimerIntids {
@@ -173,6 +176,7 @@ mod tests {
             isolation: true,
             domains: true,
             console_image: true,
+            wfi: ipc::WfiPolicy::Trap,
         }
     }
 

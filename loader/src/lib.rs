@@ -317,6 +317,7 @@ pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
         no_isolation: args.no_isolation,
         no_domains: args.no_domains,
         no_console_image: args.no_console_image,
+        wfi: args.wfi,
         direct_call: args.direct_call,
     };
     let figures = bench::run(&options)?;

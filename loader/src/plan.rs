@@ -204,6 +204,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
             isolation: !args.no_isolation,
             domains: !args.no_domains,
             console_image: !args.no_console_image,
+            wfi: args.wfi.policy(),
         },
     )?;
     let blob = config::encode(&vm)?;

@@ -102,6 +102,22 @@ fn without_the_console_image_a_driver_s_byte_traps_twice() {
     assert!(about(putc.traps, 2.0) && about(putc.messages, 2.0), "{putc:#?}");
 }
 
+/// With the guest's WFI run natively, the vCPU that waits for the IPI or
+/// the tick in WFI no longer traps as it goes idle: an IPI is the SGIR
+/// write and the kick, a tick the timer's interrupt and its EOI
+/// maintenance.
+#[test]
+fn with_native_wfi_an_idle_vcpu_does_not_trap() {
+    let scratch = harness().scratch().or_fail();
+    let json = scratch.join("bench-native-wfi.json");
+    bench(&json, &["--item", "ipi", "--item", "timer", "--wfi", "native"]);
+    let figures = read_json(&json).unwrap_or_else(|e| panic!("{e}"));
+    let ipi = item(&figures, "ipi");
+    assert!(about(ipi.traps, 2.0) && about(ipi.messages, 2.0), "{ipi:#?}");
+    let timer = item(&figures, "timer");
+    assert!(about(timer.traps, 2.0) && about(timer.messages, 3.0) && timer.vtimer > 0.0, "{timer:#?}");
+}
+
 #[test]
 fn bench_measures_every_item_and_the_message_path_against_direct_calls() {
     let scratch = harness().scratch().or_fail();

@@ -246,10 +246,10 @@ fn splitvisor_linux(h: &Harness, initrd: &PathBuf, smp: u8, cmdline: &str) -> Co
     cmd
 }
 
-/// Boot with `--smp smp` (and `--inject` each of `inject`), check the
-/// guest's report, type to its shell, and power it off; every injected
-/// fault must have been recovered.
-fn boot_and_check(smp: u8, inject: &[&str]) {
+/// Boot with `--smp smp` (and `--inject` each of `inject`, and the `run`
+/// arguments `extra`), check the guest's report, type to its shell, and
+/// power it off; every injected fault must have been recovered.
+fn boot_and_check(smp: u8, inject: &[&str], extra: &[&str]) {
     let _one = serial();
     let h = harness();
     let (checks, _) = initramfs(&h);
@@ -257,6 +257,7 @@ fn boot_and_check(smp: u8, inject: &[&str]) {
     for spec in inject {
         cmd.arg("--inject").arg(spec);
     }
+    cmd.args(extra);
     let mut vm = Console::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e}"));
     let begins = vm.expect("LINUX-TEST: sleep 2 begins", 0, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let ends = vm.expect("LINUX-TEST: sleep 2 ends", begins.end, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
@@ -342,12 +343,21 @@ fn boot_and_check(smp: u8, inject: &[&str]) {
 
 #[test]
 fn debian_linux_with_2_vcpus() {
-    boot_and_check(2, &[]);
+    boot_and_check(2, &[], &[]);
+}
+
+/// With the guest's WFI run natively (`run --wfi native`): its idle CPUs
+/// sleep without a trap, and every IPI, tick and keystroke still wakes
+/// them (the same checks: timer interrupts and IPIs on every CPU, `sleep 2`
+/// on time, the shell answering).
+#[test]
+fn debian_linux_with_2_vcpus_and_native_wfi() {
+    boot_and_check(2, &[], &["--wfi", "native"]);
 }
 
 #[test]
 fn debian_linux_with_4_vcpus() {
-    boot_and_check(4, &[]);
+    boot_and_check(4, &[], &[]);
 }
 
 /// Each server made to fail with each fault kind (panic, bad reply, hang,
@@ -373,6 +383,7 @@ fn debian_linux_survives_each_server_failing_each_way() {
             "vgic:wild-write@2500",
             "vtimer:wild-write@700",
         ],
+        &[],
     );
 }
 

@@ -55,6 +55,17 @@ fn timer_guest_under_splitvisor_with_2_and_4_vcpus() {
     }
 }
 
+/// With the guest's WFI run natively (`run --wfi native`): the same checks,
+/// WFI with IRQs masked still waking on every tick (the virtual timer's
+/// interrupt in a list register, or the physical one, wakes the CPU).
+#[test]
+fn timer_guest_under_splitvisor_with_native_wfi() {
+    let harness = harness();
+    let result = under_splitvisor_with(&harness, Guest::Timer, 2, &["--wfi", "native"]).or_fail();
+    println!("timer --smp 2 --wfi native: ran {:.1?}", result.elapsed);
+    check(&result, 2);
+}
+
 #[test]
 fn timer_guest_under_plain_qemu_with_2_and_4_cpus() {
     let harness = harness();

@@ -6,15 +6,20 @@
 //! from the Cortex-A15 TRM (DDI 0438), chapter 4 "System Control". The timer registers (CRn = 14) are routed to
 //! the vtimer server and never reach this module.
 
-use ipc::{Action, Cp15Access, GuestReg, Reply, ServerError, TrapConfig, VcpuId, MAX_VCPUS};
+use ipc::{Action, Cp15Access, GuestReg, Reply, ServerError, TrapConfig, VcpuId, WfiPolicy, MAX_VCPUS};
 use log::{debug, warn};
 use serde::{Deserialize, Serialize};
 
 /// What the vCPU server traps, sent with every `Start`:
-/// - `wfi`: WFI traps (HCR.TWI) so that the vGIC server, with the fresh
-///   list-register status the monitor adds to `Idle`, decides whether the
-///   vCPU may idle; untrapped, a WFI would sleep until a *physical* interrupt
-///   and miss an emulated one that is pending but not yet in a list register.
+/// - `wfi`: as the VM's [`WfiPolicy`] says (`splitvisor run --wfi`). Trapped
+///   (the default), the vGIC server, with the fresh list-register status the
+///   monitor adds to `Idle`, folds in what the guest finished and decides
+///   whether the vCPU may idle. Untrapped, the guest's WFI sleeps on its
+///   own CPU until a physical interrupt (which traps) or a virtual one in
+///   its list registers: no emulated interrupt is missed, since the vGIC
+///   server kicks (a physical SGI) every vCPU whose list registers may have
+///   to change, and keeps a vCPU whose refresh is unfinished from running
+///   before it is done (it kicks it again).
 /// - `wfe`: WFE traps (HCR.TWE) and is answered by stepping past it, which
 ///   the architecture permits (WFE may complete at any time). With 1:1
 ///   placement there is nothing to yield to, so this costs one exit per WFE;
@@ -34,8 +39,17 @@ use serde::{Deserialize, Serialize};
 /// - `phys_counter`: CNTPCT reads do not trap (CNTHCTL.PL1PCTEN set): the
 ///   vtimer server would return the same physical count, so a trap would only
 ///   slow every read of it (Linux reads the virtual counter anyway).
-pub const TRAP_POLICY: TrapConfig =
-    TrapConfig { wfi: true, wfe: true, smc: true, actlr: true, set_way: true, phys_timer: true, phys_counter: false };
+pub fn trap_policy(wfi: WfiPolicy) -> TrapConfig {
+    TrapConfig {
+        wfi: wfi == WfiPolicy::Trap,
+        wfe: true,
+        smc: true,
+        actlr: true,
+        set_way: true,
+        phys_timer: true,
+        phys_counter: false,
+    }
+}
 
 /// ACTLR fields (Cortex-A15 TRM, Auxiliary Control Register).
 pub mod actlr {

@@ -31,13 +31,13 @@ pub mod pl011;
 pub mod psci;
 
 use ipc::{
-    Action, GuestReg, IntId, MemWindow, Message, Reply, Server, ServerError, ServerId, Trap, TrapMsg, VcpuId,
-    VcpuRequest, VmConfig, MAX_VCPUS,
+    Action, GuestReg, IntId, MemWindow, Message, Reply, Server, ServerError, ServerId, Trap, TrapConfig, TrapMsg,
+    VcpuId, VcpuRequest, VmConfig, MAX_VCPUS,
 };
 use log::{debug, error, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::cp15::{Cp15, TRAP_POLICY};
+use crate::cp15::{trap_policy, Cp15};
 use crate::mmio::{Device, MmioBus};
 use crate::pl011::Pl011;
 use crate::psci::{Psci, PsciError};
@@ -53,6 +53,8 @@ pub struct VcpuServer {
     cp15: Cp15,
     /// Emulated devices.
     bus: MmioBus,
+    /// What the guest's accesses trap (from the VM's configuration).
+    traps: TrapConfig,
 }
 
 impl VcpuServer {
@@ -72,7 +74,7 @@ impl VcpuServer {
         {
             error!("cannot attach the PL011 at {:#x}: {e:?}", config.uart.base);
         }
-        VcpuServer { vcpus, psci: Psci::new(vcpus, ram), cp15: Cp15::new(vcpus), bus }
+        VcpuServer { vcpus, psci: Psci::new(vcpus, ram), cp15: Cp15::new(vcpus), bus, traps: trap_policy(config.wfi) }
     }
 
     /// The PSCI state (power states).
@@ -105,7 +107,7 @@ impl VcpuServer {
         self.check(vcpu)?;
         self.psci.started(vcpu)?;
         self.cp15.reset(vcpu);
-        reply.push(Action::ConfigureTraps(TRAP_POLICY))?;
+        reply.push(Action::ConfigureTraps(self.traps))?;
         if let Some(console) = self.bus.console() {
             console.started(reply)?;
         }
@@ -251,6 +253,16 @@ mod tests {
         );
         assert_eq!(s.psci().power(VcpuId(0)), Some(PowerState::On));
         assert_eq!(s.handle(VcpuRequest::Start { vcpu: VcpuId(2) }), Err(ServerError::NoSuchVcpu(VcpuId(2))));
+        // With WFI run natively, only TWI changes, on every vCPU.
+        let mut s = VcpuServer::new(&VmConfig { wfi: ipc::WfiPolicy::Native, ..config(2) });
+        for vcpu in [VcpuId(0), VcpuId(1)] {
+            if vcpu.0 == 1 {
+                s.handle(trap(0, Trap::Hvc { imm: 0, args: [fid::CPU_ON, 1, 0x4000_8000, 0] })).expect("CPU_ON");
+            }
+            let a = actions(&mut s, VcpuRequest::Start { vcpu });
+            let Some(Action::ConfigureTraps(t)) = a.first() else { panic!("no traps configured: {a:?}") };
+            assert_eq!(*t, ipc::TrapConfig { wfi: false, ..crate::cp15::trap_policy(ipc::WfiPolicy::Trap) });
+        }
     }
 
     #[test]

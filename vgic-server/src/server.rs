@@ -727,6 +727,13 @@ impl VgicServer {
     /// How every refresh that wrote `vcpu`'s list registers ends: note the
     /// inputs it saw if it owes no deactivation (`settled`), kick the vCPUs
     /// that may take the SPIs it released, answer an `Idle` that waits.
+    ///
+    /// A refresh that left a deactivation owed (its reply was full) kicks
+    /// `vcpu` itself, which the monitor turns into a `Sync` before it
+    /// re-enters the vCPU, and does not let it wait: the physical interrupt
+    /// still active may be the one that would wake it (the virtual timer's),
+    /// and a guest whose WFI does not trap (`WfiPolicy::Native`) would sleep
+    /// through it without another refresh.
     fn end_refresh(
         &mut self,
         vcpu: VcpuId,
@@ -739,10 +746,16 @@ impl VgicServer {
         if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
             cpu.synced = settled.then_some(inputs);
         }
-        // This vCPU's own list registers were just written.
+        // This vCPU's own list registers were just written: it is kicked
+        // only to finish the refresh, first, in the place
+        // `deactivate_owed` kept.
+        if !settled && reply.push(Action::Kick { vcpu }).is_err() {
+            warn!("reply full: the kick finishing vcpu{}'s refresh is deferred", vcpu.0);
+            self.owed_kicks |= bit(vcpu);
+        }
         let kicks = self.released_kicks(held_before) & !bit(vcpu);
         self.push_kicks(reply, kicks);
-        if wait {
+        if wait && settled {
             reply.push(Action::WaitForInterrupt)?;
         }
         Ok(())
@@ -1291,7 +1304,11 @@ impl VgicServer {
             }
         }
         for (irq, physical) in owed {
-            if reply.push(Action::DeactivatePhysical { intid: physical }).is_err() {
+            // The last place is kept for the kick that finishes the refresh
+            // if this one cannot (see `end_refresh`).
+            if reply.actions.len() + 1 >= ipc::MAX_ACTIONS
+                || reply.push(Action::DeactivatePhysical { intid: physical }).is_err()
+            {
                 debug!("vcpu{}: reply full, deactivation of {physical:?} deferred", vcpu.0);
                 return false;
             }

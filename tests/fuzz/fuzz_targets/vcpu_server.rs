@@ -703,8 +703,10 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
                         other => panic!("Start answered {other:?}"),
                     };
                     // What the other servers rely on: PSCI over SMC, ACTLR and
-                    // set/way emulation, the emulated physical timer, idling.
-                    assert!(policy.smc && policy.actlr && policy.set_way && policy.phys_timer && policy.wfi);
+                    // set/way emulation, the emulated physical timer; WFI as
+                    // the VM's policy says.
+                    assert!(policy.smc && policy.actlr && policy.set_way && policy.phys_timer);
+                    assert_eq!(policy.wfi, config.wfi == ipc::WfiPolicy::Trap, "{config:?}");
                     let actions = reply.actions.to_vec();
                     assert!(
                         matches!(actions.as_slice(), [_, Action::ConsoleReady { .. }, ..])

@@ -9,7 +9,7 @@
 //! 4 GiB, any timer PPIs.
 
 use arbitrary::Arbitrary;
-use ipc::{DeviceRegion, IntId, MemWindow, TimerIntids, VmConfig, MAX_VCPUS};
+use ipc::{DeviceRegion, IntId, MemWindow, TimerIntids, VmConfig, WfiPolicy, MAX_VCPUS};
 
 const TWO_MIB: u64 = 2 << 20;
 const PAGE: u64 = 4096;
@@ -88,6 +88,8 @@ impl FuzzConfig {
             // (a page number below 4 GiB has 20 bits): a new field would
             // have shifted every later byte of the corpora's inputs.
             console_image: self.uart_page >> 31 == 0,
+            // The top bit of `gicc_page`, for the same reason.
+            wfi: if self.gicc_page >> 31 == 0 { WfiPolicy::Trap } else { WfiPolicy::Native },
         };
         config.validate().ok().map(|()| config)
     }

@@ -628,6 +628,52 @@ fn timer_backed_by_the_physical_interrupt() {
     assert_eq!(actions.last(), Some(&Action::DeactivatePhysical { intid: IntId(27) }));
 }
 
+/// A refresh whose reply has no room left for the physical deactivation it
+/// owes (a full reply: list-register writes and kicks of other vCPUs) kicks
+/// its own vCPU instead, so that the monitor finishes it with a `Sync`
+/// before re-entering the vCPU, and lets no `Idle` wait meanwhile: the
+/// interrupt still active may be the one that would wake it.
+#[test]
+fn a_deactivation_that_does_not_fit_is_finished_before_the_vcpu_runs() {
+    for idle in [false, true] {
+        let mut s = booted(2, 32, 4);
+        let mut cpu1 = CpuIf::new(4);
+        set_line(&mut s, 27, true, Some(1), Some(27));
+        cpu1.sync(&mut s, 1);
+        cpu1.ack(0xff);
+        cpu1.deactivate(27);
+        // Room for two: the list register's write, and the kick.
+        let mut reply = Reply::of(&[const { Action::AdvancePc }; ipc::MAX_ACTIONS - 2]).unwrap();
+        let request = if idle {
+            VgicRequest::Idle { vcpu: VcpuId(1), status: cpu1.status() }
+        } else {
+            VgicRequest::Maintenance { vcpu: VcpuId(1), status: cpu1.status() }
+        };
+        s.handle_into(&request, &mut reply).expect("a reply");
+        let actions: StdVec<Action> = reply.actions.iter().skip(ipc::MAX_ACTIONS - 2).collect();
+        assert_eq!(actions, [Action::WriteListRegister { index: 0, value: 0 }, Action::Kick { vcpu: VcpuId(1) }]);
+        cpu1.apply(&actions);
+        // The monitor's Sync for the kick deactivates it, once.
+        assert_eq!(cpu1.sync(&mut s, 1), [Action::DeactivatePhysical { intid: IntId(27) }]);
+        assert_eq!(cpu1.sync(&mut s, 1), [], "owed once");
+        // With room, the same refresh deactivates at once, and an Idle
+        // waits.
+        set_line(&mut s, 27, true, Some(1), Some(27));
+        cpu1.sync(&mut s, 1);
+        cpu1.ack(0xff);
+        cpu1.deactivate(27);
+        let actions = req(&mut s, VgicRequest::Idle { vcpu: VcpuId(1), status: cpu1.status() });
+        assert_eq!(
+            actions,
+            [
+                Action::WriteListRegister { index: 0, value: 0 },
+                Action::DeactivatePhysical { intid: IntId(27) },
+                Action::WaitForInterrupt
+            ]
+        );
+    }
+}
+
 /// Distributor reads see what the guest did through the virtual CPU
 /// interface since the last refresh, from the status the access carries:
 /// after it acknowledges SGI 10 and the edge SPI 40 (no trap),
