@@ -19,8 +19,11 @@
 //! more come down to writing one list register: a change of the vCPU's
 //! own private line with its status (the timer's tick), and the `Sync` of
 //! an IPI's kick when the SGI sent is all that changed (see
-//! `VgicServer::added_only`); and one with only finished interrupts to
-//! settle to clearing them (`VgicServer::only_finished`).
+//! `VgicServer::added_only`), also after SGIs the guest finished since are
+//! folded in (`VgicServer::finished_then_added`: a vCPU whose WFI does not
+//! trap had no `Idle` to fold them as it went idle); and one with only
+//! finished interrupts to settle to clearing them
+//! (`VgicServer::only_finished`).
 //!
 //! A request that changes interrupt state otherwise (`Mmio`, `SetLine`,
 //! `Start`) answers with `Kick { vcpu }` for each vCPU whose list registers
@@ -88,6 +91,13 @@
 //!   is not tracked.
 //! - An SPI pending in the list registers of a vCPU that then goes off stays
 //!   there until that vCPU's next `Start`.
+//! - With the guest's WFI untrapped (`ipc::WfiPolicy::Native`), a vCPU
+//!   goes to sleep without a refresh: what it finished last is folded in
+//!   at its next one (the next interrupt it is kicked for, or EOI
+//!   maintenance), and until then another vCPU's distributor read shows
+//!   such an interrupt as the list register was written (an SPI it
+//!   finished still active, say), as for a vCPU that runs without
+//!   trapping.
 
 use heapless::Vec;
 use ipc::msg::LrStatus;
@@ -213,6 +223,9 @@ std::thread_local! {
     pub(crate) static ADDED_ONLY: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
     /// Of those, the ones for an SGI a GICD_SGIR write added (for the tests).
     pub(crate) static ADDED_SGI: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    /// Of those, the ones after SGIs the guest finished were folded in (for
+    /// the tests).
+    pub(crate) static FINISHED_ADDED: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
 /// A list register whose interrupt the guest finished (see
@@ -532,8 +545,51 @@ impl VgicServer {
                 ADDED_SGI.with(|n| n.set(n.get() + 1));
                 return Ok(());
             }
+            if self.finished_then_added(vcpu, added, status, reply)? {
+                return Ok(());
+            }
         }
         self.refresh(vcpu, status, false, reply)
+    }
+
+    /// The `Sync` of an IPI's kick when, besides the SGI sent (`added`),
+    /// the guest has only finished SGIs since the vCPU's last refresh (as
+    /// it does when its WFI does not trap, `WfiPolicy::Native`: no `Idle`
+    /// folded them in as it went idle). Those are folded in, and if each
+    /// is idle now or is the SGI sent again, [`Self::added_only`] lists the
+    /// sent one where the full refresh would; else the full refresh goes on
+    /// from the fold. False (nothing changed) when the status shows
+    /// anything else: an entry that asked for EOI maintenance, or not an
+    /// SGI (an SPI's release may kick others), or any other change (see
+    /// [`Self::only_finished`], here against the inputs before the SGI was
+    /// sent). The simulated machine's test checks each such refresh against
+    /// the full one.
+    fn finished_then_added(
+        &mut self,
+        vcpu: VcpuId,
+        added: Added,
+        status: &LrStatus,
+        reply: &mut Reply,
+    ) -> Result<bool, ServerError> {
+        let Some(finished) = self.only_finished(vcpu, status, added.before, reply) else {
+            return Ok(false);
+        };
+        if finished.iter().any(|f| f.eoi || !matches!(f.irq, Irq::Sgi { .. })) {
+            return Ok(false);
+        }
+        let held_before = self.fold_status(vcpu, status);
+        let idle = |s: &Self, irq: Irq| s.dist.instance(irq).is_some_and(|i| !i.pending && !i.active);
+        if finished.iter().all(|f| f.irq == added.irq || idle(self, f.irq))
+            && self.sgi_alone(vcpu, added.irq)
+            && self.added_only(vcpu, added.irq, status, added.before, reply)?
+        {
+            #[cfg(test)]
+            FINISHED_ADDED.with(|n| n.set(n.get() + 1));
+            return Ok(true);
+        }
+        let live = self.live(vcpu);
+        self.refresh_folded(vcpu, status, held_before, live, false, reply)?;
+        Ok(true)
     }
 
     /// Whether `irq` is an SGI for `vcpu` that the full refresh would list
@@ -749,9 +805,8 @@ impl VgicServer {
         // This vCPU's own list registers were just written: it is kicked
         // only to finish the refresh, first, in the place
         // `deactivate_owed` kept.
-        if !settled && reply.push(Action::Kick { vcpu }).is_err() {
-            warn!("reply full: the kick finishing vcpu{}'s refresh is deferred", vcpu.0);
-            self.owed_kicks |= bit(vcpu);
+        if !settled {
+            self.kick_to_finish(vcpu, reply);
         }
         let kicks = self.released_kicks(held_before) & !bit(vcpu);
         self.push_kicks(reply, kicks);
@@ -759,6 +814,18 @@ impl VgicServer {
             reply.push(Action::WaitForInterrupt)?;
         }
         Ok(())
+    }
+
+    /// Kick `vcpu` to finish its refresh (see [`Self::end_refresh`]), in
+    /// the place `deactivate_owed` kept. (Out of line: it is rare, and
+    /// inline it cost every refresh some instructions.)
+    #[cold]
+    #[inline(never)]
+    fn kick_to_finish(&mut self, vcpu: VcpuId, reply: &mut Reply) {
+        if reply.push(Action::Kick { vcpu }).is_err() {
+            warn!("reply full: the kick finishing vcpu{}'s refresh is deferred", vcpu.0);
+            self.owed_kicks |= bit(vcpu);
+        }
     }
 
     /// The list registers in which `status` shows the guest finished an
@@ -779,7 +846,10 @@ impl VgicServer {
     /// (nothing left out), write 0 into a finished register that asked for
     /// EOI maintenance (an invalid one that did not is empty already), and
     /// deactivate a finished interrupt's physical one. The simulated
-    /// machine's test checks each refresh against the full one.
+    /// machine's test checks each refresh against the full one. (Inline:
+    /// a timer tick's maintenance takes it, and out of line, with its two
+    /// callers, it cost each some twenty instructions.)
+    #[inline(always)]
     fn only_finished(
         &self,
         vcpu: VcpuId,
