@@ -238,7 +238,8 @@ pub fn route(table: &RouteTable, trap: &TrapMsg, hw: &mut impl Hardware) -> Rout
 
 /// The message a trap starts as, for [`route_in_place`] to finish: a
 /// distributor access is the vGIC server's `Mmio` request, and anything
-/// else the vCPU server's `Trap` request.
+/// else the vCPU server's `Trap` request (which `route_in_place` turns into
+/// another server's request for a timer register, a WFI or an interrupt).
 #[inline(always)]
 pub fn first_message(table: &RouteTable, vcpu: VcpuId, trap: Trap, pc: u32, cpsr: u32) -> Message {
     match trap {
@@ -272,6 +273,11 @@ pub fn route_in_place(table: &RouteTable, message: &mut Message, hw: &mut impl H
         Trap::HypTimer => {
             Message::Vtimer(VtimerRequest::Fired { vcpu, timer: ipc::msg::TimerKind::Physical, now: hw.now() })
         }
+        // Whether the vCPU may wait is the vGIC server's to say, and it
+        // steps past the WFI too: the vCPU server would only pass it on (one
+        // message more each time a vCPU goes idle). `complete` fills in the
+        // list-register status.
+        Trap::Wfi => Message::Vgic(VgicRequest::Wfi { vcpu, status: LrStatus::default() }),
         Trap::Irq { intid } => match route_irq(table, vcpu, intid, hw) {
             Some(routed) => routed,
             None => return false,
@@ -337,9 +343,12 @@ fn refusal_answer(message: &Message) -> Option<Action> {
             Trap::DataAbortNoSyndrome { far, .. } => Action::InjectDataAbort { far },
             Trap::PrefetchAbort { far, .. } => Action::InjectPrefetchAbort { far },
             Trap::Irq { .. } | Trap::HypTimer => return None,
+            // Either may complete at any time.
+            Trap::Wfi | Trap::Wfe => Action::AdvancePc,
             _ => Action::InjectUndef,
         }),
         Message::Vgic(VgicRequest::Mmio { access, .. }) => Some(Action::InjectDataAbort { far: access.far }),
+        Message::Vgic(VgicRequest::Wfi { .. }) => Some(Action::AdvancePc),
         Message::Vtimer(VtimerRequest::Cp15 { .. } | VtimerRequest::Cp15Wide { .. }) => Some(Action::InjectUndef),
         // A physical interrupt the vGIC server would have had deactivated
         // once the guest finished it: the virtual interrupt is lost, but its
@@ -452,10 +461,10 @@ pub fn complete(mut message: Message, current: VcpuId, hw: &impl Hardware) -> Me
 /// [`complete`], on the message where it is.
 pub fn complete_in_place(message: &mut Message, current: VcpuId, hw: &impl Hardware) {
     match message {
-        Message::Vgic(VgicRequest::Idle { status, .. }) => *status = hw.lr_status(),
         Message::Vgic(VgicRequest::Mmio { vcpu, status, .. }) => {
             *status = (*vcpu == current).then(|| hw.lr_status());
         }
+        Message::Vgic(VgicRequest::Idle { status, .. } | VgicRequest::Wfi { status, .. }) => *status = hw.lr_status(),
         Message::Vgic(VgicRequest::SetLine { target, status, .. }) => {
             *status = (*target == Some(current)).then(|| hw.lr_status());
         }
@@ -548,6 +557,12 @@ mod tests {
         assert_eq!(server(routed(cp15(14), &mut hw)), Some(ServerId::Vtimer));
         assert_eq!(server(routed(cp15(1), &mut hw)), Some(ServerId::Vcpu));
         assert_eq!(server(routed(Trap::Hvc { imm: 0, args: [0; 4] }, &mut hw)), Some(ServerId::Vcpu));
+        // A WFI is the vGIC server's (`complete` adds the status).
+        assert_eq!(
+            routed(Trap::Wfi, &mut hw),
+            Routed::Deliver(Message::Vgic(VgicRequest::Wfi { vcpu: VcpuId(1), status: LrStatus::default() }))
+        );
+        assert_eq!(server(routed(Trap::Wfe, &mut hw)), Some(ServerId::Vcpu));
         assert_eq!(server(routed(Trap::Irq { intid: 25 }, &mut hw)), Some(ServerId::Vgic));
         assert_eq!(server(routed(Trap::Irq { intid: 0 }, &mut hw)), Some(ServerId::Vgic));
         assert_eq!(
@@ -715,6 +730,8 @@ mod tests {
         };
         run(Message::Vcpu(VcpuRequest::Trap(trap(mmio(0x0a00_0000)))), &mut hw);
         run(Message::Vcpu(VcpuRequest::Trap(trap(Trap::Wfi))), &mut hw);
+        run(Message::Vgic(VgicRequest::Wfi { vcpu: VcpuId(1), status: LrStatus::default() }), &mut hw);
+        run(Message::Vcpu(VcpuRequest::Trap(trap(Trap::Hvc { imm: 0, args: [0; 4] }))), &mut hw);
         run(
             Message::Vgic(VgicRequest::Mmio {
                 status: None,
@@ -747,13 +764,17 @@ mod tests {
             hw.applied,
             vec![
                 Action::InjectDataAbort { far: 0x0a00_0000 },
+                // A WFI may complete at any time: stepped past, whichever
+                // server refused it.
+                Action::AdvancePc,
+                Action::AdvancePc,
                 Action::InjectUndef,
                 Action::InjectDataAbort { far: 0xc000_0000 },
                 // The timer's physical PPI is released.
                 Action::DeactivatePhysical { intid: IntId(27) },
             ]
         );
-        assert_eq!(stats.refused, 6);
+        assert_eq!(stats.refused, 8);
     }
 
     #[test]

@@ -210,7 +210,7 @@ fn check_message(message: &Message, config: &VmConfig) -> Result<(), InvalidRepl
         | Message::Vgic(VgicRequest::Mmio { vcpu: v, .. })
         | Message::Vgic(VgicRequest::Maintenance { vcpu: v, .. })
         | Message::Vgic(VgicRequest::Sync { vcpu: v, .. })
-        | Message::Vgic(VgicRequest::Idle { vcpu: v, .. }) => vcpu(*v, config),
+        | Message::Vgic(VgicRequest::Idle { vcpu: v, .. } | VgicRequest::Wfi { vcpu: v, .. }) => vcpu(*v, config),
         Message::Vgic(VgicRequest::SetLine { intid: i, target, hw, .. }) => {
             intid(*i)?;
             if let Some(v) = target {

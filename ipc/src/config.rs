@@ -160,15 +160,15 @@ pub struct VmConfig {
 /// that CPU just as the monitor would, and is woken by what would wake the
 /// monitor: a physical interrupt (routed to Hyp, so it traps there) or a
 /// virtual one in its list registers. What trapping adds is the vGIC
-/// server's look at the vCPU as it goes idle (`VgicRequest::Idle`): the
+/// server's look at the vCPU as it goes idle (`VgicRequest::Wfi`): the
 /// guest's finished interrupts are folded in and its list registers
 /// refreshed then, off the path of the next interrupt, and the idle shows
 /// in traces.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum WfiPolicy {
-    /// WFI traps (HCR.TWI) and goes to the vCPU server, then to the vGIC
-    /// server as `Idle`.
+    /// WFI traps (HCR.TWI) and goes to the vGIC server
+    /// ([`crate::VgicRequest::Wfi`]).
     #[default]
     Trap,
     /// WFI runs in the guest (HCR.TWI clear): no trap as a vCPU goes idle.

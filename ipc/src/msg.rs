@@ -126,8 +126,20 @@ pub enum VgicRequest {
         /// The hardware status.
         status: LrStatus,
     },
-    /// `vcpu` executed WFI: answer whether it may idle.
+    /// `vcpu` asked to idle (PSCI CPU_SUSPEND, answered by the vCPU
+    /// server, which steps past the call): refresh its list registers and
+    /// answer whether it may wait (`Action::WaitForInterrupt`).
     Idle {
+        /// The vCPU.
+        vcpu: VcpuId,
+        /// The hardware status.
+        status: LrStatus,
+    },
+    /// `vcpu`'s WFI trapped (`WfiPolicy::Trap`; the router sends the trap
+    /// here, not to the vCPU server, which would only pass it on): step
+    /// past the WFI (`Action::AdvancePc`, which completes it), then as
+    /// `Idle`.
+    Wfi {
         /// The vCPU.
         vcpu: VcpuId,
         /// The hardware status.
@@ -227,6 +239,7 @@ impl Message {
             Message::Vgic(VgicRequest::Maintenance { .. }) => "Maintenance",
             Message::Vgic(VgicRequest::Sync { .. }) => "Sync",
             Message::Vgic(VgicRequest::Idle { .. }) => "Idle",
+            Message::Vgic(VgicRequest::Wfi { .. }) => "Wfi",
             Message::Vgic(VgicRequest::SetLine { .. }) => "SetLine",
             Message::Vtimer(VtimerRequest::Start { .. }) => "Start",
             Message::Vtimer(VtimerRequest::Cp15 { .. }) => "Cp15",

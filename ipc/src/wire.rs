@@ -17,7 +17,8 @@ use crate::msg::Envelope;
 /// 8: the console's read image ([`crate::Action::ConsoleImageWord`],
 /// [`crate::Action::ConsoleImageMap`], [`crate::VmConfig::console_image`]).
 /// 9: the WFI policy ([`crate::VmConfig::wfi`]).
-pub const WIRE_VERSION: u16 = 9;
+/// 10: a trapped WFI goes to the vGIC server ([`crate::VgicRequest::Wfi`]).
+pub const WIRE_VERSION: u16 = 10;
 
 /// The largest encoded message (envelope included), in bytes.
 pub const MAX_MESSAGE_SIZE: usize = 512;

@@ -81,7 +81,7 @@ fn vcpu_request_variant(r: &VcpuRequest) -> usize {
     }
 }
 
-const VGIC_REQUEST_VARIANTS: usize = 6;
+const VGIC_REQUEST_VARIANTS: usize = 7;
 fn vgic_request_variant(r: &VgicRequest) -> usize {
     match r {
         VgicRequest::Start { .. } => 0,
@@ -90,6 +90,7 @@ fn vgic_request_variant(r: &VgicRequest) -> usize {
         VgicRequest::Maintenance { .. } => 3,
         VgicRequest::Sync { .. } => 4,
         VgicRequest::Idle { .. } => 5,
+        VgicRequest::Wfi { .. } => 6,
     }
 }
 
@@ -282,6 +283,7 @@ fn vgic_requests() -> Vec<VgicRequest> {
         VgicRequest::Maintenance { vcpu: V, status: lr_status() },
         VgicRequest::Sync { vcpu: VcpuId(0), status: LrStatus::default() },
         VgicRequest::Idle { vcpu: V, status: lr_status() },
+        VgicRequest::Wfi { vcpu: VcpuId(0), status: lr_status() },
     ]
 }
 

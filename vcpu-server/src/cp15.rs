@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 /// What the vCPU server traps, sent with every `Start`:
 /// - `wfi`: as the VM's [`WfiPolicy`] says (`splitvisor run --wfi`). Trapped
-///   (the default), the vGIC server, with the fresh list-register status the
-///   monitor adds to `Idle`, folds in what the guest finished and decides
-///   whether the vCPU may idle. Untrapped, the guest's WFI sleeps on its
+///   (the default), the router sends the WFI to the vGIC server (`Wfi`),
+///   which, with the fresh list-register status the monitor adds, folds in
+///   what the guest finished, steps past the WFI and decides whether the
+///   vCPU may idle. Untrapped, the guest's WFI sleeps on its
 ///   own CPU until a physical interrupt (which traps) or a virtual one in
 ///   its list registers: no emulated interrupt is missed, since the vGIC
 ///   server kicks (a physical SGI) every vCPU whose list registers may have

@@ -154,10 +154,13 @@ impl VcpuServer {
                 warn!("vcpu{}: trapped 64-bit CP15 access {access:?}; injecting undef", vcpu.0);
                 Ok(reply.push(Action::InjectUndef)?)
             }
-            // Step past the WFI and ask the vGIC server whether the vCPU may
-            // idle (it answers WaitForInterrupt, or nothing when an interrupt
-            // is pending). The monitor's router fills in the list-register
-            // status of the `Idle` request before delivering it.
+            // The monitor's router sends a trapped WFI to the vGIC server
+            // (`VgicRequest::Wfi`), which steps past it and decides whether
+            // the vCPU may idle. Given one all the same (by another sender),
+            // the same in two steps: step past the WFI and ask the vGIC
+            // server (it answers WaitForInterrupt, or nothing when an
+            // interrupt is pending; the router fills in the list-register
+            // status of the `Idle` request before delivering it).
             Trap::Wfi => {
                 reply.push(Action::AdvancePc)?;
                 Ok(reply.push(psci::idle(vcpu))?)

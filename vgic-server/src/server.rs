@@ -1402,6 +1402,13 @@ impl Server for VgicServer {
             VgicRequest::Sync { vcpu, ref status } => self.sync(vcpu, status, reply),
             VgicRequest::Maintenance { vcpu, ref status } => self.refresh(vcpu, status, false, reply),
             VgicRequest::Idle { vcpu, ref status } => self.refresh(vcpu, status, true, reply),
+            VgicRequest::Wfi { vcpu, ref status } => {
+                self.check(vcpu)?;
+                // Stepping past the WFI completes it (it may complete at any
+                // time); a wait follows if nothing could be signalled.
+                reply.push(Action::AdvancePc)?;
+                self.refresh(vcpu, status, true, reply)
+            }
         }
     }
 

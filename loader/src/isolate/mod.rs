@@ -184,6 +184,7 @@ pub fn policy_reply(message: &Message) -> Reply {
             Trap::Irq { .. } | Trap::HypTimer => None,
         },
         Message::Vgic(VgicRequest::Mmio { access, .. }) => Some(Action::InjectDataAbort { far: access.far }),
+        Message::Vgic(VgicRequest::Wfi { .. }) => Some(Action::AdvancePc),
         Message::Vtimer(VtimerRequest::Cp15 { .. }) | Message::Vtimer(VtimerRequest::Cp15Wide { .. }) => {
             Some(Action::InjectUndef)
         }

@@ -106,7 +106,11 @@ enum Kind {
     Start,
     Mmio,
     Line,
-    Refresh { idle: bool },
+    /// `step`: a trapped WFI, which the reply first steps past.
+    Refresh {
+        idle: bool,
+        step: bool,
+    },
 }
 
 struct Harness {
@@ -213,7 +217,12 @@ impl Harness {
     /// the request may cause.
     fn apply(&mut self, server: &VgicServer, v: Option<u8>, kind: Kind, reply: &Reply) {
         let before = v.and_then(|v| self.gich[usize::from(v)].clone());
-        for action in &reply.actions.to_vec() {
+        let actions = reply.actions.to_vec();
+        // A trapped WFI is stepped past first, once.
+        if let Kind::Refresh { step: true, .. } = kind {
+            assert_eq!(actions.first(), Some(&Action::AdvancePc), "a WFI answered {actions:?}");
+        }
+        for (i, action) in actions.iter().enumerate() {
             match *action {
                 Action::Kick { vcpu } => self.kicks.push_back(vcpu.0),
                 Action::WriteListRegister { index, value } => {
@@ -241,10 +250,11 @@ impl Harness {
                     }
                 }
                 Action::WaitForInterrupt => {
-                    assert_eq!(kind, Kind::Refresh { idle: true }, "WaitForInterrupt in answer to {kind:?}");
+                    assert!(matches!(kind, Kind::Refresh { idle: true, .. }), "WaitForInterrupt in answer to {kind:?}");
                     let v = v.expect("Idle names its vCPU");
                     self.idle[usize::from(v)] = true;
                 }
+                Action::AdvancePc if i == 0 && matches!(kind, Kind::Refresh { step: true, .. }) => {}
                 Action::SetReg { .. } | Action::AdvancePc | Action::InjectDataAbort { .. } => {
                     assert_eq!(kind, Kind::Mmio, "{action:?} in answer to {kind:?}");
                 }
@@ -282,13 +292,14 @@ impl Harness {
             // A private line of the vCPU being handled, with its status: a
             // refresh of that vCPU.
             VgicRequest::SetLine { target: Some(vcpu), status: Some(_), .. } => {
-                (Some(vcpu.0), Kind::Refresh { idle: false })
+                (Some(vcpu.0), Kind::Refresh { idle: false, step: false })
             }
             VgicRequest::SetLine { .. } => (None, Kind::Line),
             VgicRequest::Maintenance { vcpu, .. } | VgicRequest::Sync { vcpu, .. } => {
-                (Some(vcpu.0), Kind::Refresh { idle: false })
+                (Some(vcpu.0), Kind::Refresh { idle: false, step: false })
             }
-            VgicRequest::Idle { vcpu, .. } => (Some(vcpu.0), Kind::Refresh { idle: true }),
+            VgicRequest::Idle { vcpu, .. } => (Some(vcpu.0), Kind::Refresh { idle: true, step: false }),
+            VgicRequest::Wfi { vcpu, .. } => (Some(vcpu.0), Kind::Refresh { idle: true, step: true }),
         };
         let before = server.clone();
         let got = server.handle(request.clone());
@@ -298,6 +309,7 @@ impl Harness {
             | VgicRequest::Sync { vcpu, .. }
             | VgicRequest::Maintenance { vcpu, .. }
             | VgicRequest::Idle { vcpu, .. }
+            | VgicRequest::Wfi { vcpu, .. }
             | VgicRequest::SetLine { target: Some(vcpu), status: Some(_), .. }
                 if got.is_ok() =>
             {
@@ -311,7 +323,9 @@ impl Harness {
         assert_ne!(got, Err(ServerError::ReplyFull), "a reply overflowed: {request:?}");
         match &got {
             Ok(reply) => {
-                let answering = if kind == Kind::Mmio { Answering::Trap } else { Answering::NotATrap };
+                // A distributor access and a trapped WFI are guest traps.
+                let trap = matches!(kind, Kind::Mmio | Kind::Refresh { step: true, .. });
+                let answering = if trap { Answering::Trap } else { Answering::NotATrap };
                 check::reply_shape(ServerId::Vgic, reply, self.vcpus(), answering);
                 if let (VgicRequest::Start { vcpu, list_registers }, true) = (&request, v.is_some()) {
                     self.gich[vcpu.index()] = Some(Gich::new(usize::from(*list_registers)));

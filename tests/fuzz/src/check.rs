@@ -106,7 +106,8 @@ pub fn message_vcpu(message: &Message) -> Option<VcpuId> {
             | VgicRequest::Mmio { vcpu, .. }
             | VgicRequest::Maintenance { vcpu, .. }
             | VgicRequest::Sync { vcpu, .. }
-            | VgicRequest::Idle { vcpu, .. },
+            | VgicRequest::Idle { vcpu, .. }
+            | VgicRequest::Wfi { vcpu, .. },
         ) => Some(*vcpu),
         Message::Vgic(VgicRequest::SetLine { target, .. }) => *target,
         Message::Vtimer(

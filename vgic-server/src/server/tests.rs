@@ -790,6 +790,32 @@ fn one_sgi_from_several_requesters() {
     assert_eq!(s.distributor().sgi(VcpuId(0), 5).map(|x| (x.pending, x.active)), Some((0, None)));
 }
 
+/// A trapped WFI (the router's `Wfi`): stepped past, then answered as an
+/// `Idle` (a wait when nothing could be signalled, none when something
+/// could); a WFI of a vCPU that does not exist is refused and not stepped.
+#[test]
+fn a_trapped_wfi_is_stepped_past_and_answered_as_idle() {
+    let mut s = booted(2, 32, 4);
+    let mut cpu1 = CpuIf::new(4);
+    cpu1.sync(&mut s, 1);
+    let wfi = |s: &mut VgicServer, cpu: &CpuIf| req(s, VgicRequest::Wfi { vcpu: VcpuId(1), status: cpu.status() });
+    let idle = |s: &mut VgicServer, cpu: &CpuIf| req(s, VgicRequest::Idle { vcpu: VcpuId(1), status: cpu.status() });
+    assert_eq!(wfi(&mut s, &cpu1), [Action::AdvancePc, Action::WaitForInterrupt]);
+    assert_eq!(idle(&mut s, &cpu1), [Action::WaitForInterrupt]);
+    // An SGI for it: listed, and no wait.
+    write(&mut s, 0, 0xf00, 0x0002_0003);
+    let mut copy = s.clone();
+    let actions = wfi(&mut s, &cpu1);
+    assert_eq!(actions[0], Action::AdvancePc);
+    assert_eq!(&actions[1..], idle(&mut copy, &cpu1).as_slice(), "the rest as an Idle's");
+    assert_eq!(lr_writes(&actions).len(), 1);
+    assert!(!actions.contains(&Action::WaitForInterrupt));
+    assert_eq!(
+        s.handle(VgicRequest::Wfi { vcpu: VcpuId(2), status: cpu1.status() }),
+        Err(ServerError::NoSuchVcpu(VcpuId(2)))
+    );
+}
+
 /// IPIs to a vCPU whose WFI does not trap: between two IPIs it finishes
 /// the first without a refresh (no `Idle`), so the `Sync` of the second's
 /// kick sees the first finished and the second sent. It folds the first in
@@ -1086,7 +1112,7 @@ fn garbage_requests_never_panic() {
             lrs: [rng.next() as u32, rng.next() as u32, rng.next() as u32, rng.next() as u32],
         };
         let size = [AccessSize::Byte, AccessSize::Half, AccessSize::Word, AccessSize::Double][rng.below(4) as usize];
-        let r = match rng.below(6) {
+        let r = match rng.below(7) {
             0 => VgicRequest::Start { vcpu, list_registers: rng.below(70) as u8 },
             1 => VgicRequest::Mmio {
                 vcpu,
@@ -1111,6 +1137,7 @@ fn garbage_requests_never_panic() {
             },
             3 => VgicRequest::Maintenance { vcpu, status },
             4 => VgicRequest::Sync { vcpu, status },
+            5 => VgicRequest::Wfi { vcpu, status },
             _ => VgicRequest::Idle { vcpu, status },
         };
         if let Ok(reply) = s.handle(r) {
@@ -1247,7 +1274,9 @@ impl Machine {
         if self.native_wfi {
             self.cpus[usize::from(v)].asleep = true;
         } else {
-            self.status_request(v, 2);
+            // Trapped, the router's `Wfi`; or a PSCI CPU_SUSPEND's `Idle`.
+            let kind = if self.rng.chance(80) { 3 } else { 2 };
+            self.status_request(v, kind);
         }
     }
 
@@ -1320,7 +1349,8 @@ impl Machine {
         let r = match kind {
             0 => VgicRequest::Sync { vcpu, status },
             1 => VgicRequest::Maintenance { vcpu, status },
-            _ => VgicRequest::Idle { vcpu, status },
+            2 => VgicRequest::Idle { vcpu, status },
+            _ => VgicRequest::Wfi { vcpu, status },
         };
         // The same request on a copy that cannot take the shortcut of a
         // refresh with nothing new (`CpuInterface::synced`) must come to the
@@ -1800,7 +1830,7 @@ impl Machine {
 /// `VGIC_SIM_STEPS` widen the search (e.g. 5000 seeds in release mode).
 #[test]
 fn simulated_machine_loses_nothing() {
-    let seeds: u64 = std::env::var("VGIC_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
+    let seeds: u64 = std::env::var("VGIC_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(48);
     let steps: usize = std::env::var("VGIC_SIM_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3_000);
     let first: u64 = std::env::var("VGIC_SIM_FIRST").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut shortcuts = 0;
