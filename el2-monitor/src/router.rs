@@ -237,9 +237,10 @@ pub fn route(table: &RouteTable, trap: &TrapMsg, hw: &mut impl Hardware) -> Rout
 }
 
 /// The message a trap starts as, for [`route_in_place`] to finish: a
-/// distributor access is the vGIC server's `Mmio` request, and anything
-/// else the vCPU server's `Trap` request (which `route_in_place` turns into
-/// another server's request for a timer register, a WFI or an interrupt).
+/// distributor access is the vGIC server's `Mmio` request, a WFI its `Wfi`
+/// request, and anything else the vCPU server's `Trap` request (which
+/// `route_in_place` turns into another server's request for a timer
+/// register or an interrupt).
 #[inline(always)]
 pub fn first_message(table: &RouteTable, vcpu: VcpuId, trap: Trap, pc: u32, cpsr: u32) -> Message {
     match trap {
@@ -247,6 +248,11 @@ pub fn first_message(table: &RouteTable, vcpu: VcpuId, trap: Trap, pc: u32, cpsr
         Trap::Mmio(access) if table.gicd.contains(access.ipa) => {
             Message::Vgic(VgicRequest::Mmio { vcpu, access, status: None })
         }
+        // Whether the vCPU may wait is the vGIC server's to say, and it
+        // steps past the WFI too: the vCPU server would only pass it on (one
+        // message more each time a vCPU goes idle). `complete` fills in the
+        // list-register status.
+        Trap::Wfi => Message::Vgic(VgicRequest::Wfi { vcpu, status: LrStatus::default() }),
         _ => Message::Vcpu(VcpuRequest::Trap(TrapMsg { vcpu, trap, pc, cpsr })),
     }
 }
@@ -273,11 +279,6 @@ pub fn route_in_place(table: &RouteTable, message: &mut Message, hw: &mut impl H
         Trap::HypTimer => {
             Message::Vtimer(VtimerRequest::Fired { vcpu, timer: ipc::msg::TimerKind::Physical, now: hw.now() })
         }
-        // Whether the vCPU may wait is the vGIC server's to say, and it
-        // steps past the WFI too: the vCPU server would only pass it on (one
-        // message more each time a vCPU goes idle). `complete` fills in the
-        // list-register status.
-        Trap::Wfi => Message::Vgic(VgicRequest::Wfi { vcpu, status: LrStatus::default() }),
         Trap::Irq { intid } => match route_irq(table, vcpu, intid, hw) {
             Some(routed) => routed,
             None => return false,
