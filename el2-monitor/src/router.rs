@@ -336,8 +336,15 @@ pub struct Delivery<'a, S: Servers, H: Hardware, C: Counters = Stats> {
     pub vcpu: VcpuId,
 }
 
-/// The architectural answer to a trap whose server refused it.
-fn refusal_answer(message: &Message) -> Option<Action> {
+/// The architectural answer to a trap whose server refused it (also what
+/// `splitvisor replay --isolate process` answers for a message its server
+/// failed on twice, so that a replay answers as the monitor does): a trap
+/// with a faulting address gets an external abort on that address, a
+/// trapped instruction (HVC, SMC, CP15, an unknown class) an undefined
+/// instruction exception, WFI and WFE complete (they may complete at any
+/// time), a hardware-backed line raised has its physical interrupt
+/// released, and other notifications get nothing.
+pub fn refusal_answer(message: &Message) -> Option<Action> {
     match message {
         Message::Vcpu(VcpuRequest::Trap(t)) => Some(match t.trap {
             Trap::Mmio(m) => Action::InjectDataAbort { far: m.far },

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipc::fault::Injection;
-use ipc::{Action, Message, Reply, ServerId, Trap, VcpuRequest, VgicRequest, VtimerRequest};
+use ipc::{Message, Reply, ServerId};
 
 use crate::config::LogLevel;
 use crate::trace::{self, Driven, TraceError};
@@ -164,42 +164,12 @@ impl fmt::Display for Stopped {
 }
 
 /// The answer `--on-server-fault restart` gives a message its server failed
-/// on twice: what the monitor answers the guest when it cannot get a
-/// server's answer. A trap with a faulting address (an MMIO access, a data
-/// abort without syndrome, a prefetch abort) gets an external abort on that
-/// address; a trapped instruction (HVC, SMC, CP15, an unknown class) an
-/// undefined instruction exception; WFI and WFE complete (they may complete
-/// at any time); notifications (Start, SetLine, Sync, Idle, Fired, console
-/// input, physical interrupts, the Hyp timer) get nothing.
+/// on twice (once, then again after its state was restored): what the
+/// monitor answers the guest when it cannot get a server's answer, from
+/// the monitor's own rule ([`el2_monitor::router::refusal_answer`]).
 pub fn policy_reply(message: &Message) -> Reply {
-    let action = match message {
-        Message::Vcpu(VcpuRequest::Trap(trap)) => match trap.trap {
-            Trap::Mmio(access) => Some(Action::InjectDataAbort { far: access.far }),
-            Trap::DataAbortNoSyndrome { far, .. } => Some(Action::InjectDataAbort { far }),
-            Trap::PrefetchAbort { far, .. } => Some(Action::InjectPrefetchAbort { far }),
-            Trap::Hvc { .. } | Trap::Smc { .. } | Trap::Cp15(_) | Trap::Cp15Wide(_) | Trap::Unknown { .. } => {
-                Some(Action::InjectUndef)
-            }
-            Trap::Wfi | Trap::Wfe => Some(Action::AdvancePc),
-            Trap::Irq { .. } | Trap::HypTimer => None,
-        },
-        Message::Vgic(VgicRequest::Mmio { access, .. }) => Some(Action::InjectDataAbort { far: access.far }),
-        Message::Vgic(VgicRequest::Wfi { .. }) => Some(Action::AdvancePc),
-        Message::Vtimer(VtimerRequest::Cp15 { .. }) | Message::Vtimer(VtimerRequest::Cp15Wide { .. }) => {
-            Some(Action::InjectUndef)
-        }
-        Message::Vcpu(VcpuRequest::Start { .. } | VcpuRequest::ConsoleInput { .. })
-        | Message::Vgic(
-            VgicRequest::Start { .. }
-            | VgicRequest::SetLine { .. }
-            | VgicRequest::Maintenance { .. }
-            | VgicRequest::Sync { .. }
-            | VgicRequest::Idle { .. },
-        )
-        | Message::Vtimer(VtimerRequest::Start { .. } | VtimerRequest::Fired { .. }) => None,
-    };
     let mut reply = Reply::none();
-    if let Some(action) = action {
+    if let Some(action) = el2_monitor::router::refusal_answer(message) {
         // One action always fits.
         let _ = reply.push(action);
     }
@@ -233,7 +203,7 @@ pub fn replay(path: &Path, options: Options) -> Result<IsolatedReplay, TraceErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc::{AccessSize, MmioAccess, TrapMsg, VcpuId};
+    use ipc::{AccessSize, Action, MmioAccess, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest};
 
     #[test]
     fn policy_answers_are_architectural() {
@@ -262,9 +232,22 @@ mod tests {
         assert_eq!(policy_reply(&mmio).actions.to_vec()[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
         let sync = Message::Vgic(VgicRequest::Sync { vcpu: VcpuId(0), status: Default::default() });
         assert!(policy_reply(&sync).actions.is_empty());
+        let wfi = Message::Vgic(VgicRequest::Wfi { vcpu: VcpuId(0), status: Default::default() });
+        assert_eq!(policy_reply(&wfi).actions.to_vec()[..], [Action::AdvancePc]);
+        // A timer tick refused: its physical interrupt is released, as the
+        // monitor releases it.
+        let tick = Message::Vgic(VgicRequest::SetLine {
+            intid: ipc::IntId(27),
+            level: true,
+            target: Some(VcpuId(0)),
+            hw: Some(ipc::IntId(27)),
+            change: 0,
+            status: None,
+        });
+        assert_eq!(policy_reply(&tick).actions.to_vec()[..], [Action::DeactivatePhysical { intid: ipc::IntId(27) }]);
         // Every policy answer passes validation.
         let config = ipc::VmConfig::example(2);
-        for m in [trap(Trap::Mmio(access)), trap(Trap::Wfe), mmio, sync] {
+        for m in [trap(Trap::Mmio(access)), trap(Trap::Wfe), mmio, sync, wfi, tick] {
             assert_eq!(el2_monitor::validate::check(&policy_reply(&m), &config), Ok(()));
         }
     }
