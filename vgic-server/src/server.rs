@@ -1403,9 +1403,10 @@ impl Server for VgicServer {
             VgicRequest::Maintenance { vcpu, ref status } => self.refresh(vcpu, status, false, reply),
             VgicRequest::Idle { vcpu, ref status } => self.refresh(vcpu, status, true, reply),
             VgicRequest::Wfi { vcpu, ref status } => {
-                self.check(vcpu)?;
                 // Stepping past the WFI completes it (it may complete at any
-                // time); a wait follows if nothing could be signalled.
+                // time); a wait follows if nothing could be signalled. (A
+                // vCPU the VM lacks: `refresh` refuses it, and a refused
+                // request's reply means nothing.)
                 reply.push(Action::AdvancePc)?;
                 self.refresh(vcpu, status, true, reply)
             }
