@@ -104,7 +104,8 @@ pub const WAKE_PRIORITY: u8 = 0x40;
 /// server runs with [`PRIORITY_MASK_WATCHDOG`] the tick (and the wake SGI)
 /// are the only interrupts signalled.
 pub const WATCHDOG_PRIORITY: u8 = 0x60;
-/// GICC_PMR while a server runs: the wake SGI and the watchdog's tick only.
+/// GICC_PMR while a server runs once an interrupt for the trap path came
+/// (see `isolate`): the wake SGI and the watchdog's tick only.
 #[cfg_attr(feature = "direct-call", allow(dead_code))]
 pub const PRIORITY_MASK_WATCHDOG: u8 = 0x70;
 /// GICC_PMR while a CPU sleeps on a server's lock: the wake SGI only, so
@@ -132,6 +133,11 @@ pub struct Gic {
     gicd: &'static GicdRegs,
     gicc: &'static GiccRegs,
     gich: &'static GichRegs,
+    /// GICH_VTR.ListRegs + 1, read once on the boot CPU: a GIC's CPU
+    /// interfaces all have the same count (GIC-400: 4; QEMU's GICv2: 4),
+    /// and each register access costs host time under QEMU (it was read
+    /// twice a trap).
+    list_registers: u8,
 }
 
 impl Gic {
@@ -140,13 +146,10 @@ impl Gic {
     /// device memory, and used by nothing else.
     pub unsafe fn new(gicd: usize, gicc: usize, gich: usize) -> Self {
         // SAFETY: the caller guarantees these are the device's frames.
-        unsafe {
-            Self {
-                gicd: &*(gicd as *const GicdRegs),
-                gicc: &*(gicc as *const GiccRegs),
-                gich: &*(gich as *const GichRegs),
-            }
-        }
+        let (gicd, gicc, gich) =
+            unsafe { (&*(gicd as *const GicdRegs), &*(gicc as *const GiccRegs), &*(gich as *const GichRegs)) };
+        let list_registers = ((gich.vtr.get() & GICH_VTR_LISTREGS) + 1) as u8;
+        Self { gicd, gicc, gich, list_registers }
     }
 
     /// Enable the distributor (boot CPU, once).
@@ -201,6 +204,13 @@ impl Gic {
         Some(intid)
     }
 
+    /// The highest-priority pending interrupt that GICC_PMR lets through
+    /// (GICC_HPPIR), without acknowledging it; `None` when there is none.
+    pub fn highest_pending(&self) -> Option<u16> {
+        let intid = (self.gicc.hppir.get() & GICC_IAR_INTID) as u16;
+        (intid < ipc::IntId::LIMIT).then_some(intid)
+    }
+
     /// Deactivate an acknowledged interrupt.
     pub fn deactivate(&self, intid: u16) {
         self.gicc.dir.set(u32::from(intid));
@@ -233,7 +243,7 @@ impl Gic {
 
     /// Number of list registers this CPU interface has.
     pub fn list_registers(&self) -> u8 {
-        ((self.gich.vtr.get() & GICH_VTR_LISTREGS) + 1) as u8
+        self.list_registers
     }
 
     /// Snapshot of the virtual interface state.

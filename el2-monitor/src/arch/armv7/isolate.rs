@@ -20,14 +20,23 @@
 //! A server that runs past [`BUDGET_MS`] is stopped by its watchdog: each
 //! CPU's physical timer (the non-secure PL1 one, CNTP, which the guest never
 //! reaches: its physical-timer accesses trap and are emulated on the Hyp
-//! timer) ticks every half budget; while a request runs, IRQs are on and
-//! GICC_PMR lets only that tick and the wake SGI through, and a tick that
-//! finds the request running for a budget or more ends it. So a hang is
-//! caught between one budget and one and a half after it began. The call
-//! itself only notes when it began: reprogramming a timer around every
+//! timer) ticks every half budget; while a request runs, IRQs are on, and a
+//! tick that finds the request running for a budget or more ends it. So a
+//! hang is caught between one budget and one and a half after it began. The
+//! call itself only notes when it began: reprogramming a timer around every
 //! request, as an earlier version did with the Hyp timer, was cheap in
 //! instructions but under QEMU cost more host time than all the rest of a
 //! request (each timer write reschedules a QEMU timer).
+//!
+//! Any other interrupt that comes while a request runs (the guest's timer,
+//! a kick) belongs to the trap path, after the request: the first one
+//! masks itself and its kind (GICC_PMR down to the watchdog's tick and the
+//! wake SGI) without being acknowledged, and the mask is lifted when the
+//! call ends, so that it is taken as usual. The mask is lowered only then,
+//! not around every request, as an earlier version did: each GICC_PMR write
+//! makes QEMU's GIC recompute every CPU's pending interrupts under its big
+//! lock, and two a request were a third of all the device accesses of a
+//! Linux boot and its largest host-time cost besides the guest's own.
 //!
 //! With protection domains on (the default; `--no-domains` turns them
 //! off), each request runs in its server's own Hyp translation and on its
@@ -237,8 +246,6 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
         return Err(Fault::Panic);
     };
     let domain = S::slot().cast::<u8>();
-    let gic = super::gic();
-    gic.set_priority_mask(super::devices::PRIORITY_MASK_WATCHDOG);
     if let Some(start) = CALL_START.get(cpu) {
         // The low word: the watchdog looks at spans far below its wrap.
         start.store(CNTPCT.get() as u32, Ordering::Relaxed);
@@ -261,7 +268,9 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
         }
     };
     active.store(false, Ordering::SeqCst);
-    gic.set_priority_mask(super::devices::PRIORITY_MASK_ALL);
+    if MASKED.get(cpu).is_some_and(|m| m.swap(false, Ordering::Relaxed)) {
+        super::gic().set_priority_mask(super::devices::PRIORITY_MASK_ALL);
+    }
     match code {
         0 => Ok(()),
         code => Err(Fault::from_code(code)),
@@ -271,6 +280,11 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
 /// When the request running on each CPU began: the low word of the
 /// physical counter.
 static CALL_START: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Whether an interrupt for the trap path came while the request running on
+/// each CPU ran, and GICC_PMR was lowered to keep it (and its like) out
+/// until the request ends (only that CPU reads or writes its flag).
+static MASKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// The watchdog's tick, in counter ticks: half a budget.
 fn tick_period() -> u32 {
@@ -302,21 +316,38 @@ fn overran(cpu: usize) -> bool {
 /// An IRQ taken in Hyp mode, which only happens while a server runs (the
 /// vector sends it here, on the server's stack): a watchdog tick ends a
 /// server that has run for its budget, and is otherwise only re-armed; a
-/// wake SGI (left over from a lock wait) is dropped. Nothing is
-/// logged here: the interrupted server may hold the log's lock (the logger
-/// masks IRQs, so it cannot, but no need to rely on it).
+/// wake SGI (left over from a lock wait) is dropped. Any other interrupt is
+/// the trap path's: it is left pending, and GICC_PMR keeps it out until the
+/// request ends (see the module's notes). Nothing is logged here: the
+/// interrupted server may hold the log's lock (the logger masks IRQs, so it
+/// cannot, but no need to rely on it).
 pub extern "C" fn irq_in_server() {
     // The server may be in its domain, where the GIC and the VM are not
     // mapped: first back to the monitor's translation.
     let domain = domain::leave();
     let vm = super::vm();
-    if let Some(intid) = vm.gic.acknowledge() {
-        vm.gic.deactivate(intid);
-        if intid == vm.table.irqs.watchdog {
-            watchdog_tick();
-            if overran(cpu()) {
-                escape(Fault::Hang);
+    let irqs = &vm.table.irqs;
+    match vm.gic.highest_pending() {
+        // The wake SGI has the highest priority and the tick the next, so
+        // GICC_HPPIR names one of them whenever it is pending.
+        Some(intid) if intid == irqs.watchdog || intid == irqs.wake => {
+            if let Some(taken) = vm.gic.acknowledge() {
+                vm.gic.deactivate(taken);
+                if taken == irqs.watchdog {
+                    watchdog_tick();
+                    if overran(cpu()) {
+                        escape(Fault::Hang);
+                    }
+                }
             }
+        }
+        // The trap path's, or gone again (spurious): masked either way, so
+        // that a line still raised cannot bring the CPU back here at once.
+        _ => {
+            if let Some(masked) = MASKED.get(cpu()) {
+                masked.store(true, Ordering::Relaxed);
+            }
+            vm.gic.set_priority_mask(super::devices::PRIORITY_MASK_WATCHDOG);
         }
     }
     domain::reenter(domain);
