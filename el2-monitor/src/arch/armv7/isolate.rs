@@ -250,7 +250,12 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
         // The low word: the watchdog looks at spans far below its wrap.
         start.store(CNTPCT.get() as u32, Ordering::Relaxed);
     }
-    active.store(true, Ordering::SeqCst);
+    // Relaxed, as the other per-CPU flags here: only this CPU reads them
+    // (the panic handler, the fault vectors and `irq_in_server`, in an
+    // exception taken inside the call, which sees this CPU's earlier
+    // stores), and the calls below are opaque to the compiler. (SeqCst cost
+    // two barriers a store, four a request.)
+    active.store(true, Ordering::Relaxed);
     // SAFETY: contain_call and domain_call keep the AAPCS (they save what
     // they use, and what an escape skips restoring is restored from their
     // own frame). After an escape, the frames below theirs are abandoned:
@@ -267,8 +272,9 @@ fn contained<S: Hosted>(in_domain: bool) -> Result<(), Fault> {
             contain_call(sp.as_ptr(), domain::serve::<S>, domain)
         }
     };
-    active.store(false, Ordering::SeqCst);
-    if MASKED.get(cpu).is_some_and(|m| m.swap(false, Ordering::Relaxed)) {
+    active.store(false, Ordering::Relaxed);
+    if let Some(masked) = MASKED.get(cpu).filter(|m| m.load(Ordering::Relaxed)) {
+        masked.store(false, Ordering::Relaxed);
         super::gic().set_priority_mask(super::devices::PRIORITY_MASK_ALL);
     }
     match code {
