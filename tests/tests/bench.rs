@@ -22,6 +22,13 @@ const N: &str = "1000";
 /// and not the other.
 const SLACK: f64 = 0.02;
 
+/// How far the measured hypervisor instructions of an item may be from
+/// those recorded in `tests/perf/` (which the README's table shows) before
+/// the record counts as stale: the counts are exact for one build, but a
+/// different compiler, or code that moves where QEMU switches between the
+/// IPI's two CPUs, moves them by a few per cent.
+const RECORD_SLACK: f64 = 0.10;
+
 fn about(measured: f64, expected: f64) -> bool {
     (measured - expected).abs() <= SLACK
 }
@@ -87,6 +94,30 @@ fn check_shape(figures: &[Figures], result: &Run, direct: bool) {
     }
 }
 
+/// The figures recorded in `tests/perf/<file>` still describe this code:
+/// each item's hypervisor instructions within [`RECORD_SLACK`] of those
+/// measured now. A change that makes the message path slower, or faster,
+/// than that updates the record and the README's table with it.
+fn check_record(figures: &[Figures], file: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf").join(file);
+    let recorded = read_json(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for f in figures.iter().filter(|f| f.item != "loop") {
+        let r = item(&recorded, &f.item);
+        let change = f.hypervisor / r.hypervisor - 1.0;
+        assert!(
+            change.abs() <= RECORD_SLACK,
+            "{}: {:.0} hypervisor instructions now, {:.0} in {} ({:+.1} %): measure again \
+             (splitvisor bench --json {}, see the README) and update the README's table",
+            f.item,
+            f.hypervisor,
+            r.hypervisor,
+            path.display(),
+            change * 100.0,
+            path.display()
+        );
+    }
+}
+
 /// The first column of a table line.
 fn first_word(line: &str) -> Option<&str> {
     line.split_whitespace().next()
@@ -132,12 +163,14 @@ fn bench_measures_every_item_and_the_message_path_against_direct_calls() {
     );
     let direct_figures = read_json(&direct_json).unwrap_or_else(|e| panic!("{e}"));
     check_shape(&direct_figures, &direct, true);
+    check_record(&direct_figures, "bench-direct-call.json");
 
     let against = direct_json.display().to_string();
     let messages = bench(&messages_json, &["--against", &against]);
     assert!(!messages.stderr.contains("the direct-call build"), "{}", messages.describe());
     let figures = read_json(&messages_json).unwrap_or_else(|e| panic!("{e}"));
     check_shape(&figures, &messages, false);
+    check_record(&figures, "bench.json");
 
     // The message path (containment, domains, copies, checks) costs
     // something on top of direct calls into the same server code.
