@@ -147,6 +147,34 @@ fn with_native_wfi_an_idle_vcpu_does_not_trap() {
     assert!(about(ipi.traps, 2.0) && about(ipi.messages, 2.0), "{ipi:#?}");
     let timer = item(&figures, "timer");
     assert!(about(timer.traps, 2.0) && about(timer.messages, 3.0) && timer.vtimer > 0.0, "{timer:#?}");
+    check_record(&figures, "bench-native-wfi.json");
+}
+
+/// The README's `--no-domains` and `--no-isolation` columns: each option
+/// takes its part of the message path away (the domain switch; then the
+/// containment, checkpoints and reply checks too), and the figures
+/// recorded for them still hold.
+#[test]
+fn domains_and_isolation_each_cost_instructions_as_recorded() {
+    let scratch = harness().scratch().or_fail();
+    let mut runs = Vec::new();
+    for (option, file) in [("--no-domains", "bench-no-domains.json"), ("--no-isolation", "bench-no-isolation.json")] {
+        let json = scratch.join(file);
+        let result = bench(&json, &[option]);
+        let figures = read_json(&json).unwrap_or_else(|e| panic!("{e}"));
+        check_shape(&figures, &result, false);
+        check_record(&figures, file);
+        runs.push(figures);
+    }
+    let recorded = read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("perf").join("bench.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for name in ["hvc", "gicd-read", "gicd-write", "console"] {
+        let (all, no_domains, no_isolation) = (item(&recorded, name), item(&runs[0], name), item(&runs[1], name));
+        assert!(
+            all.hypervisor > no_domains.hypervisor && no_domains.hypervisor > no_isolation.hypervisor,
+            "{name}: {all:#?}\n{no_domains:#?}\n{no_isolation:#?}"
+        );
+    }
 }
 
 #[test]
