@@ -531,8 +531,9 @@ mod tests {
         ];
         // One case of each kind, in declaration order: the kinds are 0 up
         // to `Trap::KINDS`.
-        let kinds: Vec<u8> = cases.iter().map(|(trap, _)| trap.kind()).collect();
-        assert_eq!(kinds, (0..Trap::KINDS as u8).collect::<Vec<u8>>());
+        // heapless: the crate's tests build without `std` too.
+        let kinds: heapless::Vec<u8, 32> = cases.iter().map(|(trap, _)| trap.kind()).collect();
+        assert_eq!(kinds, (0..Trap::KINDS as u8).collect::<heapless::Vec<u8, 32>>());
         for (trap, payload) in cases {
             let mut layout_buf = [0u8; layout::MAX_LEN];
             let len = layout::encode(&msg(trap), &mut layout_buf);
