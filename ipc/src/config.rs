@@ -152,6 +152,52 @@ pub struct VmConfig {
     pub console_image: bool,
     /// Whether the guest's WFI traps ([`WfiPolicy`]; `splitvisor run --wfi`).
     pub wfi: WfiPolicy,
+    /// With `isolation`: how often each server's state is checkpointed and
+    /// how long one request may take it (`splitvisor run
+    /// --checkpoint-every`, `--budget-ms`).
+    pub containment: Containment,
+}
+
+/// How the monitor contains its servers (with [`VmConfig::isolation`]).
+///
+/// A checkpoint copies a server's whole state (the vGIC server's is about
+/// 17 KB), and a recovery restores the last one and replays the requests
+/// handled since: a longer interval makes each request's share of the copy
+/// smaller and a recovery longer. A server that runs past its budget is
+/// stopped by its watchdog, which ticks every half budget: a hang is caught
+/// between one budget and one and a half after the request began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Containment {
+    /// Requests a server handles between checkpoints of its state (1 to
+    /// [`Containment::MAX_CHECKPOINT_EVERY`]).
+    pub checkpoint_every: u16,
+    /// How long one request may take a server before its watchdog stops
+    /// it, in milliseconds ([`Containment::MIN_BUDGET_MS`] to
+    /// [`Containment::MAX_BUDGET_MS`]).
+    pub budget_ms: u16,
+}
+
+impl Containment {
+    /// What `splitvisor run` uses unless told otherwise. (At 128, a
+    /// checkpoint is under 100 instructions of each vGIC request, and a
+    /// recovery under QEMU takes a few milliseconds.)
+    pub const DEFAULT: Containment = Containment { checkpoint_every: 128, budget_ms: 100 };
+    /// The longest checkpoint interval: the monitor keeps room for this many
+    /// requests per server (64 bytes each) to replay.
+    pub const MAX_CHECKPOINT_EVERY: u16 = 1024;
+    /// The shortest budget.
+    pub const MIN_BUDGET_MS: u16 = 1;
+    /// The longest budget: the watchdog measures a request on the low 32
+    /// bits of the generic counter, which at 1 GHz (QEMU with `--icount`)
+    /// wrap after 4.29 s, and compares spans as signed (below 2.1 s).
+    pub const MAX_BUDGET_MS: u16 = 2000;
+}
+
+impl Default for Containment {
+    fn default() -> Self {
+        Containment::DEFAULT
+    }
 }
 
 /// What a guest's WFI does (`splitvisor run --wfi`).
@@ -196,6 +242,12 @@ pub enum ConfigError {
     UartIntid(u16),
     /// A timer interrupt is not a PPI, or two guest timer PPIs coincide.
     TimerIntid(u16),
+    /// The checkpoint interval is 0 or above
+    /// [`Containment::MAX_CHECKPOINT_EVERY`].
+    CheckpointEvery(u16),
+    /// The watchdog budget is outside [`Containment::MIN_BUDGET_MS`] to
+    /// [`Containment::MAX_BUDGET_MS`].
+    Budget(u16),
 }
 
 impl core::fmt::Display for ConfigError {
@@ -210,6 +262,15 @@ impl core::fmt::Display for ConfigError {
             ConfigError::TimerIntid(i) => {
                 write!(f, "timer interrupt {i} is not a PPI or is listed twice")
             }
+            ConfigError::CheckpointEvery(n) => {
+                write!(f, "a checkpoint every {n} requests (1 to {} supported)", Containment::MAX_CHECKPOINT_EVERY)
+            }
+            ConfigError::Budget(ms) => write!(
+                f,
+                "a watchdog budget of {ms} ms ({} to {} ms supported)",
+                Containment::MIN_BUDGET_MS,
+                Containment::MAX_BUDGET_MS
+            ),
         }
     }
 }
@@ -247,6 +308,7 @@ impl VmConfig {
             domains: true,
             console_image: true,
             wfi: WfiPolicy::Trap,
+            containment: Containment::DEFAULT,
         }
     }
 
@@ -291,6 +353,13 @@ impl VmConfig {
             if !intid.is_ppi() || guest.get(i + 1..).is_some_and(|rest| rest.contains(intid)) {
                 return Err(ConfigError::TimerIntid(intid.0));
             }
+        }
+        let Containment { checkpoint_every, budget_ms } = self.containment;
+        if checkpoint_every == 0 || checkpoint_every > Containment::MAX_CHECKPOINT_EVERY {
+            return Err(ConfigError::CheckpointEvery(checkpoint_every));
+        }
+        if !(Containment::MIN_BUDGET_MS..=Containment::MAX_BUDGET_MS).contains(&budget_ms) {
+            return Err(ConfigError::Budget(budget_ms));
         }
         Ok(())
     }
@@ -353,6 +422,27 @@ mod tests {
         let mut c = sample();
         c.timer.guest_hyp = IntId(27);
         assert_eq!(c.validate(), Err(ConfigError::TimerIntid(27)));
+
+        let mut c = sample();
+        c.containment.checkpoint_every = 0;
+        assert_eq!(c.validate(), Err(ConfigError::CheckpointEvery(0)));
+        c.containment.checkpoint_every = Containment::MAX_CHECKPOINT_EVERY + 1;
+        assert_eq!(c.validate(), Err(ConfigError::CheckpointEvery(1025)));
+        let mut c = sample();
+        c.containment.budget_ms = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Budget(0)));
+        c.containment.budget_ms = Containment::MAX_BUDGET_MS + 1;
+        assert_eq!(c.validate(), Err(ConfigError::Budget(2001)));
+    }
+
+    #[test]
+    fn containment_limits_are_accepted() {
+        for (checkpoint_every, budget_ms) in
+            [(1, Containment::MIN_BUDGET_MS), (Containment::MAX_CHECKPOINT_EVERY, Containment::MAX_BUDGET_MS)]
+        {
+            let c = VmConfig { containment: Containment { checkpoint_every, budget_ms }, ..sample() };
+            assert_eq!(c.validate(), Ok(()), "{checkpoint_every} {budget_ms}");
+        }
     }
 
     #[test]

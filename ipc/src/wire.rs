@@ -18,7 +18,9 @@ use crate::msg::Envelope;
 /// [`crate::Action::ConsoleImageMap`], [`crate::VmConfig::console_image`]).
 /// 9: the WFI policy ([`crate::VmConfig::wfi`]).
 /// 10: a trapped WFI goes to the vGIC server ([`crate::VgicRequest::Wfi`]).
-pub const WIRE_VERSION: u16 = 10;
+/// 11: the checkpoint interval and the watchdog budget
+/// ([`crate::VmConfig::containment`]).
+pub const WIRE_VERSION: u16 = 11;
 
 /// The largest encoded message (envelope included), in bytes.
 pub const MAX_MESSAGE_SIZE: usize = 512;

@@ -231,6 +231,10 @@ fn config() -> VmConfig {
             .collect(),
         on_server_fault: ipc::fault::OnServerFault::Stop,
         wfi: ipc::WfiPolicy::Native,
+        containment: ipc::Containment {
+            checkpoint_every: ipc::Containment::MAX_CHECKPOINT_EVERY,
+            budget_ms: ipc::Containment::MAX_BUDGET_MS,
+        },
         ..VmConfig::example(8)
     }
 }
@@ -450,10 +454,11 @@ fn the_sample_configuration_sets_every_field() {
         domains,
         console_image,
         wfi,
+        containment,
     } = c;
     assert!(vcpus > 1 && entry != 0 && boot_regs != [0; 3] && uart_intid != 0 && trace);
     assert!(!faults.is_empty() && on_server_fault == ipc::fault::OnServerFault::Stop && isolation && domains);
-    assert!(console_image && wfi == ipc::WfiPolicy::Native);
+    assert!(console_image && wfi == ipc::WfiPolicy::Native && containment != ipc::Containment::DEFAULT);
     assert!(ram.size != 0 && ram.pa != ram.ipa && gicd != gicc && uart.size != 0);
     assert!(spis != 0 && log_level != 0 && timer.guest_phys != timer.guest_virt);
 }

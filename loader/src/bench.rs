@@ -177,6 +177,8 @@ pub struct Options {
     /// Measure the monitor's `direct-call` build (each server called as a
     /// function, see `el2-monitor/src/arch/armv7/direct.rs`).
     pub direct_call: bool,
+    /// Checkpoint every N requests (`run --checkpoint-every`).
+    pub checkpoint_every: Option<u16>,
 }
 
 /// Issue 8's target for what messaging adds to a direct call, in percent.
@@ -312,6 +314,9 @@ fn run_item(tools: &Tools, item: &str, n: u32, options: &Options) -> Result<Samp
         cmd.arg("--no-console-image");
     }
     cmd.args(["--wfi", options.wfi.name()]);
+    if let Some(n) = options.checkpoint_every {
+        cmd.arg("--checkpoint-every").arg(n.to_string());
+    }
     let output = cmd
         .arg("--timeout")
         .arg(options.timeout.to_string())

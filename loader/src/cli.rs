@@ -166,6 +166,12 @@ pub struct BenchArgs {
     /// --json file, for --against.
     #[arg(long, conflicts_with_all = ["no_isolation", "no_domains"])]
     pub direct_call: bool,
+    /// Measure with each server's state checkpointed every N requests
+    /// (`run --checkpoint-every`, default 128): the difference shows each
+    /// request's share of the checkpoints' copying.
+    #[arg(long, value_name = "N", conflicts_with_all = ["no_isolation", "direct_call"],
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(ipc::Containment::MAX_CHECKPOINT_EVERY)))]
+    pub checkpoint_every: Option<u16>,
     /// Compare with the figures of another run (a JSON file written by
     /// --json, typically of --direct-call): print each item's overhead over
     /// them, against issue 8's target for messaging (at most 15 %).
@@ -386,7 +392,7 @@ pub struct RunArgs {
     /// stores to the server's own checkpoint in the monitor's memory: its
     /// protection domain stops it, and the monitor checks that nothing
     /// there changed (with --no-domains it lands, and the VM stops with
-    /// status 6). A hang is stopped by the server's 100 ms watchdog. N counts the
+    /// status 6). A hang is stopped by the server's watchdog (--budget-ms). N counts the
     /// messages to that server from 1. The monitor contains the fault,
     /// restores the server's state and retries the message; with :repeat the
     /// retry fails too and --on-server-fault decides.
@@ -419,6 +425,24 @@ pub struct RunArgs {
     /// image instead of taking an external abort.
     #[arg(long)]
     pub no_console_image: bool,
+    /// Checkpoint each server's state every N requests it handles (1 to
+    /// 1024; default 128). A recovery restores the last checkpoint and
+    /// replays the requests since: a longer interval costs each request less
+    /// (a checkpoint copies the server's whole state, the vGIC server's 17
+    /// KB) and a recovery more.
+    #[arg(long, value_name = "N", conflicts_with = "no_isolation",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(ipc::Containment::MAX_CHECKPOINT_EVERY)))]
+    pub checkpoint_every: Option<u16>,
+    /// Stop a server that takes longer than MS milliseconds over one request
+    /// (its watchdog; 1 to 2000, default 100): it is restored and the
+    /// request retried, as after a crash. A hang is caught between one
+    /// budget and one and a half after the request began. Under QEMU a
+    /// short budget also stops a server whose CPU's host thread was only
+    /// descheduled for that long (harmless: a restore and a retry).
+    #[arg(long, value_name = "MS", conflicts_with = "no_isolation",
+          value_parser = clap::value_parser!(u16).range(
+              i64::from(ipc::Containment::MIN_BUDGET_MS)..=i64::from(ipc::Containment::MAX_BUDGET_MS)))]
+    pub budget_ms: Option<u16>,
     /// What the guest's WFI does: trap (the vCPU server and then the vGIC
     /// server see the vCPU go idle; the vGIC server folds in the interrupts
     /// the guest finished then, off the path of the next one) or native
@@ -639,6 +663,40 @@ mod tests {
         assert!(err.contains("unknown fault kind"), "{err}");
         let help = parse(&["replay", "--help"]).unwrap_err().to_string();
         assert!(help.contains("--on-server-fault stop") && help.contains("  4  "), "{help}");
+    }
+
+    #[test]
+    fn containment_options() {
+        let Command::Run(r) = parse(&["run", "--checkpoint-every", "1024", "--budget-ms", "2000"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!((r.checkpoint_every, r.budget_ms), (Some(1024), Some(2000)));
+        let Command::Run(r) = parse(&["run", "--checkpoint-every", "1", "--budget-ms", "1"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!((r.checkpoint_every, r.budget_ms), (Some(1), Some(1)));
+        let Command::Run(r) = parse(&["run"]).unwrap().command else { panic!() };
+        assert_eq!((r.checkpoint_every, r.budget_ms), (None, None));
+        let Command::Bench(b) = parse(&["bench", "--checkpoint-every", "16"]).unwrap().command else { panic!() };
+        assert_eq!(b.checkpoint_every, Some(16));
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        for bad in [
+            &["run", "--checkpoint-every", "0"][..],
+            &["run", "--checkpoint-every", "1025"],
+            &["run", "--budget-ms", "0"],
+            &["run", "--budget-ms", "2001"],
+            &["run", "--budget-ms", "-5"],
+            &["bench", "--checkpoint-every", "0"],
+        ] {
+            let k = kind(bad);
+            assert!(matches!(k, ErrorKind::ValueValidation | ErrorKind::UnknownArgument), "{bad:?}: {k:?}");
+        }
+        // Without containment there is nothing to checkpoint or watch.
+        assert_eq!(kind(&["run", "--no-isolation", "--checkpoint-every", "8"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["run", "--no-isolation", "--budget-ms", "8"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["bench", "--direct-call", "--checkpoint-every", "8"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["bench", "--no-isolation", "--checkpoint-every", "8"]), ErrorKind::ArgumentConflict);
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct ConfigInputs {
     pub console_image: bool,
     /// What the guest's WFI does.
     pub wfi: ipc::WfiPolicy,
+    /// The checkpoint interval and the watchdog budget.
+    pub containment: ipc::Containment,
 }
 
 fn u32_of(value: u64, what: &str) -> Result<u32, VmConfigError> {
@@ -135,6 +137,7 @@ pub fn build(platform: &Platform, inputs: &ConfigInputs) -> Result<VmConfig, VmC
         domains: inputs.domains,
         console_image: inputs.console_image,
         wfi: inputs.wfi,
+        containment: inputs.containment,
         // The guest's timer PPIs are the platform's: the guest DTB lists
         // them, and the host's virtual timer is the platform's virtual one.
         timer: TimerIntids {
@@ -177,6 +180,7 @@ mod tests {
             domains: true,
             console_image: true,
             wfi: ipc::WfiPolicy::Trap,
+            containment: ipc::Containment::DEFAULT,
         }
     }
 

@@ -319,6 +319,7 @@ pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
         no_console_image: args.no_console_image,
         wfi: args.wfi,
         direct_call: args.direct_call,
+        checkpoint_every: args.checkpoint_every,
     };
     let figures = bench::run(&options)?;
     if let Some(svg) = &args.plot {

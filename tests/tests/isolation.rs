@@ -15,7 +15,11 @@
 //!   its console access, reports it and resets: status 3), and the
 //!   hypervisor keeps running to the end.
 //! - A server that hangs is stopped by its watchdog, restored and retried
-//!   (the `smp` guest passes with each server hanging once).
+//!   (the `smp` guest passes with each server hanging once), never before
+//!   its budget has passed; `--budget-ms` sets the budget.
+//! - `--checkpoint-every N` sets how often a server's state is
+//!   checkpointed: a recovery replays exactly the requests since the last
+//!   checkpoint (none at N = 1, up to 1,023 at N = 1,024, the most).
 //! - A wild write into the monitor's memory (the server's own checkpoint)
 //!   faults in the server's protection domain, on the address it aimed at,
 //!   and that memory is unchanged (its hash before and after); with
@@ -53,6 +57,27 @@ fn assert_recovered(result: &Run, server: &str, n: &str) {
         "{server} #{n}: no failure and recovery reported\n{}",
         result.describe()
     );
+}
+
+/// The number in `line` just before `suffix` (`12.345 ms after`, `49
+/// requests replayed`).
+fn number_before(line: &str, suffix: &str) -> Option<f64> {
+    let head = &line[..line.find(suffix)?];
+    head.rsplit(' ').next()?.parse().ok()
+}
+
+/// How many requests the restore of `server` for its message `n` replayed,
+/// as the log's recovery line says.
+fn replayed(result: &Run, server: &str, n: u32) -> usize {
+    let recovered = format!("server {server} recovered: message #{n} done");
+    let line = result.stderr.lines().find(|l| l.contains(&recovered));
+    let count = line.and_then(|l| number_before(l, " requests replayed"));
+    count.unwrap_or_else(|| panic!("{server} #{n}: no recovery with a replay count\n{}", result.describe())) as usize
+}
+
+/// How long each hung request had run when its watchdog stopped it, in ms.
+fn hang_times(result: &Run) -> Vec<f64> {
+    result.stderr.lines().filter_map(|l| number_before(l, " ms after it began")).collect()
 }
 
 #[test]
@@ -121,6 +146,51 @@ fn a_hanging_server_is_stopped_by_its_watchdog() {
     for (server, n) in faults {
         assert_recovered(&result, server, n);
         assert!(result.stderr.contains("ran past its 100 ms budget (watchdog)"), "{}", result.describe());
+    }
+    let times = hang_times(&result);
+    assert_eq!(times.len(), faults.len(), "{}", result.describe());
+    // The watchdog stops a request once it has run a budget, never sooner.
+    assert!(times.iter().all(|&ms| ms >= 100.0), "{times:?}\n{}", result.describe());
+}
+
+#[test]
+fn the_watchdog_budget_is_a_run_option() {
+    let harness = harness();
+    let result =
+        splitvisor(&harness, Guest::Smp, &["--budget-ms", "20", "--inject", "vgic:hang@3", "--inject", "vcpu:hang@30"]);
+    assert_eq!(result.code(), Some(0), "{}", result.describe());
+    assert!(result.stdout.contains("RESULT: PASS smp"), "{}", result.describe());
+    assert_recovered(&result, "vgic", "3");
+    assert_recovered(&result, "vcpu", "30");
+    assert_eq!(result.stderr.matches("ran past its 20 ms budget (watchdog)").count(), 2, "{}", result.describe());
+    let times = hang_times(&result);
+    assert!(times.len() == 2 && times.iter().all(|&ms| ms >= 20.0), "{times:?}\n{}", result.describe());
+}
+
+#[test]
+fn a_recovery_replays_the_requests_since_the_last_checkpoint() {
+    let harness = harness();
+    // The server's first request is checkpointed before it runs, and then
+    // every `every` requests: the restore for request n replays the
+    // (n - 1) % every handled since.
+    for (every, faults) in [
+        (1, [("vcpu", 90), ("vgic", 700), ("vtimer", 1024)]),
+        (50, [("vcpu", 90), ("vgic", 700), ("vtimer", 1024)]),
+        (1024, [("vcpu", 90), ("vgic", 1030), ("vtimer", 1024)]),
+    ] {
+        let every_arg = every.to_string();
+        let specs: Vec<String> = faults.iter().map(|(s, n)| format!("{s}:panic@{n}")).collect();
+        let mut extra = vec!["--checkpoint-every", every_arg.as_str()];
+        for spec in &specs {
+            extra.extend(["--inject", spec.as_str()]);
+        }
+        let result = splitvisor(&harness, Guest::Timer, &extra);
+        assert_eq!(result.code(), Some(0), "--checkpoint-every {every}\n{}", result.describe());
+        assert!(result.stdout.contains("RESULT: PASS timer"), "{}", result.describe());
+        for (server, n) in faults {
+            let expected = (n as usize - 1) % every;
+            assert_eq!(replayed(&result, server, n), expected, "{server} #{n}, --checkpoint-every {every}");
+        }
     }
 }
 

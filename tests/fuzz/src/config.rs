@@ -90,6 +90,8 @@ impl FuzzConfig {
             console_image: self.uart_page >> 31 == 0,
             // The top bit of `gicc_page`, for the same reason.
             wfi: if self.gicc_page >> 31 == 0 { WfiPolicy::Trap } else { WfiPolicy::Native },
+            // The monitor's alone: no server reads it.
+            containment: ipc::Containment::DEFAULT,
         };
         config.validate().ok().map(|()| config)
     }

@@ -138,7 +138,7 @@ pub struct Keep<S> {
     /// request).
     pub checkpoint: Option<S>,
     /// The requests the server handled since.
-    pub log: heapless::Vec<Message, { super::isolate::LOG_LEN }>,
+    pub log: heapless::Vec<Message, { super::isolate::LOG_CAPACITY }>,
 }
 
 /// A server type with a domain of its own.

@@ -12,12 +12,14 @@
 //! restores the state exactly as it was before the failed request (the
 //! checkpoint, then the logged requests replayed with logging muted) and
 //! retries the request once. A request that fails again is answered as
-//! `--on-server-fault` says. Checkpoints are taken every [`LOG_LEN`]
-//! requests, so that restoring costs at most that many replays: copying the
-//! vGIC server's 17 KB state on every request would cost more than the
-//! request itself (see `splitvisor bench`).
+//! `--on-server-fault` says. Checkpoints are taken every
+//! `ipc::Containment::checkpoint_every` requests (`run --checkpoint-every`,
+//! 128 by default), so that restoring costs at most that many replays:
+//! copying the vGIC server's 17 KB state on every request would cost more
+//! than the request itself (see `splitvisor bench`).
 //!
-//! A server that runs past [`BUDGET_MS`] is stopped by its watchdog: each
+//! A server that runs past its budget (`ipc::Containment::budget_ms`, `run
+//! --budget-ms`, 100 ms by default) is stopped by its watchdog: each
 //! CPU's physical timer (the non-secure PL1 one, CNTP, which the guest never
 //! reaches: its physical-timer accesses trap and are emulated on the Hyp
 //! timer) ticks every half budget; while a request runs, IRQs are on, and a
@@ -73,18 +75,18 @@ pub enum Fault {
     DataAbort,
     /// The server's reply failed validation.
     InvalidReply(InvalidReply),
-    /// The server ran past its budget ([`BUDGET_MS`]).
+    /// The server ran past its budget (`ipc::Containment::budget_ms`).
     Hang,
 }
 
 /// How long one request may take a server before its watchdog stops it, in
-/// milliseconds of the physical counter. Requests take
-/// microseconds; the margin is for a host that stops QEMU's CPU thread for a
-/// while (a false alarm costs a restore and a retry, nothing more).
-pub const BUDGET_MS: u64 = 100;
-/// How many budgets make a second.
-const BUDGETS_PER_SECOND: u32 = (1000 / BUDGET_MS) as u32;
-const _: () = assert!(1000 % BUDGET_MS == 0, "the budget divides a second");
+/// milliseconds of the physical counter (`ipc::Containment::budget_ms`, set
+/// by [`start_watchdog`]). Requests take microseconds; the default's margin
+/// is for a host that stops QEMU's CPU thread for a while (a false alarm
+/// costs a restore and a retry, nothing more).
+static BUDGET_MS: AtomicU32 = AtomicU32::new(0);
+/// The watchdog's tick, in counter ticks: half a budget (set with it).
+static TICK_PERIOD: AtomicU32 = AtomicU32::new(0);
 
 impl Fault {
     const fn code(self) -> u32 {
@@ -130,7 +132,7 @@ impl core::fmt::Display for Fault {
             Fault::PrefetchAbort => write!(f, "prefetch abort"),
             Fault::DataAbort => write!(f, "data abort"),
             Fault::InvalidReply(why) => write!(f, "invalid reply: {why}"),
-            Fault::Hang => write!(f, "ran past its {BUDGET_MS} ms budget (watchdog)"),
+            Fault::Hang => write!(f, "ran past its {} ms budget (watchdog)", BUDGET_MS.load(Ordering::Relaxed)),
         }
     }
 }
@@ -294,12 +296,18 @@ static MASKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_C
 
 /// The watchdog's tick, in counter ticks: half a budget.
 fn tick_period() -> u32 {
-    // A 32-bit division by a constant (a multiply).
-    CNTFRQ.get() / BUDGETS_PER_SECOND / 2
+    TICK_PERIOD.load(Ordering::Relaxed)
 }
 
-/// Start this CPU's watchdog tick (when isolation is on).
-pub fn start_watchdog() {
+/// Start this CPU's watchdog tick (when isolation is on), for a budget of
+/// `budget_ms` (every CPU is given the same).
+pub fn start_watchdog(budget_ms: u16) {
+    // Half a budget: at most 1,000 ms (`ipc::Containment::MAX_BUDGET_MS`),
+    // so under 2^31 ticks at any counter frequency up to 2 GHz, and two of
+    // them compare as 32-bit spans in `overran`.
+    let ticks = u64::from(CNTFRQ.get()) * u64::from(budget_ms) / 2000;
+    TICK_PERIOD.store(u32::try_from(ticks).unwrap_or(u32::MAX / 2).max(1), Ordering::Relaxed);
+    BUDGET_MS.store(u32::from(budget_ms), Ordering::Relaxed);
     watchdog_tick();
     CNTP_CTL.write(TIMER_CTL::ENABLE::SET);
 }
@@ -310,13 +318,38 @@ pub fn watchdog_tick() {
     CNTP_CVAL.set(CNTPCT.get().wrapping_add(u64::from(tick_period())));
 }
 
-/// Whether the request running on this CPU began a budget ago or more.
+/// Per CPU: how long the last request its watchdog stopped had run, in
+/// counter ticks (for the log's report of the hang).
+static HUNG_FOR: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Whether the request running on this CPU began a budget ago or more (and
+/// if so, note how long ago in `HUNG_FOR`).
 fn overran(cpu: usize) -> bool {
-    let Some(start) = CALL_START.get(cpu) else {
+    let (Some(start), Some(hung_for)) = (CALL_START.get(cpu), HUNG_FOR.get(cpu)) else {
         return false;
     };
     let elapsed = (CNTPCT.get() as u32).wrapping_sub(start.load(Ordering::Relaxed));
-    elapsed >= 2 * tick_period()
+    let over = elapsed >= 2 * tick_period();
+    if over {
+        hung_for.store(elapsed, Ordering::Relaxed);
+    }
+    over
+}
+
+/// What the log adds to a fault on this CPU: for a hang, how long the
+/// request had run when its watchdog stopped it.
+fn fault_detail(fault: Fault, cpu: usize) -> impl core::fmt::Display {
+    struct Detail(Option<u64>);
+    impl core::fmt::Display for Detail {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self.0 {
+                Some(us) => write!(f, ", stopped {}.{:03} ms after it began", us / 1000, us % 1000),
+                None => Ok(()),
+            }
+        }
+    }
+    let hung_for = HUNG_FOR.get(cpu).filter(|_| fault == Fault::Hang);
+    Detail(hung_for.map(|t| super::profile::micros(u64::from(t.load(Ordering::Relaxed)))))
 }
 
 /// An IRQ taken in Hyp mode, which only happens while a server runs (the
@@ -410,17 +443,18 @@ pub fn escape(fault: Fault) {
     }
 }
 
-/// Requests a server handles between checkpoints.
+/// The most requests a server handles between checkpoints
+/// (`ipc::Containment::checkpoint_every` is at most this): the room each
+/// server's log of requests takes, in its `domain::Keep` (64 KB).
 ///
 /// A checkpoint copies the server's whole state (the vGIC server's is 17
 /// KB, some 10,000 instructions of copying) and a restore replays up to
-/// this many requests, so the interval trades every request's share of the
-/// copy against the rare recovery's replay: at 32 the copy was about 300
-/// instructions of each vGIC request, at 128 under 100; a recovery under
-/// QEMU took 0.75-5.0 ms at 32 and 2.4-6.6 ms at 128 (`tests/experiments/
-/// isolation`), far inside the 100 ms watchdog budget. The log takes 128
-/// requests' room per server, in its `domain::Keep`.
-pub const LOG_LEN: usize = 128;
+/// the interval's requests, so the interval trades every request's share of
+/// the copy against the rare recovery's replay: at 32 the copy was about
+/// 300 instructions of each vGIC request, at 128 under 100; a recovery
+/// under QEMU took 0.75-5.0 ms at 32 and 2.4-6.6 ms at 128
+/// (`tests/experiments/isolation`), far inside the 100 ms watchdog budget.
+pub const LOG_CAPACITY: usize = ipc::Containment::MAX_CHECKPOINT_EVERY as usize;
 
 /// A server (its state in its domain, see `domain`) with what it takes to
 /// restore it (its `domain::Keep`: a checkpoint, taken at the first
@@ -429,6 +463,12 @@ pub const LOG_LEN: usize = 128;
 pub struct Guarded<S> {
     /// Requests given to the server so far (numbered from 1 for `--inject`).
     delivered: u64,
+    /// Requests still to deliver before the next checkpoint: 0 at first, so
+    /// that the first request's is taken before it runs. (Counted here,
+    /// next to `delivered`, rather than read from the log's length and the
+    /// configuration, which lie kilobytes apart: that cost four
+    /// instructions a request more.)
+    until_checkpoint: u16,
     server: core::marker::PhantomData<S>,
 }
 
@@ -437,7 +477,7 @@ impl<S: Hosted> Guarded<S> {
     /// `None` if S already has one (there is one of each server).
     pub fn new(server: S) -> Option<Self> {
         domain::install(server).ok()?;
-        Some(Guarded { delivered: 0, server: core::marker::PhantomData })
+        Some(Guarded { delivered: 0, until_checkpoint: 0, server: core::marker::PhantomData })
     }
 
     /// What the monitor keeps to restore the server.
@@ -476,17 +516,18 @@ impl<S: Hosted> Guarded<S> {
         if !config.isolation {
             return super::call_in_place(self.server(), message, reply);
         }
-        let keep = self.keep();
-        if keep.log.is_full() || keep.checkpoint.is_none() {
-            self.take_checkpoint();
+        if self.until_checkpoint == 0 {
+            self.take_checkpoint(config.containment.checkpoint_every);
         }
+        // At least 1 here: `take_checkpoint` sets it to the interval.
+        self.until_checkpoint -= 1;
         self.delivered += 1;
         if !config.faults.is_empty() {
             return self.deliver_injected(message, config, reply);
         }
         match attempt::<S>(message, None, 0, config, reply) {
             Ok(answer) => {
-                // Cannot fail: a full log was emptied above.
+                // Cannot fail: see `take_checkpoint`.
                 let _ = self.keep().log.push(*message);
                 answer
             }
@@ -494,10 +535,14 @@ impl<S: Hosted> Guarded<S> {
         }
     }
 
-    /// A copy of the server's state to restore from, and an empty log.
+    /// A copy of the server's state to restore from, and an empty log; the
+    /// next one after `every` more requests. (The configuration is
+    /// validated: `every` is 1 to the log's capacity, so the log, which
+    /// grows by at most one a request, is never full before it is emptied.)
     #[cold]
     #[inline(never)]
-    fn take_checkpoint(&mut self) {
+    fn take_checkpoint(&mut self, every: u16) {
+        self.until_checkpoint = every.clamp(1, LOG_CAPACITY as u16);
         // SAFETY: as in `server` and `keep`: S's domain and keep are
         // installed and only reached through this Guarded, under S's lock;
         // they are distinct statics, so the two references do not overlap.
@@ -525,7 +570,7 @@ impl<S: Hosted> Guarded<S> {
         }
         match first {
             Ok(answer) => {
-                // Cannot fail: a full log was emptied above.
+                // Cannot fail: see `take_checkpoint`.
                 let _ = self.keep().log.push(*message);
                 answer
             }
@@ -553,10 +598,13 @@ impl<S: Hosted> Guarded<S> {
         let target = Self::checkpoint_address();
         let started = super::profile::counter();
         log::error!(
-            "server {} failed on its message #{n} ({}): {fault}; restoring its state and retrying",
+            "server {} failed on its message #{n} ({}): {fault}{}; restoring its state and retrying",
             S::ID.name(),
-            message.request_name()
+            message.request_name(),
+            fault_detail(fault, cpu())
         );
+        // What the restore replays: the requests since the last checkpoint.
+        let replayed = self.keep().log.len();
         let before = (again == Some(FaultKind::WildWrite)).then(|| self.checkpoint_hash());
         let second = match self.restore(config) {
             Ok(()) => attempt::<S>(message, again, target, config, reply),
@@ -569,7 +617,8 @@ impl<S: Hosted> Guarded<S> {
             Ok(answer) => {
                 let _ = self.keep().log.push(*message);
                 log::error!(
-                    "server {} recovered: message #{n} done after its state was restored ({} us)",
+                    "server {} recovered: message #{n} done after its state was restored ({} us, {replayed} \
+                     requests replayed)",
                     S::ID.name(),
                     super::profile::micros(super::profile::counter().wrapping_sub(started))
                 );
@@ -582,17 +631,19 @@ impl<S: Hosted> Guarded<S> {
                 match config.on_server_fault {
                     OnServerFault::Restart if restored.is_ok() => {
                         log::error!(
-                            "server {} failed on message #{n} again ({fault}); the request is refused and the \
+                            "server {} failed on message #{n} again ({fault}{}); the request is refused and the \
                              guest answered architecturally (--on-server-fault restart)",
-                            S::ID.name()
+                            S::ID.name(),
+                            fault_detail(fault, cpu())
                         );
                         Err(ServerError::Faulted)
                     }
                     _ => {
                         log::error!(
-                            "server {} failed on message #{n} again ({fault}); stopping the VM \
+                            "server {} failed on message #{n} again ({fault}{}); stopping the VM \
                              (--on-server-fault stop, or its state could not be restored)",
-                            S::ID.name()
+                            S::ID.name(),
+                            fault_detail(fault, cpu())
                         );
                         super::shutdown(ipc::exit::SERVER_FAULT)
                     }

@@ -518,7 +518,7 @@ fn init_cpu(cpu: usize) {
     }
     if watchdog_on(vm) {
         vm.gic.enable(vm.table.irqs.watchdog, cpu, devices::WATCHDOG_PRIORITY);
-        isolate::start_watchdog();
+        isolate::start_watchdog(vm.config.containment.budget_ms);
     }
     vm.gic.enable(KICK_SGI, cpu, devices::KICK_PRIORITY);
     vm.gic.enable(WAKE_SGI, cpu, devices::WAKE_PRIORITY);
