@@ -111,8 +111,13 @@ pub struct Stats {
 /// from the Rust trap handler's first instruction to its last (the entry
 /// and exit code around it are not in it), servers included and `idle`
 /// excluded; `vcpu`, `vgic` and `vtimer` the time inside each server's
-/// `handle`; `idle` the time a vCPU's CPU slept in WFI for it.
-pub const PROFILE_PARTS: [&str; 5] = ["hyp", "vcpu", "vgic", "vtimer", "idle"];
+/// `handle`, with isolation the domain switches and the call's containment
+/// included; `idle` the time a vCPU's CPU slept in WFI for it; `lock` the
+/// time a CPU slept waiting for a lock another CPU held (a server's, or the
+/// UART's); `uart`
+/// the time spent writing the guest's console output and the log to the
+/// UART (the host link). `lock` and `uart` are inside `hyp` too.
+pub const PROFILE_PARTS: [&str; 7] = ["hyp", "vcpu", "vgic", "vtimer", "idle", "lock", "uart"];
 
 impl Stats {
     /// Add another set of counters to these (the shutdown's sum of every

@@ -35,7 +35,9 @@ pub fn uart() -> Option<&'static Uart> {
 pub fn console(bytes: &[u8]) {
     if let Some(uart) = UART.get() {
         let _guard = LOCK.lock();
+        let start = super::profile::now();
         hostlink::encode_console(bytes, &mut |b| uart.write_byte(b));
+        super::profile::add_here(super::profile::Part::Uart, start);
     }
 }
 
@@ -43,7 +45,9 @@ pub fn console(bytes: &[u8]) {
 pub fn record(kind: RecordKind, payload: &[u8]) {
     if let Some(uart) = UART.get() {
         let _guard = LOCK.lock();
+        let start = super::profile::now();
         hostlink::encode_record(kind, payload, &mut |b| uart.write_byte(b));
+        super::profile::add_here(super::profile::Part::Uart, start);
     }
 }
 

@@ -117,7 +117,9 @@ impl lock::Waker for Cpus {
         let gic = gic();
         let mask = gic.priority_mask();
         gic.set_priority_mask(devices::PRIORITY_MASK_WAKE_ONLY);
+        let start = profile::now();
         wait_for_interrupt();
+        profile::add_here(profile::Part::Lock, start);
         gic.set_priority_mask(mask);
         gic.take_pending(WAKE_SGI);
     }

@@ -21,6 +21,10 @@ pub enum Part {
     Hyp = 0,
     /// Idle in WFI for the vCPU.
     Idle = 4,
+    /// Asleep waiting for a server's lock.
+    Lock = 5,
+    /// Writing to the UART (console output and the log).
+    Uart = 6,
 }
 
 impl Part {
@@ -68,6 +72,15 @@ pub fn add(cpu: usize, part: usize, since: u64) {
     }
     #[cfg(not(feature = "profile"))]
     let _ = (cpu, part, since);
+}
+
+/// [`add`] for the CPU this runs on.
+#[inline(always)]
+pub fn add_here(part: Part, since: u64) {
+    #[cfg(feature = "profile")]
+    add(super::HTPIDR.get() as usize, part as usize, since);
+    #[cfg(not(feature = "profile"))]
+    let _ = (part, since);
 }
 
 /// CPU `cpu`'s ticks so far.
