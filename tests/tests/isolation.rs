@@ -49,6 +49,15 @@ fn splitvisor(harness: &Harness, guest: Guest, extra: &[&str]) -> Run {
     run(&mut cmd, LIMIT, None).or_fail()
 }
 
+/// `first`, then `--inject SPEC` for each of `specs`.
+fn with_injections<'a>(first: &[&'a str], specs: &'a [String]) -> Vec<&'a str> {
+    let mut args = first.to_vec();
+    for spec in specs {
+        args.extend(["--inject", spec.as_str()]);
+    }
+    args
+}
+
 fn assert_recovered(result: &Run, server: &str, n: &str) {
     let failed = format!("server {server} failed on its message #{n} ");
     let recovered = format!("server {server} recovered: message #{n} done");
@@ -86,12 +95,8 @@ fn each_server_recovers_from_a_panic_and_an_invalid_reply() {
     let faults =
         [("vcpu", "panic", "40"), ("vcpu", "bad-reply", "90"), ("vgic", "panic", "30"), ("vgic", "bad-reply", "700")];
     let faults = faults.iter().chain(&[("vtimer", "panic", "100"), ("vtimer", "bad-reply", "1500")]);
-    let mut extra = Vec::new();
     let specs: Vec<String> = faults.clone().map(|(s, k, n)| format!("{s}:{k}@{n}")).collect();
-    for spec in &specs {
-        extra.extend(["--inject", spec.as_str()]);
-    }
-    let result = splitvisor(&harness, Guest::Timer, &extra);
+    let result = splitvisor(&harness, Guest::Timer, &with_injections(&[], &specs));
     assert_eq!(result.code(), Some(0), "the timer guest did not pass with faults injected\n{}", result.describe());
     assert!(result.stdout.contains("RESULT: PASS timer"), "{}", result.describe());
     assert!(!result.stdout.contains("FAIL:"), "{}", result.describe());
@@ -136,11 +141,7 @@ fn a_hanging_server_is_stopped_by_its_watchdog() {
     let harness = harness();
     let faults = [("vcpu", "30"), ("vgic", "3"), ("vtimer", "2")];
     let specs: Vec<String> = faults.iter().map(|(s, n)| format!("{s}:hang@{n}")).collect();
-    let mut extra = Vec::new();
-    for spec in &specs {
-        extra.extend(["--inject", spec.as_str()]);
-    }
-    let result = splitvisor(&harness, Guest::Smp, &extra);
+    let result = splitvisor(&harness, Guest::Smp, &with_injections(&[], &specs));
     assert_eq!(result.code(), Some(0), "{}", result.describe());
     assert!(result.stdout.contains("RESULT: PASS smp"), "{}", result.describe());
     for (server, n) in faults {
@@ -180,10 +181,7 @@ fn a_recovery_replays_the_requests_since_the_last_checkpoint() {
     ] {
         let every_arg = every.to_string();
         let specs: Vec<String> = faults.iter().map(|(s, n)| format!("{s}:panic@{n}")).collect();
-        let mut extra = vec!["--checkpoint-every", every_arg.as_str()];
-        for spec in &specs {
-            extra.extend(["--inject", spec.as_str()]);
-        }
+        let extra = with_injections(&["--checkpoint-every", every_arg.as_str()], &specs);
         let result = splitvisor(&harness, Guest::Timer, &extra);
         assert_eq!(result.code(), Some(0), "--checkpoint-every {every}\n{}", result.describe());
         assert!(result.stdout.contains("RESULT: PASS timer"), "{}", result.describe());
@@ -205,11 +203,7 @@ fn a_wild_write_into_the_monitor_is_stopped_by_the_domain_and_changes_nothing() 
     let harness = harness();
     let faults = [("vcpu", "60"), ("vgic", "40"), ("vtimer", "120")];
     let specs: Vec<String> = faults.iter().map(|(s, n)| format!("{s}:wild-write@{n}")).collect();
-    let mut extra = Vec::new();
-    for spec in &specs {
-        extra.extend(["--inject", spec.as_str()]);
-    }
-    let result = splitvisor(&harness, Guest::Timer, &extra);
+    let result = splitvisor(&harness, Guest::Timer, &with_injections(&[], &specs));
     assert_eq!(result.code(), Some(0), "the timer guest did not pass with wild writes\n{}", result.describe());
     assert!(result.stdout.contains("RESULT: PASS timer"), "{}", result.describe());
     assert!(!result.stdout.contains("FAIL:"), "{}", result.describe());
