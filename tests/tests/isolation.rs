@@ -163,6 +163,11 @@ fn the_watchdog_budget_is_a_run_option() {
     assert!(result.stdout.contains("RESULT: PASS smp"), "{}", result.describe());
     assert_recovered(&result, "vgic", "3");
     assert_recovered(&result, "vcpu", "30");
+    assert!(
+        result.stderr.contains("containment: a checkpoint every 128 requests, a watchdog budget of 20 ms"),
+        "{}",
+        result.describe()
+    );
     assert_eq!(result.stderr.matches("ran past its 20 ms budget (watchdog)").count(), 2, "{}", result.describe());
     let times = hang_times(&result);
     assert!(times.len() == 2 && times.iter().all(|&ms| ms >= 20.0), "{times:?}\n{}", result.describe());

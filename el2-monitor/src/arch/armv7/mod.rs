@@ -409,6 +409,16 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
         config.ram.pa,
         config.entry
     );
+    // Said only when asked for (`run --checkpoint-every`, `--budget-ms`),
+    // so that the default boot's log stays as it was.
+    let containment = config.containment;
+    if config.isolation && containment != ipc::Containment::DEFAULT && cfg!(not(feature = "direct-call")) {
+        log::info!(
+            "containment: a checkpoint every {} requests, a watchdog budget of {} ms",
+            containment.checkpoint_every,
+            containment.budget_ms
+        );
+    }
 
     mmu::enable_hyp_mmu(true);
     if let Err(e) = mmu::build_stage2(&config, platform.gicv) {
