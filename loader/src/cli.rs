@@ -438,7 +438,9 @@ pub struct RunArgs {
     /// request retried, as after a crash. A hang is caught between one
     /// budget and one and a half after the request began. Under QEMU a
     /// short budget also stops a server whose CPU's host thread was only
-    /// descheduled for that long (harmless: a restore and a retry).
+    /// descheduled for that long: a restore and a retry, and should the
+    /// retry be stopped too, --on-server-fault decides (with 1 ms, a Debian
+    /// boot saw three such stops, each recovered).
     #[arg(long, value_name = "MS", conflicts_with = "no_isolation",
           value_parser = clap::value_parser!(u16).range(
               i64::from(ipc::Containment::MIN_BUDGET_MS)..=i64::from(ipc::Containment::MAX_BUDGET_MS)))]
