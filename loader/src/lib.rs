@@ -183,7 +183,11 @@ pub fn trace_command(command: &cli::TraceCommand) -> Result<(), Error> {
     match command {
         cli::TraceCommand::Show { file, json } => {
             let stdout = std::io::stdout();
-            trace::show(file, *json, &mut stdout.lock())?;
+            match trace::show(file, *json, &mut stdout.lock()) {
+                // The reader stopped reading (`| head`): nothing is wrong.
+                Err(trace::TraceError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {}
+                result => result?,
+            }
         }
     }
     Ok(())

@@ -123,7 +123,26 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<TraceRecord>, TraceError> {
 pub fn describe(record: &TraceRecord) -> String {
     match record {
         TraceRecord::Config(c) => {
-            format!("config: {} vCPU(s), RAM {:#x}+{:#x}, entry {:#x}", c.vcpus, c.ram.ipa, c.ram.size, c.entry)
+            let isolation = match (c.isolation, c.domains) {
+                (false, _) => "no isolation".to_string(),
+                (true, domains) => format!(
+                    "isolation{}, a checkpoint every {} requests, a {} ms watchdog budget",
+                    if domains { "" } else { " without protection domains" },
+                    c.containment.checkpoint_every,
+                    c.containment.budget_ms
+                ),
+            };
+            format!(
+                "config: {} vCPU(s), RAM {:#x}+{:#x}, entry {:#x}, WFI {}, {isolation}",
+                c.vcpus,
+                c.ram.ipa,
+                c.ram.size,
+                c.entry,
+                match c.wfi {
+                    ipc::WfiPolicy::Trap => "trapped",
+                    ipc::WfiPolicy::Native => "native",
+                }
+            )
         }
         TraceRecord::Request { seq, message } => format!("#{seq} -> {}: {message:?}", message.server().name()),
         TraceRecord::Reply { seq, server, result: Ok(reply) } => {
@@ -408,6 +427,26 @@ mod tests {
             records.push(TraceRecord::Reply { seq, server: m.server(), result: servers.handle(*m) });
         }
         records
+    }
+
+    #[test]
+    fn the_configuration_line_says_how_servers_were_contained() {
+        let line = describe(&TraceRecord::Config(config()));
+        assert_eq!(
+            line,
+            "config: 1 vCPU(s), RAM 0x40000000+0x8000000, entry 0x40008000, WFI trapped, isolation, \
+             a checkpoint every 128 requests, a 100 ms watchdog budget"
+        );
+        let c = ipc::VmConfig {
+            domains: false,
+            wfi: ipc::WfiPolicy::Native,
+            containment: ipc::Containment { checkpoint_every: 7, budget_ms: 9 },
+            ..config()
+        };
+        let line = describe(&TraceRecord::Config(c));
+        assert!(line.ends_with("WFI native, isolation without protection domains, a checkpoint every 7 requests, a 9 ms watchdog budget"), "{line}");
+        let c = ipc::VmConfig { isolation: false, ..config() };
+        assert!(describe(&TraceRecord::Config(c)).ends_with(", no isolation"));
     }
 
     fn hvc(function: u32) -> Message {

@@ -170,3 +170,28 @@ fn the_recorded_linux_boot_replays_exactly() {
     assert_eq!(replayed.code(), Some(1), "{}", replayed.describe());
     assert!(replayed.stdout.contains("divergence at record #"), "{}", replayed.describe());
 }
+
+/// `splitvisor trace show FILE | head`: the reader stops early, and
+/// splitvisor ends quietly, with status 0 (it said "Broken pipe" and
+/// exited 1 before).
+#[test]
+fn trace_show_into_a_pipe_closed_early_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    let harness = harness();
+    let trace = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces").join("linux-2vcpu-boot.trace.gz");
+    let mut cmd = harness.splitvisor_command(["trace".as_ref(), "show".as_ref(), trace.as_os_str()]).or_fail();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("splitvisor starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("its stdout")).read_line(&mut first).expect("a first line");
+    // The reader is dropped here: the rest of the output (hundreds of KB)
+    // meets a closed pipe.
+    let output = child.wait_with_output().expect("splitvisor ends");
+    assert!(first.starts_with("config: 2 vCPU(s)"), "{first}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
