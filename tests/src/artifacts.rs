@@ -85,6 +85,7 @@ static GUEST_RAWS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static SPLITVISOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static MONITOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static INSN_COUNT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static PROFILED_MONITOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 impl Harness {
     /// `target_tmpdir` is `env!("CARGO_TARGET_TMPDIR")` of the integration
@@ -173,6 +174,23 @@ impl Harness {
             cmd.args(["build", "--release", "-p", "el2-monitor", "--target", GUEST_TARGET, "--target-dir"])
                 .arg(&target_dir);
             run_build("building the monitor (package el2-monitor)", cmd)?;
+            Ok(target_dir.join(GUEST_TARGET).join("release").join("el2-monitor"))
+        })
+    }
+
+    /// The monitor built with its `profile` feature (counter time per part
+    /// in `--stats`), in a target directory of its own beside
+    /// [`splitvisor_target_dir`](Self::splitvisor_target_dir), so that it
+    /// never replaces [`monitor`](Self::monitor)'s build.
+    pub fn profiled_monitor(&self) -> Result<PathBuf, HarnessError> {
+        once(&PROFILED_MONITOR, || {
+            let target_dir = self.splitvisor_target_dir().with_extension("profile");
+            self.ensure_target()?;
+            let mut cmd = self.cargo();
+            cmd.args(["build", "--release", "-p", "el2-monitor", "--features", "profile", "--target", GUEST_TARGET])
+                .arg("--target-dir")
+                .arg(&target_dir);
+            run_build("building the monitor with its profile feature", cmd)?;
             Ok(target_dir.join(GUEST_TARGET).join("release").join("el2-monitor"))
         })
     }
