@@ -114,9 +114,9 @@ pub struct Stats {
 /// `handle`, with isolation the domain switches and the call's containment
 /// included; `idle` the time a vCPU's CPU slept in WFI for it; `lock` the
 /// time a CPU slept waiting for a lock another CPU held (a server's, or the
-/// UART's); `uart`
-/// the time spent writing the guest's console output and the log to the
-/// UART (the host link). `lock` and `uart` are inside `hyp` too.
+/// UART's); `uart` the time spent writing the guest's console output and
+/// the log to the UART (the host link). `lock` and `uart` are inside `hyp`
+/// too.
 pub const PROFILE_PARTS: [&str; 7] = ["hyp", "vcpu", "vgic", "vtimer", "idle", "lock", "uart"];
 
 impl Stats {

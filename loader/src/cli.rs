@@ -170,7 +170,7 @@ pub struct BenchArgs {
     /// (`run --checkpoint-every`, default 128): the difference shows each
     /// request's share of the checkpoints' copying.
     #[arg(long, value_name = "N", conflicts_with_all = ["no_isolation", "direct_call"],
-          value_parser = clap::value_parser!(u16).range(1..=i64::from(ipc::Containment::MAX_CHECKPOINT_EVERY)))]
+          value_parser = checkpoint_interval())]
     pub checkpoint_every: Option<u16>,
     /// Compare with the figures of another run (a JSON file written by
     /// --json, typically of --direct-call): print each item's overhead over
@@ -431,7 +431,7 @@ pub struct RunArgs {
     /// (a checkpoint copies the server's whole state, the vGIC server's 17
     /// KB) and a recovery more.
     #[arg(long, value_name = "N", conflicts_with = "no_isolation",
-          value_parser = clap::value_parser!(u16).range(1..=i64::from(ipc::Containment::MAX_CHECKPOINT_EVERY)))]
+          value_parser = checkpoint_interval())]
     pub checkpoint_every: Option<u16>,
     /// Stop a server that takes longer than MS milliseconds over one request
     /// (its watchdog; 1 to 2000, default 100): it is restored and the
@@ -475,6 +475,12 @@ pub struct DtbArgs {
     /// Where to write the device tree blob.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+}
+
+/// `--checkpoint-every`'s values (`run` and `bench`): 1 to
+/// `ipc::Containment::MAX_CHECKPOINT_EVERY`.
+fn checkpoint_interval() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..=i64::from(ipc::Containment::MAX_CHECKPOINT_EVERY))
 }
 
 fn parse_mem(s: &str) -> Result<u64, String> {

@@ -79,13 +79,11 @@ pub enum Fault {
     Hang,
 }
 
-/// How long one request may take a server before its watchdog stops it, in
-/// milliseconds of the physical counter (`ipc::Containment::budget_ms`, set
-/// by [`start_watchdog`]). Requests take microseconds; the default's margin
-/// is for a host that stops QEMU's CPU thread for a while (a false alarm
-/// costs a restore and a retry, nothing more).
-static BUDGET_MS: AtomicU32 = AtomicU32::new(0);
-/// The watchdog's tick, in counter ticks: half a budget (set with it).
+/// The watchdog's tick, in counter ticks: half the budget of
+/// `ipc::Containment::budget_ms`, set by [`start_watchdog`] (kept rather
+/// than divided out on every tick). Requests take microseconds; the
+/// default budget's margin is for a host that stops QEMU's CPU thread for a
+/// while (a false alarm costs a restore and a retry, nothing more).
 static TICK_PERIOD: AtomicU32 = AtomicU32::new(0);
 
 impl Fault {
@@ -132,7 +130,9 @@ impl core::fmt::Display for Fault {
             Fault::PrefetchAbort => write!(f, "prefetch abort"),
             Fault::DataAbort => write!(f, "data abort"),
             Fault::InvalidReply(why) => write!(f, "invalid reply: {why}"),
-            Fault::Hang => write!(f, "ran past its {} ms budget (watchdog)", BUDGET_MS.load(Ordering::Relaxed)),
+            Fault::Hang => {
+                write!(f, "ran past its {} ms budget (watchdog)", super::vm().config.containment.budget_ms)
+            }
         }
     }
 }
@@ -307,7 +307,6 @@ pub fn start_watchdog(budget_ms: u16) {
     // them compare as 32-bit spans in `overran`.
     let ticks = u64::from(CNTFRQ.get()) * u64::from(budget_ms) / 2000;
     TICK_PERIOD.store(u32::try_from(ticks).unwrap_or(u32::MAX / 2).max(1), Ordering::Relaxed);
-    BUDGET_MS.store(u32::from(budget_ms), Ordering::Relaxed);
     watchdog_tick();
     CNTP_CTL.write(TIMER_CTL::ENABLE::SET);
 }

@@ -21,7 +21,7 @@ pub enum Part {
     Hyp = 0,
     /// Idle in WFI for the vCPU.
     Idle = 4,
-    /// Asleep waiting for a server's lock.
+    /// Asleep waiting for a lock another CPU held (a server's, the UART's).
     Lock = 5,
     /// Writing to the UART (console output and the log).
     Uart = 6,

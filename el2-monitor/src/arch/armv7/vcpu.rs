@@ -289,7 +289,7 @@ impl Hw<'_> {
             ActionRef::WaitForInterrupt => {
                 let start = super::profile::now();
                 super::wait_for_interrupt();
-                super::profile::add(super::HTPIDR.get() as usize, super::profile::Part::Idle as usize, start);
+                super::profile::add_here(super::profile::Part::Idle, start);
             }
             ActionRef::Shutdown(reason) => super::shutdown(match reason {
                 ShutdownReason::PowerOff => ipc::exit::POWER_OFF,
