@@ -59,6 +59,25 @@ impl Run {
         format!("{}{}", self.stdout, self.stderr)
     }
 
+    /// The rows of `splitvisor run --stats`' table under `title` (`traps by
+    /// kind`, `ticks`, ...), wherever it was printed: (name, count), the
+    /// zero ones (`none: ...`) with 0. Empty when there is no such section.
+    pub fn stats_section(&self, title: &str) -> Vec<(String, u64)> {
+        let text = self.combined();
+        let heading = format!("  {title}");
+        let mut lines = text.lines().skip_while(|l| l.trim_end() != heading).skip(1);
+        let mut rows = Vec::new();
+        for line in lines.by_ref().take_while(|l| l.starts_with("    ")) {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("none:"), first) => rows.extend(first.into_iter().chain(words).map(|n| (n.to_string(), 0))),
+                (Some(name), Some(count)) => rows.push((name.to_string(), count.parse().unwrap_or(0))),
+                _ => {}
+            }
+        }
+        rows
+    }
+
     /// Everything about the run, for a failing assertion's message.
     pub fn describe(&self) -> String {
         format!(

@@ -201,23 +201,6 @@ fn semihosting_from_the_guest_does_not_reach_the_host() {
     assert_eq!(result.code(), Some(EXIT_RESET), "the guest's exit request was not refused\n{}", result.describe());
 }
 
-/// The rows of `--stats`' table under `title` (`  ticks`): (name, count),
-/// the zero ones (`none: ...`) with 0.
-fn stats_section(result: &Run, title: &str) -> Vec<(String, u64)> {
-    let text = format!("{}\n{}", result.stderr, result.stdout);
-    let mut lines = text.lines().skip_while(|l| l.trim_end() != format!("  {title}")).skip(1);
-    let mut rows = Vec::new();
-    for line in lines.by_ref().take_while(|l| l.starts_with("    ")) {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("none:"), first) => rows.extend(first.into_iter().chain(words).map(|n| (n.to_string(), 0))),
-            (Some(name), Some(count)) => rows.push((name.to_string(), count.parse().unwrap_or(0))),
-            _ => {}
-        }
-    }
-    rows
-}
-
 /// The monitor's `profile` build (`--features profile`) reports, with
 /// `--stats`, the counter time of each part: the trap handler, each
 /// server, idle waits, lock waits and UART writes. The normal build
@@ -235,7 +218,7 @@ fn the_profile_build_reports_where_the_hypervisor_time_goes() {
     let result = run(&mut cmd, LIMIT, None).or_fail();
     assert_eq!(result.code(), Some(0), "{}", result.describe());
     assert!(result.stdout.contains("RESULT: PASS smp"), "{}", result.describe());
-    let ticks = stats_section(&result, "ticks");
+    let ticks = result.stats_section("ticks");
     let names: Vec<&str> = ticks.iter().map(|(n, _)| n.as_str()).collect();
     for part in ["hyp", "vcpu", "vgic", "vtimer", "idle", "lock", "uart"] {
         assert!(names.contains(&part), "no {part} in the ticks: {ticks:?}\n{}", result.describe());
@@ -253,6 +236,6 @@ fn the_profile_build_reports_where_the_hypervisor_time_goes() {
     harness.monitor().or_fail();
     let plain = splitvisor_run(Guest::Smp, &["--stats", "--smp", "2"]);
     assert_eq!(plain.code(), Some(0), "{}", plain.describe());
-    assert!(stats_section(&plain, "ticks").is_empty(), "the normal build counted time\n{}", plain.describe());
-    assert!(!stats_section(&plain, "traps by kind").is_empty(), "no --stats table\n{}", plain.describe());
+    assert!(plain.stats_section("ticks").is_empty(), "the normal build counted time\n{}", plain.describe());
+    assert!(!plain.stats_section("traps by kind").is_empty(), "no --stats table\n{}", plain.describe());
 }

@@ -51,16 +51,12 @@ fn digest(result: &Run) -> (String, u64) {
     (digest.to_string(), loads)
 }
 
-/// The MMIO traps in `--stats`' table (`    mmio   <count>   <per second>`).
+/// The MMIO traps in `--stats`' table.
 fn mmio_traps(result: &Run) -> u64 {
-    result
-        .stderr
-        .lines()
-        .chain(result.stdout.lines())
-        .find_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("mmio")).then(|| words.next()?.parse().ok()).flatten()
-        })
+    let traps = result.stats_section("traps by kind");
+    traps
+        .iter()
+        .find_map(|(name, count)| (name == "mmio").then_some(*count))
         .unwrap_or_else(|| panic!("no MMIO count in --stats' table\n{}", result.describe()))
 }
 
