@@ -353,6 +353,21 @@ pub struct Distributor {
     generation: u64,
 }
 
+/// `source`'s elements into `target`, in place. With equal lengths (a
+/// checkpoint of the same VM, the monitor's case) one block copy: heapless's
+/// `extend_from_slice` clones element by element, about 11 instructions for
+/// each 20-byte SPI (2,800 a checkpoint, 20 a vGIC request at the default
+/// interval), where the copy takes about 1.
+fn copy_vec<T: Copy, const N: usize>(target: &mut Vec<T, N>, source: &Vec<T, N>) {
+    if target.len() == source.len() {
+        target.copy_from_slice(source);
+    } else {
+        target.clear();
+        // Cannot fail: the same capacity.
+        let _ = target.extend_from_slice(source);
+    }
+}
+
 impl Clone for Distributor {
     fn clone(&self) -> Self {
         let mut copy = Distributor::new(self.vcpus, 0);
@@ -371,11 +386,8 @@ impl Clone for Distributor {
         self.spi_count = *spi_count;
         self.enable_grp0 = *enable_grp0;
         self.enable_grp1 = *enable_grp1;
-        self.banked.clear();
-        // Cannot fail: the same capacities.
-        let _ = self.banked.extend_from_slice(banked);
-        self.spis.clear();
-        let _ = self.spis.extend_from_slice(spis);
+        copy_vec(&mut self.banked, banked);
+        copy_vec(&mut self.spis, spis);
         self.busy = *busy;
         self.busy_words = *busy_words;
         self.generation = *generation;

@@ -404,8 +404,17 @@ impl VgicServer {
     }
 
     /// Append kicks for the vCPUs in `mask` (and any owed); those that do not
-    /// fit are owed to the next reply.
+    /// fit are owed to the next reply. (Inline, the test of the common case,
+    /// no kick at all: the call and its frame cost 14 instructions more.)
+    #[inline(always)]
     fn push_kicks(&mut self, reply: &mut Reply, mask: u8) {
+        if mask | self.owed_kicks != 0 {
+            self.push_kicks_slow(reply, mask);
+        }
+    }
+
+    #[inline(never)]
+    fn push_kicks_slow(&mut self, reply: &mut Reply, mask: u8) {
         let mask = (mask | self.owed_kicks) & self.dist.vcpu_mask();
         self.owed_kicks = 0;
         // Only the vCPUs in the mask (most replies kick none).
@@ -448,8 +457,8 @@ impl VgicServer {
     fn mmio(
         &mut self,
         vcpu: VcpuId,
-        access: MmioAccess,
-        status: Option<LrStatus>,
+        access: &MmioAccess,
+        status: &Option<LrStatus>,
         reply: &mut Reply,
     ) -> Result<(), ServerError> {
         self.check(vcpu)?;
@@ -461,8 +470,8 @@ impl VgicServer {
         // are not gathered. Gathering them was a tenth of the vGIC's part
         // of a GICD read.)
         let held_before = match status {
-            Some(status) if self.cpus.get(vcpu.index()).is_some_and(|c| !c.unchanged(&status)) => {
-                self.fold_status(vcpu, &status)
+            Some(status) if self.cpus.get(vcpu.index()).is_some_and(|c| !c.unchanged(status)) => {
+                self.fold_status(vcpu, status)
             }
             _ => Vec::new(),
         };
@@ -1395,7 +1404,9 @@ impl Server for VgicServer {
     fn handle_into(&mut self, request: &VgicRequest, reply: &mut Reply) -> Result<(), ServerError> {
         match *request {
             VgicRequest::Start { vcpu, list_registers } => self.start(vcpu, list_registers, reply),
-            VgicRequest::Mmio { vcpu, access, status } => self.mmio(vcpu, access, status, reply),
+            // By reference: by value, the access and the status were copied
+            // into the frame first (10 instructions a GICD access).
+            VgicRequest::Mmio { vcpu, ref access, ref status } => self.mmio(vcpu, access, status, reply),
             VgicRequest::SetLine { intid, level, target, hw, change, status } => {
                 self.set_line(intid, level, target, hw, change, status, reply)
             }
