@@ -327,6 +327,43 @@ pub fn decode(offset: u64, size: AccessSize) -> GicdReg {
     // Index of the 32-bit register in a bank starting at `base`.
     let n = |base: u32| ((off - base) / 4) as u8;
     use offset::*;
+    // One jump on the access's block of 128 bytes first, for the banks that
+    // fill whole blocks and for GICD_SGIR: the match after it tests its
+    // ranges one after another, some forty instructions to reach
+    // GICD_IPRIORITYRn or GICD_SGIR. (The first block's registers come
+    // early in that match.)
+    const BLOCK: u32 = 0x80;
+    const B_IGROUPR: u32 = IGROUPR / BLOCK;
+    const B_ISENABLER: u32 = ISENABLER / BLOCK;
+    const B_ICENABLER: u32 = ICENABLER / BLOCK;
+    const B_ISPENDR: u32 = ISPENDR / BLOCK;
+    const B_ICPENDR: u32 = ICPENDR / BLOCK;
+    const B_ISACTIVER: u32 = ISACTIVER / BLOCK;
+    const B_ICACTIVER: u32 = ICACTIVER / BLOCK;
+    const B_IPRIORITYR: u32 = IPRIORITYR / BLOCK;
+    // The last whole blocks (the reserved word after a bank is in the next).
+    const B_IPRIORITYR_LAST: u32 = IPRIORITYR_END / BLOCK - 1;
+    const B_ITARGETSR: u32 = ITARGETSR / BLOCK;
+    const B_ITARGETSR_LAST: u32 = ITARGETSR_END / BLOCK - 1;
+    const B_SGIR: u32 = SGIR / BLOCK;
+    const _: () = assert!(IGROUPR % BLOCK == 0 && ICACTIVER + BLOCK == IPRIORITYR && SGIR % BLOCK == 0);
+    if off >= IGROUPR {
+        match off / BLOCK {
+            B_IGROUPR => return word_only(GicdReg::Igroupr(n(IGROUPR))),
+            B_ISENABLER => return word_only(GicdReg::Isenabler(n(ISENABLER))),
+            B_ICENABLER => return word_only(GicdReg::Icenabler(n(ICENABLER))),
+            B_ISPENDR => return word_only(GicdReg::Ispendr(n(ISPENDR))),
+            B_ICPENDR => return word_only(GicdReg::Icpendr(n(ICPENDR))),
+            B_ISACTIVER => return word_only(GicdReg::Isactiver(n(ISACTIVER))),
+            B_ICACTIVER => return word_only(GicdReg::Icactiver(n(ICACTIVER))),
+            B_IPRIORITYR..=B_IPRIORITYR_LAST => {
+                return GicdReg::Ipriorityr { first: (off - IPRIORITYR) as u16, width };
+            }
+            B_ITARGETSR..=B_ITARGETSR_LAST => return GicdReg::Itargetsr { first: (off - ITARGETSR) as u16, width },
+            B_SGIR if off == SGIR => return word_only(GicdReg::Sgir),
+            _ => {}
+        }
+    }
     match off {
         // A byte inside a word-only register is a bad access to it.
         CTLR..TYPER => word_only(GicdReg::Ctlr),

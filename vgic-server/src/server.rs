@@ -108,7 +108,7 @@ use ipc::{
 use log::{debug, trace, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::dist::{BitIter, Distributor, Instance, Irq, Touch, Touched, SGIS};
+use crate::dist::{touched_all, BitIter, Distributor, Instance, Irq, Touch, Touched, SGIS};
 use crate::lr::{self, GuestEvent, ListRegister, LrLink, LrState, Misr, Rank, Selection, MAX_LRS};
 use crate::regs::{self, GicdReg};
 
@@ -487,7 +487,7 @@ impl VgicServer {
         }
         let mut kicks = 0;
         if access.write {
-            let mut touched = Touched::default();
+            let mut touched = Touched::new();
             if matches!(reg, GicdReg::Sgir) {
                 self.write_sgir(vcpu, access.value as u32, &mut touched);
             } else {
@@ -526,7 +526,7 @@ impl VgicServer {
     fn write_sgir(&mut self, vcpu: VcpuId, value: u32, touched: &mut Touched) {
         let before = self.inputs();
         self.dist.write_sgir(vcpu, value, touched);
-        if let (false, [Touch::Private(target, sgi)]) = (touched.all, touched.list.as_slice()) {
+        if let [Touch::Private(target, sgi)] = touched.as_slice() {
             let added = Added {
                 irq: Irq::Sgi { target: *target, sgi: *sgi as u8, source: vcpu },
                 before,
@@ -679,10 +679,10 @@ impl VgicServer {
     // ----------------------------------------------------------------- Kicks
 
     fn kicks_for(&self, touched: &Touched) -> u8 {
-        if touched.all {
+        if touched_all(touched) {
             return self.dist.vcpu_mask();
         }
-        touched.list.iter().fold(0, |m, t| m | self.touch_kicks(*t))
+        touched.iter().fold(0, |m, t| m | self.touch_kicks(*t))
     }
 
     /// The vCPUs whose list registers may have to change after `touch`
@@ -726,6 +726,7 @@ impl VgicServer {
                 }
                 mask
             }
+            Touch::All => self.dist.vcpu_mask(),
         }
     }
 
