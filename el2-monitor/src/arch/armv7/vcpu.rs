@@ -72,8 +72,21 @@ impl Frame {
         self.spsr & cpsr::MODE_MASK
     }
 
-    /// Register `n` (0-15) as the guest's current mode sees it.
+    /// Register `n` (0-15) as the guest's current mode sees it. (R0-R7,
+    /// which no mode banks, inline: the store of a trapped access reads its
+    /// register here, and the call cost each 12 instructions.)
+    #[inline(always)]
     pub fn reg(&self, n: u8) -> u32 {
+        if n < 8 {
+            self.r[usize::from(n)]
+        } else {
+            self.banked_reg(n)
+        }
+    }
+
+    /// [`Frame::reg`] for R8-R15.
+    #[inline(never)]
+    fn banked_reg(&self, n: u8) -> u32 {
         let mode = self.mode();
         match (n, mode) {
             (0..=7, _) => self.r[usize::from(n)],
