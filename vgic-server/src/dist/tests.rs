@@ -220,6 +220,22 @@ fn priorities_bytes_words_banking_and_masking() {
     assert_eq!(rd(&d, 0, 0x420, Half), 0);
 }
 
+/// A priority or target write reports the interrupts whose value changed,
+/// and only those (what the server kicks for), SPIs and banked ones alike.
+#[test]
+fn priority_and_target_writes_touch_what_changed() {
+    let mut d = Distributor::new(2, 64);
+    let touched = |t: &Touched| t.iter().copied().collect::<std::vec::Vec<_>>();
+    assert_eq!(touched(&ww(&mut d, 0, 0x424, 0x0000_8000)), [Touch::Spi(37)]);
+    assert_eq!(touched(&ww(&mut d, 0, 0x424, 0x1000_8000)), [Touch::Spi(39)], "SPI 37 kept its priority");
+    assert!(ww(&mut d, 0, 0x424, 0x1000_8000).is_empty(), "nothing changed");
+    assert_eq!(touched(&wr(&mut d, 1, 0x41d, Byte, 0x40)), [Touch::Private(VcpuId(1), 29)]);
+    assert_eq!(touched(&ww(&mut d, 0, 0x824, 0x0002_0100)), [Touch::Spi(37), Touch::Spi(38)]);
+    assert_eq!(touched(&wr(&mut d, 0, 0x826, Byte, 0x02)), []);
+    assert_eq!(rw(&d, 1, 0x824), 0x0002_0100);
+    assert_eq!(rw(&d, 0, 0x424), 0x1000_8000);
+}
+
 #[test]
 fn targets_read_only_for_private_and_masked_for_spis() {
     let mut d = Distributor::new(3, 64);
