@@ -346,7 +346,20 @@ pub fn decode(offset: u64, size: AccessSize) -> GicdReg {
     const B_ITARGETSR: u32 = ITARGETSR / BLOCK;
     const B_ITARGETSR_LAST: u32 = ITARGETSR_END / BLOCK - 1;
     const B_SGIR: u32 = SGIR / BLOCK;
-    const _: () = assert!(IGROUPR % BLOCK == 0 && ICACTIVER + BLOCK == IPRIORITYR && SGIR % BLOCK == 0);
+    // Each bank from GICD_IGROUPRn to GICD_ICACTIVERn is one block, and the
+    // blocks above start a bank or GICD_SGIR.
+    const _: () = assert!(
+        IGROUPR % BLOCK == 0
+            && ISENABLER == IGROUPR + BLOCK
+            && ICENABLER == ISENABLER + BLOCK
+            && ISPENDR == ICENABLER + BLOCK
+            && ICPENDR == ISPENDR + BLOCK
+            && ISACTIVER == ICPENDR + BLOCK
+            && ICACTIVER == ISACTIVER + BLOCK
+            && IPRIORITYR == ICACTIVER + BLOCK
+            && ITARGETSR % BLOCK == 0
+            && SGIR % BLOCK == 0
+    );
     if off >= IGROUPR {
         match off / BLOCK {
             B_IGROUPR => return word_only(GicdReg::Igroupr(n(IGROUPR))),
