@@ -447,12 +447,13 @@ pub fn escape(fault: Fault) {
 /// server's log of requests takes, in its `domain::Keep` (64 KB).
 ///
 /// A checkpoint copies the server's whole state (the vGIC server's is 17
-/// KB, some 10,000 instructions of copying) and a restore replays up to
-/// the interval's requests, so the interval trades every request's share of
-/// the copy against the rare recovery's replay: at 32 the copy was about
-/// 300 instructions of each vGIC request, at 128 under 100; a recovery
-/// under QEMU took 0.75-5.0 ms at 32 and 2.4-6.6 ms at 128
-/// (`tests/experiments/isolation`), far inside the 100 ms watchdog budget.
+/// KB, about 1,400 instructions of copying since its arrays are copied as
+/// blocks) and a restore replays up to the interval's requests, so the
+/// interval trades every request's share of the copy against the rare
+/// recovery's replay: at 128 the copy is about 11 instructions of each
+/// vGIC request, at 1 about 1,400; a recovery under QEMU took 1.2-5.0 ms at
+/// 128 and up to 25 ms at 1,024 (`tests/experiments/isolation`), inside
+/// the default 100 ms watchdog budget.
 pub const LOG_CAPACITY: usize = ipc::Containment::MAX_CHECKPOINT_EVERY as usize;
 
 /// A server (its state in its domain, see `domain`) with what it takes to

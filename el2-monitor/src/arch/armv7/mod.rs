@@ -242,10 +242,10 @@ impl router::Counters for &CpuStats {
     }
 }
 
-/// Whether servers run under the watchdog (contained calls: isolation on,
-/// and not the direct-call build).
-fn watchdog_on(vm: &Vm) -> bool {
-    vm.config.isolation && cfg!(not(feature = "direct-call"))
+/// Whether servers are contained (checkpointed and run under the
+/// watchdog): isolation on, and not the direct-call build.
+fn contained(config: &VmConfig) -> bool {
+    config.isolation && cfg!(not(feature = "direct-call"))
 }
 
 fn vm() -> &'static Vm {
@@ -412,7 +412,7 @@ extern "C" fn boot_primary(cpu: u32) -> ! {
     // Said only when asked for (`run --checkpoint-every`, `--budget-ms`),
     // so that the default boot's log stays as it was.
     let containment = config.containment;
-    if config.isolation && containment != ipc::Containment::DEFAULT && cfg!(not(feature = "direct-call")) {
+    if contained(&config) && containment != ipc::Containment::DEFAULT {
         log::info!(
             "containment: a checkpoint every {} requests, a watchdog budget of {} ms",
             containment.checkpoint_every,
@@ -528,7 +528,7 @@ fn init_cpu(cpu: usize) {
     for intid in [vm.table.irqs.maintenance, vm.table.irqs.vtimer, vm.table.irqs.hyp_timer] {
         vm.gic.enable(intid, cpu, devices::MONITOR_PRIORITY);
     }
-    if watchdog_on(vm) {
+    if contained(&vm.config) {
         vm.gic.enable(vm.table.irqs.watchdog, cpu, devices::WATCHDOG_PRIORITY);
         isolate::start_watchdog(vm.config.containment.budget_ms);
     }
