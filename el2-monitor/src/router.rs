@@ -233,7 +233,7 @@ pub enum Routed {
 
 /// Pick the server and build its message for a trap.
 pub fn route(table: &RouteTable, trap: &TrapMsg, hw: &mut impl Hardware) -> Routed {
-    let mut message = first_message(table, trap.vcpu, trap.trap, trap.pc, trap.cpsr);
+    let mut message = first_message(table, trap.vcpu, trap.trap, trap.pc, trap.cpsr, hw);
     if route_in_place(table, &mut message, hw) {
         Routed::Deliver(message)
     } else {
@@ -241,31 +241,35 @@ pub fn route(table: &RouteTable, trap: &TrapMsg, hw: &mut impl Hardware) -> Rout
     }
 }
 
-/// The message a trap starts as, for [`route_in_place`] to finish: a
-/// distributor access is the vGIC server's `Mmio` request, a WFI its `Wfi`
-/// request, and anything else the vCPU server's `Trap` request (which
-/// `route_in_place` turns into another server's request for a timer
-/// register or an interrupt).
+/// The message a trap of vCPU `vcpu`, the one `hw` runs, starts as, for
+/// [`route_in_place`] to finish: a distributor access is the vGIC server's
+/// `Mmio` request, a WFI its `Wfi` request, and anything else the vCPU
+/// server's `Trap` request (which `route_in_place` turns into another
+/// server's request for a timer register or an interrupt).
+///
+/// The message is complete (as [`complete`] would make it): the two that
+/// carry the list-register status get it here, where the kind of trap is
+/// already known, so that [`Delivery::run_completed`] can deliver it
+/// without looking at its kind again (on a distributor access, that look
+/// and its call were some fifteen instructions).
 #[inline(always)]
-pub fn first_message(table: &RouteTable, vcpu: VcpuId, trap: Trap, pc: u32, cpsr: u32) -> Message {
+pub fn first_message(table: &RouteTable, vcpu: VcpuId, trap: Trap, pc: u32, cpsr: u32, hw: &impl Hardware) -> Message {
     match trap {
-        // `complete` fills in the list-register status.
         Trap::Mmio(access) if table.gicd.contains(access.ipa) => {
-            Message::Vgic(VgicRequest::Mmio { vcpu, access, status: None })
+            Message::Vgic(VgicRequest::Mmio { vcpu, access, status: Some(hw.lr_status()) })
         }
         // Whether the vCPU may wait is the vGIC server's to say, and it
         // steps past the WFI too: the vCPU server would only pass it on (one
-        // message more each time a vCPU goes idle). `complete` fills in the
-        // list-register status.
-        Trap::Wfi => Message::Vgic(VgicRequest::Wfi { vcpu, status: LrStatus::default() }),
+        // message more each time a vCPU goes idle).
+        Trap::Wfi => Message::Vgic(VgicRequest::Wfi { vcpu, status: hw.lr_status() }),
         _ => Message::Vcpu(VcpuRequest::Trap(TrapMsg { vcpu, trap, pc, cpsr })),
     }
 }
 
 /// [`route`] where the message lies: `message` comes as [`first_message`]
 /// built it, which most traps stay (the vCPU server's and the
-/// distributor's), and is rewritten for the others; false when there is
-/// nothing to deliver. (The trap path builds its message once, where it is
+/// distributor's), and is rewritten for the others (complete, as
+/// [`first_message`]'s); false when there is nothing to deliver. (The trap path builds its message once, where it is
 /// delivered from: returned, it was copied whole, some twenty instructions
 /// a trap.)
 #[inline(always)]
@@ -391,6 +395,15 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
     /// on every trap, and passes the trap's message by reference, which
     /// saves moving it (some 60 bytes) twice more.
     pub fn run_with(&mut self, first: &mut Message, reply: &mut Reply) {
+        complete_in_place(first, self.vcpu, self.hw);
+        self.run_completed(first, reply);
+    }
+
+    /// [`Delivery::run_with`] for a `first` that is complete already (as
+    /// [`first_message`] and [`route_in_place`] build a trap's, or one that
+    /// [`complete`] leaves as it is, such as a `Start`): the messages its
+    /// replies send are completed as they come.
+    pub fn run_completed(&mut self, first: &mut Message, reply: &mut Reply) {
         let mut queue: EventQueue<MAX_MESSAGES_PER_TRAP> = EventQueue::new();
         self.step(first, &mut queue, reply);
         let mut delivered = 1;
@@ -404,14 +417,15 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
                 break;
             }
             delivered += 1;
+            complete_in_place(&mut message, self.vcpu, self.hw);
             self.step(&mut message, &mut queue, reply);
         }
     }
 
-    /// Deliver one message and apply its reply (queueing what it sends).
+    /// Deliver one complete message and apply its reply (queueing what it
+    /// sends).
     #[inline(always)]
     fn step(&mut self, message: &mut Message, queue: &mut EventQueue<MAX_MESSAGES_PER_TRAP>, reply: &mut Reply) {
-        complete_in_place(message, self.vcpu, self.hw);
         let server = message.server();
         self.stats.message(server);
         // One look at the level for both lines (each `debug!` loads it).
@@ -570,10 +584,10 @@ mod tests {
         assert_eq!(server(routed(cp15(14), &mut hw)), Some(ServerId::Vtimer));
         assert_eq!(server(routed(cp15(1), &mut hw)), Some(ServerId::Vcpu));
         assert_eq!(server(routed(Trap::Hvc { imm: 0, args: [0; 4] }, &mut hw)), Some(ServerId::Vcpu));
-        // A WFI is the vGIC server's (`complete` adds the status).
+        // A WFI is the vGIC server's, with this CPU's status.
         assert_eq!(
             routed(Trap::Wfi, &mut hw),
-            Routed::Deliver(Message::Vgic(VgicRequest::Wfi { vcpu: VcpuId(1), status: LrStatus::default() }))
+            Routed::Deliver(Message::Vgic(VgicRequest::Wfi { vcpu: VcpuId(1), status: hw.lr_status() }))
         );
         assert_eq!(server(routed(Trap::Wfe, &mut hw)), Some(ServerId::Vcpu));
         assert_eq!(server(routed(Trap::Irq { intid: 25 }, &mut hw)), Some(ServerId::Vgic));
@@ -676,15 +690,44 @@ mod tests {
         assert_eq!(status_of(complete(line(None, Some(LrStatus::default())), VcpuId(1), &hw)), None);
     }
 
+    /// What `route` builds is complete: `Delivery::run_completed` delivers
+    /// a trap's message as `route` gives it.
+    #[test]
+    fn routed_messages_are_complete() {
+        let cp15 = |crn| Trap::Cp15(Cp15Access { opc1: 0, crn, crm: 2, opc2: 1, write: false, rt: 0, value: 0 });
+        let traps = [
+            mmio(0x0800_0100),
+            mmio(0x0900_0000),
+            cp15(14),
+            cp15(1),
+            Trap::Hvc { imm: 0, args: [0; 4] },
+            Trap::Wfi,
+            Trap::Wfe,
+            Trap::HypTimer,
+            Trap::Irq { intid: 25 },
+            Trap::Irq { intid: 0 },
+            Trap::Irq { intid: 27 },
+        ];
+        for t in traps {
+            let mut hw = FakeHw { now: 77, ..FakeHw::default() };
+            let Routed::Deliver(m) = routed(t, &mut hw) else {
+                panic!("{t:?} is delivered");
+            };
+            assert_eq!(complete(m, VcpuId(1), &hw), m, "{t:?}");
+        }
+    }
+
     #[test]
     fn distributor_accesses_carry_the_list_register_status() {
         let mut hw = FakeHw::default();
         let Routed::Deliver(routed) = routed(mmio(0x0800_0100), &mut hw) else {
             panic!("a distributor access is delivered");
         };
-        let Message::Vgic(VgicRequest::Mmio { access, status: None, .. }) = routed else {
+        // Routed on the accessing vCPU's CPU: with that CPU's status.
+        let Message::Vgic(VgicRequest::Mmio { access, status: Some(status), .. }) = routed else {
             panic!("{routed:?}");
         };
+        assert_eq!(status.elrsr, 0xf);
         // Completed on the accessing vCPU's CPU: that CPU's status.
         let mine = Message::Vgic(VgicRequest::Mmio { vcpu: VcpuId(1), access, status: None });
         assert!(

@@ -100,8 +100,11 @@ impl<T, W: Waker> SleepLock<T, W> {
 impl<T, W: Waker> Drop for Guard<'_, T, W> {
     fn drop(&mut self) {
         drop(self.guard.take());
+        // The fence orders the release before the look at the waiters (and
+        // pairs with the waiter's fence between its bit and its retry), so
+        // the look itself needs no ordering of its own.
         fence(Ordering::SeqCst);
-        let waiters = self.waiters.load(Ordering::SeqCst);
+        let waiters = self.waiters.load(Ordering::Relaxed);
         if waiters != 0 {
             W::wake(waiters);
         }

@@ -27,7 +27,8 @@ mod profile;
 mod trace;
 mod vcpu;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
 use el2_monitor::router::{self, Delivery, PhysIrqs, RouteTable, Servers, Stats};
 use el2_monitor::syndrome::{self, Decoded, ExceptionClass, Syndrome};
 use ipc::{Message, Reply, ServerError, ServerId, Trap, VcpuId, VcpuRequest, VgicRequest, VmConfig, VtimerRequest};
@@ -177,10 +178,65 @@ static MAILBOX: [Mutex<Option<(u32, u32)>>; MAX_CPUS] = [const { Mutex::new(None
 /// Per-CPU reply buffers, lent to each delivery (see `deliver`), each alone
 /// in its page: a server writes its reply into the buffer of the CPU it runs
 /// on in place, through its domain's window (see `domain::open_window`).
-static REPLIES: [ReplyPage; MAX_CPUS] = [const { ReplyPage(Mutex::new(Reply::none())) }; MAX_CPUS];
+static REPLIES: [ReplyPage; MAX_CPUS] = [const { ReplyPage::new() }; MAX_CPUS];
 
+/// One CPU's reply buffer, which only that CPU uses (vCPU n runs on CPU n,
+/// and a delivery for vCPU n takes page n), with a flag that keeps a second
+/// delivery on the same CPU off it. A flag rather than a lock: with one
+/// user, taking a lock's exclusive load/store pair and its two barriers
+/// were some five instructions a trap spent on nothing.
 #[repr(C, align(4096))]
-struct ReplyPage(Mutex<Reply>);
+struct ReplyPage {
+    busy: AtomicBool,
+    reply: UnsafeCell<Reply>,
+}
+
+// SAFETY: each page is used by one CPU only (see `ReplyPage`), and its
+// `busy` flag lends the reply to one delivery at a time.
+unsafe impl Sync for ReplyPage {}
+
+impl ReplyPage {
+    const fn new() -> Self {
+        ReplyPage { busy: AtomicBool::new(false), reply: UnsafeCell::new(Reply::none()) }
+    }
+
+    /// The buffer, unless a delivery on this CPU has it (none should).
+    /// Only by the page's own CPU: the flag is read and then set, not
+    /// exchanged, so another CPU's use would race.
+    #[inline(always)]
+    fn take(&self) -> Option<LentReply<'_>> {
+        if self.busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.busy.store(true, Ordering::Relaxed);
+        // Not before the flag: an exception taken on this CPU from here on
+        // sees it set.
+        compiler_fence(Ordering::SeqCst);
+        Some(LentReply { page: self })
+    }
+}
+
+/// The reply buffer lent to one delivery; the flag is cleared when it ends.
+struct LentReply<'a> {
+    page: &'a ReplyPage,
+}
+
+impl LentReply<'_> {
+    fn get(&mut self) -> &mut Reply {
+        // SAFETY: the page's flag was clear and is set while this lives
+        // (see `ReplyPage::take`), and only this CPU uses the page: no other
+        // reference to the reply exists.
+        unsafe { &mut *self.page.reply.get() }
+    }
+}
+
+impl Drop for LentReply<'_> {
+    fn drop(&mut self) {
+        // Every use of the reply before the flag is cleared.
+        compiler_fence(Ordering::SeqCst);
+        self.page.busy.store(false, Ordering::Relaxed);
+    }
+}
 
 const _: () = assert!(core::mem::size_of::<ReplyPage>() as u64 == mmu::PAGE, "a reply buffer fits its page");
 
@@ -212,6 +268,41 @@ impl CpuStats {
         }
     }
 
+    /// Add one to one of this CPU's own counters (no other CPU writes it;
+    /// another may read it, with an atomic load).
+    ///
+    /// Written out rather than `fetch_add`: for a 64-bit atomic, rustc
+    /// emits an exclusive-load/store loop (LDREXD/STREXD), since ARMv7 alone
+    /// does not make a plain doubleword access single-copy atomic. A
+    /// counter with one writer needs no exclusive access, only that a
+    /// reader never sees half of a store; with the Large Physical Address
+    /// Extension (which the Cortex-A15 has, and Hyp mode's long-descriptor
+    /// tables need) an LDRD or STRD of an 8-byte-aligned doubleword is
+    /// single-copy atomic (ARM DDI 0406C, A3.5.3). Two instructions less a
+    /// counter, and two counters a trap.
+    #[inline(always)]
+    fn bump(cell: &AtomicU64) {
+        // SAFETY: `cell` is an AtomicU64, so valid and 8-byte aligned; only
+        // this CPU writes it (the counters are per CPU), so the load and the
+        // store need no exclusive pair; and both are single-copy atomic (see
+        // above), so a reader on another CPU sees the old value or the new
+        // one, as with an atomic store. LDRD/STRD in ARM state take an even
+        // register and the next one: r2 and r3.
+        unsafe {
+            core::arch::asm!(
+                "ldrd r2, r3, [{cell}]",
+                "adds r2, r2, #1",
+                "adc r3, r3, #0",
+                "strd r2, r3, [{cell}]",
+                cell = in(reg) cell.as_ptr(),
+                out("r2") _,
+                out("r3") _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Add `n` to one of this CPU's counters (the rare ones).
     fn add(cell: &AtomicU64, n: u64) {
         cell.fetch_add(n, Ordering::Relaxed);
     }
@@ -230,7 +321,7 @@ impl CpuStats {
 
 impl router::Counters for &CpuStats {
     fn message(&mut self, server: ServerId) {
-        CpuStats::add(&self.messages[server.index()], 1);
+        CpuStats::bump(&self.messages[server.index()]);
     }
 
     fn refused(&mut self) {
@@ -342,7 +433,7 @@ fn untouched_bytes(stack: &[u8], paint: u8) -> usize {
 /// Count a trap on this CPU.
 fn count_trap(vcpu: VcpuId, trap: Option<&Trap>) {
     if let Some(cell) = STATS.get(vcpu.index()).and_then(|s| s.traps.get(router::trap_kind(trap))) {
-        CpuStats::add(cell, 1);
+        CpuStats::bump(cell);
     }
 }
 
@@ -618,6 +709,8 @@ fn stack_top(cpu: usize) -> *mut Frame {
     (stacks + (cpu + 1) * STACK_SIZE - core::mem::size_of::<Frame>()) as *mut Frame
 }
 
+/// Deliver `message`, complete (see `router::first_message`; a `Start` is
+/// complete as it is), for `vcpu`, the vCPU of this CPU.
 fn deliver(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, message: &mut Message) {
     let mut servers = vm;
     let (Some(mut stats), Some(reply)) = (STATS.get(vcpu.index()), REPLIES.get(vcpu.index())) else {
@@ -627,9 +720,9 @@ fn deliver(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, message: &mut Message) {
     // Only this CPU takes its reply buffer, and a delivery never starts
     // another on the same CPU; should one ever, it gets a buffer of its own
     // rather than waiting for itself.
-    match reply.0.try_lock() {
-        Some(mut reply) => delivery.run_with(message, &mut reply),
-        None => delivery.run(*message),
+    match reply.take() {
+        Some(mut reply) => delivery.run_completed(message, reply.get()),
+        None => delivery.run_completed(message, &mut Reply::none()),
     }
 }
 
@@ -714,7 +807,7 @@ fn stage1_ipa_page(va: u32) -> Option<u32> {
 fn dispatch(vm: &Vm, vcpu: VcpuId, hw: &mut Hw<'_>, trap: Trap) {
     count_trap(vcpu, Some(&trap));
     // Built once, where it is delivered from (see `route_in_place`).
-    let mut message = router::first_message(&vm.table, vcpu, trap, hw.frame.elr, hw.frame.spsr);
+    let mut message = router::first_message(&vm.table, vcpu, trap, hw.frame.elr, hw.frame.spsr, hw);
     if router::route_in_place(&vm.table, &mut message, hw) {
         deliver(vm, vcpu, hw, &mut message);
     }

@@ -30,12 +30,15 @@ fn emit(record: &TraceRecord) {
 /// Start recording: the configuration first.
 pub fn start(config: &VmConfig) {
     emit(&TraceRecord::Config(config.clone()));
-    ON.store(true, Ordering::Release);
+    ON.store(true, Ordering::Relaxed);
 }
 
 /// Record a request; its sequence number, when recording.
 pub fn request(message: &Message) -> Option<u64> {
-    if !ON.load(Ordering::Acquire) {
+    // Relaxed: `start` runs on the boot CPU before the VM is published
+    // (`VM`'s `Once`), and a request is only recorded once it is, which
+    // orders the flag and the configuration's record before it.
+    if !ON.load(Ordering::Relaxed) {
         return None;
     }
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
