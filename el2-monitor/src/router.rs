@@ -269,9 +269,9 @@ pub fn first_message(table: &RouteTable, vcpu: VcpuId, trap: Trap, pc: u32, cpsr
 /// [`route`] where the message lies: `message` comes as [`first_message`]
 /// built it, which most traps stay (the vCPU server's and the
 /// distributor's), and is rewritten for the others (complete, as
-/// [`first_message`]'s); false when there is nothing to deliver. (The trap path builds its message once, where it is
-/// delivered from: returned, it was copied whole, some twenty instructions
-/// a trap.)
+/// [`first_message`]'s); false when there is nothing to deliver. (The trap
+/// path builds its message once, where it is delivered from: returned, it
+/// was copied whole, some twenty instructions a trap.)
 #[inline(always)]
 pub fn route_in_place(table: &RouteTable, message: &mut Message, hw: &mut impl Hardware) -> bool {
     let Message::Vcpu(VcpuRequest::Trap(TrapMsg { vcpu, trap, .. })) = message else {

@@ -1073,9 +1073,7 @@ impl VgicServer {
             }
         }
         cpu.seen = status.lrs;
-        while differ != 0 {
-            let i = differ.trailing_zeros() as usize;
-            differ &= differ - 1;
+        for i in BitIter(differ) {
             let (Some(&raw), Some(slot)) = (status.lrs.get(i), cpu.slots.get_mut(i)) else {
                 break;
             };
