@@ -993,7 +993,6 @@ impl VgicServer {
         if eoi_all || cpu.hcr != Some(hcr.encode()) || reply.actions.len() + 2 > ipc::MAX_ACTIONS {
             return Ok(false);
         }
-        let held_before = cpu.held_spis();
         // The candidate as `candidates` offers it, and its entry as `flush`
         // writes it.
         let candidate =
@@ -1009,15 +1008,17 @@ impl VgicServer {
             *s = Some(slot);
             *seen = value;
         }
-        let slots = cpu.slots;
         self.slot_changes = self.slot_changes.wrapping_add(1);
-        // As `flush` ends: every held interrupt noted as written.
-        for slot in slots.get(..count).unwrap_or(&[]).iter().flatten() {
+        // As `flush` ends: every held interrupt noted as written. (The
+        // slots are walked where they are: `dist` is another field.)
+        for slot in cpu.slots.get(..count).unwrap_or(&[]).iter().flatten() {
             self.dist.written(slot.irq, slot.lr.state.pending());
         }
         #[cfg(test)]
         ADDED_ONLY.with(|n| n.set(n.get() + 1));
-        self.end_refresh(vcpu, true, &held_before, false, reply)?;
+        // Every interrupt held before is held still (one register was
+        // filled, none emptied): no SPI is released, and none is gathered.
+        self.end_refresh(vcpu, true, &[], false, reply)?;
         Ok(true)
     }
 
