@@ -1114,11 +1114,16 @@ impl VgicServer {
                     }
                 }
             }
-            *slot = (observed.state != LrState::Invalid).then_some(Slot {
-                irq: held.irq,
-                lr: ListRegister { state: observed.state, ..held.lr },
-                acked_priority,
-            });
+            // Only the state and the acknowledged priority change: updated
+            // in place (building the whole slot anew stored each of its
+            // fields).
+            match slot {
+                Some(s) if observed.state != LrState::Invalid => {
+                    s.lr.state = observed.state;
+                    s.acked_priority = acked_priority;
+                }
+                _ => *slot = None,
+            }
         }
         if changed {
             self.slot_changes = self.slot_changes.wrapping_add(1);
