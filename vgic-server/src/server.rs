@@ -1143,8 +1143,14 @@ impl VgicServer {
         let Some(cpu) = self.cpus.get(vcpu.index()) else {
             return false;
         };
-        let running = cpu.slots().filter_map(|(_, s)| s.acked_priority).min();
-        let beats = |priority: u8| running.is_none_or(|r| priority < r);
+        // The running priority, found when a candidate needs it (most
+        // waits have none: an idle vCPU's lines are idle).
+        let mut running: Option<Option<u8>> = None;
+        let mut beats = |priority: u8| {
+            running
+                .get_or_insert_with(|| cpu.slots().filter_map(|(_, s)| s.acked_priority).min())
+                .is_none_or(|r| priority < r)
+        };
         let mask = self.dist.vcpu_mask();
         let sgis = BitIter(live.sgis).filter_map(|sgi| self.dist.sgi(vcpu, sgi as u8));
         for s in sgis {
@@ -1153,7 +1159,7 @@ impl VgicServer {
                 return true;
             }
         }
-        let signals = |inst: &Instance| !inst.active && self.dist.forwardable(inst) && beats(inst.priority);
+        let mut signals = |inst: &Instance| !inst.active && self.dist.forwardable(inst) && beats(inst.priority);
         // An idle PPI is not pending.
         for intid in BitIter(live.ppis).map(|n| SGIS + n as u16) {
             if self.dist.instance(Irq::Ppi { vcpu, intid }).is_some_and(|i| signals(&i)) {
