@@ -1193,14 +1193,14 @@ impl Distributor {
                 0
             }
         };
-        for target in 0..self.vcpus.min(MAX_VCPUS as u8) {
-            if targets >> target & 1 == 0 {
-                continue;
-            }
-            if let Some(s) = self.sgi_mut(VcpuId(target), request.sgi) {
+        // Only the targets' bits (within `vcpu_mask`, so each is a vCPU of
+        // the VM; an IPI usually has one).
+        for target in BitIter(u32::from(targets)) {
+            let target = VcpuId(target as u8);
+            if let Some(s) = self.sgi_mut(target, request.sgi) {
                 s.pending |= self_bit;
                 s.fresh |= self_bit;
-                touch(touched, VcpuId(target), u16::from(request.sgi));
+                touch(touched, target, u16::from(request.sgi));
             }
         }
     }
