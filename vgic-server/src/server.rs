@@ -695,7 +695,6 @@ impl VgicServer {
                 let Some(cpu) = self.cpus.get(vcpu.index()) else {
                     return 0;
                 };
-                let held = cpu.slots().any(|(_, s)| s.irq.intid() == intid);
                 let live = if intid < SGIS {
                     self.dist
                         .sgi(vcpu, intid as u8)
@@ -705,7 +704,9 @@ impl VgicServer {
                         .instance(Irq::Ppi { vcpu, intid })
                         .is_some_and(|i| i.active || i.hw_owed || self.dist.forwardable(&i))
                 };
-                if held || live {
+                // The list registers are looked at only when the line is
+                // idle (an SGI just sent is pending: live).
+                if live || cpu.slots().any(|(_, s)| s.irq.intid() == intid) {
                     bit(vcpu)
                 } else {
                     0
