@@ -752,8 +752,9 @@ impl VgicServer {
             // The guest only finished interrupts since a refresh that listed
             // every candidate, and nothing else changed: what a full refresh
             // would do comes down to the finished entries (see
-            // `only_finished`).
-            let held_before = self.fold_status(vcpu, status);
+            // `only_finished`), and so does the fold.
+            let held_before = self.cpus.get(vcpu.index()).map(CpuInterface::held_spis).unwrap_or_default();
+            self.fold_finished(vcpu, status, &finished);
             let live = self.live(vcpu);
             let wait = idle && !self.could_signal(vcpu, live);
             if self.settle_finished(vcpu, &finished, reply)? {
@@ -1052,6 +1053,32 @@ impl VgicServer {
             }
         }
         kicks
+    }
+
+    /// [`Self::fold`] of a `status` in which [`Self::only_finished`] found
+    /// that the guest only finished the interrupts of `finished`: each of
+    /// those registers went from its slot's state to invalid, and no other
+    /// changed. The fold would find the same registers, decode them again
+    /// and come to this; here they are emptied straight away.
+    fn fold_finished(&mut self, vcpu: VcpuId, status: &LrStatus, finished: &[Finished]) {
+        let Some(cpu) = self.cpus.get_mut(vcpu.index()) else {
+            return;
+        };
+        cpu.seen = status.lrs;
+        for f in finished {
+            let Some(held) = cpu.slots.get_mut(usize::from(f.index)).and_then(Option::take) else {
+                continue;
+            };
+            // As the fold: what took the register from its state to invalid.
+            // (A slot is never invalid, so this is never `None`.)
+            for event in lr::guest_events(held.lr.state, LrState::Invalid).unwrap_or(&[]) {
+                match event {
+                    GuestEvent::Ack => self.dist.ack(held.irq),
+                    GuestEvent::Deactivate => self.dist.deactivate(held.irq),
+                }
+            }
+        }
+        self.slot_changes = self.slot_changes.wrapping_add(1);
     }
 
     /// Apply what the guest did to `vcpu`'s list registers since they were
