@@ -753,17 +753,30 @@ impl VgicServer {
             // every candidate, and nothing else changed: what a full refresh
             // would do comes down to the finished entries (see
             // `only_finished`), and so does the fold.
-            let held_before = self.cpus.get(vcpu.index()).map(CpuInterface::held_spis).unwrap_or_default();
             self.fold_finished(vcpu, status, &finished);
             let live = self.live(vcpu);
             let wait = idle && !self.could_signal(vcpu, live);
             if self.settle_finished(vcpu, &finished, reply)? {
                 #[cfg(test)]
                 FINISHED_ONLY.with(|n| n.set(n.get() + 1));
-                return self.end_refresh(vcpu, true, &held_before, wait, reply);
+                // Only the finished registers were emptied, and each of
+                // their interrupts is idle now (neither pending nor active,
+                // and an SPI owes no physical deactivation: see
+                // `settle_finished`): an SPI among them goes to no vCPU, so
+                // its release kicks none (`touch_kicks`), and the SPIs held
+                // are not gathered.
+                return self.end_refresh(vcpu, true, &[], wait, reply);
             }
             // One of them is pending or active again: the full refresh, from
-            // the fold on.
+            // the fold on, with every SPI held before the fold (those still
+            // held, and the finished ones).
+            let mut held_before = self.cpus.get(vcpu.index()).map(CpuInterface::held_spis).unwrap_or_default();
+            for f in &finished {
+                if let Irq::Spi { intid } = f.irq {
+                    // Cannot fail: each was in a register the fold emptied.
+                    let _ = held_before.push(intid);
+                }
+            }
             return self.refresh_folded(vcpu, status, held_before, live, wait, reply);
         }
         self.dist.tidy();
