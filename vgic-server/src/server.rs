@@ -586,7 +586,8 @@ impl VgicServer {
         if finished.iter().any(|f| f.eoi || !matches!(f.irq, Irq::Sgi { .. })) {
             return Ok(false);
         }
-        let held_before = self.fold_status(vcpu, status);
+        // (All SGIs: the fold empties their registers and releases no SPI.)
+        self.fold_finished(vcpu, status, &finished);
         let idle = |s: &Self, irq: Irq| s.dist.instance(irq).is_some_and(|i| !i.pending && !i.active);
         if finished.iter().all(|f| f.irq == added.irq || idle(self, f.irq))
             && self.sgi_alone(vcpu, added.irq)
@@ -597,6 +598,7 @@ impl VgicServer {
             return Ok(true);
         }
         let live = self.live(vcpu);
+        let held_before = self.cpus.get(vcpu.index()).map(CpuInterface::held_spis).unwrap_or_default();
         self.refresh_folded(vcpu, status, held_before, live, false, reply)?;
         Ok(true)
     }
