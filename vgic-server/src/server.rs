@@ -1186,27 +1186,24 @@ impl VgicServer {
         let Some(cpu) = self.cpus.get(vcpu.index()) else {
             return false;
         };
-        // The running priority, found when a candidate needs it (most
-        // waits have none: an idle vCPU's lines are idle).
-        let mut running: Option<Option<u8>> = None;
-        let mut beats = |priority: u8| {
-            running
-                .get_or_insert_with(|| cpu.slots().filter_map(|(_, s)| s.acked_priority).min())
-                .is_none_or(|r| priority < r)
-        };
+        // The highest priority (lowest value) of those that could be
+        // signalled but for the running priority; that is compared with the
+        // running priority once, at the end (most waits find none: an idle
+        // vCPU's lines are idle).
+        let mut best: Option<u8> = None;
+        let mut offer = |priority: u8| best = Some(best.map_or(priority, |b| b.min(priority)));
         let mask = self.dist.vcpu_mask();
-        let sgis = BitIter(live.sgis).filter_map(|sgi| self.dist.sgi(vcpu, sgi as u8));
-        for s in sgis {
+        for s in BitIter(live.sgis).filter_map(|sgi| self.dist.sgi(vcpu, sgi as u8)) {
             // One requester of an SGI being active holds back the others.
-            if s.active.is_none() && s.pending & mask != 0 && self.dist.group_enabled(s.group1) && beats(s.priority) {
-                return true;
+            if s.active.is_none() && s.pending & mask != 0 && self.dist.group_enabled(s.group1) {
+                offer(s.priority);
             }
         }
-        let mut signals = |inst: &Instance| !inst.active && self.dist.forwardable(inst) && beats(inst.priority);
+        let signals = |inst: &Instance| !inst.active && self.dist.forwardable(inst);
         // An idle PPI is not pending.
         for intid in BitIter(live.ppis).map(|n| SGIS + n as u16) {
-            if self.dist.instance(Irq::Ppi { vcpu, intid }).is_some_and(|i| signals(&i)) {
-                return true;
+            if let Some(inst) = self.dist.instance(Irq::Ppi { vcpu, intid }).filter(signals) {
+                offer(inst.priority);
             }
         }
         for (intid, state) in self.dist.busy_spis() {
@@ -1218,11 +1215,14 @@ impl VgicServer {
                 Some(h) => h == vcpu,
                 None => self.dist.spi_target(state) == Some(vcpu),
             };
-            if mine && self.dist.instance(irq).is_some_and(|i| signals(&i)) {
-                return true;
+            if let Some(inst) = self.dist.instance(irq).filter(|i| mine && signals(i)) {
+                offer(inst.priority);
             }
         }
-        false
+        let Some(best) = best else {
+            return false;
+        };
+        cpu.slots().filter_map(|(_, s)| s.acked_priority).min().is_none_or(|running| best < running)
     }
 
     /// The candidates for `vcpu`'s list registers, best first.
