@@ -214,6 +214,7 @@ impl ListRegister {
 
     /// The raw GICH_LRn value. Bits no field holds (\[22:20\], and \[18:13\]
     /// for a software entry) are 0, as the specification reserves them.
+    #[inline(always)]
     pub fn encode(&self) -> u32 {
         use lr_bits::*;
         let mut raw = u32::from(self.virtual_id) & VIRTUAL_ID_MASK;
