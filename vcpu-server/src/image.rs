@@ -115,42 +115,58 @@ impl<const N: usize> ReadImage<N> {
         if !self.allowed {
             return Ok(());
         }
-        let changed = (0..N).filter(|&i| self.sent[i] != words[i]).count();
+        // The words that differ from those the monitor holds, one bit each:
+        // the passes below visit only those (a console byte changes two of
+        // 21; walking all of them twice was most of an update's cost).
+        let changed = (0..N).fold(0u64, |mask, i| mask | u64::from(self.sent[i] != words[i]) << i);
         if changed == 0 && self.mapped && self.resend == 0 {
             return Ok(());
         }
         let mut room = Self::room(effects);
-        if self.mapped && changed > room {
+        if self.mapped && changed.count_ones() as usize > room {
             // The unmap itself may take a reserved action: a mapped image
             // must not keep a stale word.
             self.unmap(effects)?;
             room = room.saturating_sub(1);
         }
-        if room > 0 && (changed > 0 || self.resend != 0) {
+        let mut unsent = changed;
+        if room > 0 && (changed != 0 || self.resend != 0) {
             let generation = self.next_generation();
             // The changed words first, then those sent again only for their
             // generation (their values are right: the image may stay
             // mapped meanwhile).
-            for pass in [true, false] {
-                for i in 0..N {
-                    let due = if pass { self.sent[i] != words[i] } else { self.resend & (1 << i) != 0 };
-                    if room == 0 || !due {
-                        continue;
-                    }
+            for mask in [changed, self.resend & !changed] {
+                for i in Bits(mask).take(room) {
                     effects.push(Action::ConsoleImageWord { offset: offsets[i], value: words[i], generation })?;
                     self.sent[i] = words[i];
                     self.resend &= !(1 << i);
+                    unsent &= !(1 << i);
                     room -= 1;
                 }
             }
         }
-        let complete = (0..N).all(|i| self.sent[i] == words[i]);
-        if complete && !self.mapped && room > 0 {
+        if unsent == 0 && !self.mapped && room > 0 {
             let generation = self.next_generation();
             effects.push(Action::ConsoleImageMap { mapped: true, generation })?;
             self.mapped = true;
         }
         Ok(())
+    }
+}
+
+/// The indices of a mask's set bits, lowest first.
+struct Bits(u64);
+
+impl Iterator for Bits {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(i)
     }
 }
 
