@@ -498,8 +498,18 @@ pub fn complete_in_place(message: &mut Message, current: VcpuId, hw: &impl Hardw
             *status = (*vcpu == current).then(|| hw.lr_status());
         }
         Message::Vgic(VgicRequest::Idle { status, .. } | VgicRequest::Wfi { status, .. }) => *status = hw.lr_status(),
-        Message::Vgic(VgicRequest::SetLine { target, status, .. }) => {
-            *status = (*target == Some(current)).then(|| hw.lr_status());
+        Message::Vgic(VgicRequest::SetLine { intid, target, status, .. }) => {
+            // A private line's change comes with the status of its own vCPU
+            // when that is the one handled; an SPI's with the status of the
+            // vCPU handled, named in `target`.
+            if *target != Some(current) {
+                if !intid.is_spi() {
+                    *status = None;
+                    return;
+                }
+                *target = Some(current);
+            }
+            *status = Some(hw.lr_status());
         }
         _ => {}
     }
@@ -691,9 +701,33 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(status_of(complete(line(Some(VcpuId(1)), None), VcpuId(1), &hw)).is_some_and(|s| s.elrsr == 0xf));
-        // Another vCPU's line, or an SPI: no status (whatever a sender put).
+        // Another vCPU's line, or none named: no status (whatever a sender
+        // put).
         assert_eq!(status_of(complete(line(Some(VcpuId(0)), Some(LrStatus::default())), VcpuId(1), &hw)), None);
         assert_eq!(status_of(complete(line(None, Some(LrStatus::default())), VcpuId(1), &hw)), None);
+    }
+
+    #[test]
+    fn an_spi_s_change_carries_the_status_of_the_vcpu_handled() {
+        let hw = FakeHw::default();
+        for sent in [None, Some(VcpuId(0))] {
+            let line = VgicRequest::SetLine {
+                intid: ipc::IntId(33),
+                level: true,
+                target: sent,
+                hw: None,
+                change: 4,
+                status: None,
+            };
+            match complete(Message::Vgic(line), VcpuId(1), &hw) {
+                Message::Vgic(VgicRequest::SetLine { intid, level, target, hw: None, change, status }) => {
+                    assert_eq!((intid, level, change), (ipc::IntId(33), true, 4));
+                    assert_eq!(target, Some(VcpuId(1)));
+                    assert!(status.is_some_and(|s| s.elrsr == 0xf), "{status:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// What `route` builds is complete: `Delivery::run_completed` delivers

@@ -89,7 +89,9 @@ pub enum VgicRequest {
         intid: IntId,
         /// The line level.
         level: bool,
-        /// For a PPI: the vCPU it belongs to.
+        /// For a PPI: the vCPU it belongs to. For an SPI (whose
+        /// destination is the distributor's to choose): the vCPU whose
+        /// `status` comes with it, filled in by the router.
         target: Option<VcpuId>,
         /// For an interrupt backed by hardware: the physical INTID whose
         /// deactivation the guest's EOI must reach.
@@ -104,11 +106,13 @@ pub enum VgicRequest {
         /// or hold one up for good, since sources send only changes).
         change: u32,
         /// The list-register status of `target`'s physical CPU interface,
-        /// filled in by the router when `target` is the vCPU it is handling
-        /// (a private line of the trapping vCPU, such as its timer's): the
-        /// server then writes that vCPU's list registers in this reply,
-        /// instead of kicking it and refreshing them in the `Sync` the kick
-        /// would bring. `None` otherwise (and whatever a sender put here).
+        /// filled in by the router when `target` is the vCPU it is handling:
+        /// a private line of the trapping vCPU (such as its timer's), or an
+        /// SPI raised or lowered while handling it (a device's, say, after a
+        /// register write). If the change may alter that vCPU's list
+        /// registers, the server then writes them in this reply, instead of
+        /// kicking it and refreshing them in the `Sync` the kick would
+        /// bring. `None` otherwise (and whatever a sender put here).
         status: Option<LrStatus>,
     },
     /// A maintenance interrupt on the physical CPU that runs `vcpu`.

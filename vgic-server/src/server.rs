@@ -640,9 +640,6 @@ impl VgicServer {
             self.check(vcpu)?;
             Irq::Ppi { vcpu, intid: intid.0 }
         } else if intid.is_spi() && self.dist.spi(intid.0).is_some() {
-            if target.is_some() {
-                debug!("SetLine: target ignored for SPI {}", intid.0);
-            }
             Irq::Spi { intid: intid.0 }
         } else {
             return Err(ServerError::Unexpected);
@@ -662,10 +659,19 @@ impl VgicServer {
             _ => Touch::Spi(intid.0),
         };
         let kicks = self.touch_kicks(touch);
-        // A private line of the vCPU being handled, with its status: its
-        // list registers are written here, in place of the kick and the
-        // `Sync` it would bring (the same refresh, one message sooner).
-        if let (Some(status), Irq::Ppi { vcpu, .. }) = (status, irq) {
+        // The vCPU being handled, with its status (a private line's own
+        // vCPU; for an SPI, the one the router names): if the change may
+        // alter its list registers, they are written here, in place of the
+        // kick and the `Sync` it would bring (the same refresh, one message
+        // sooner). (Another vCPU an SPI goes to is kicked, as without.)
+        let handled = match irq {
+            Irq::Ppi { vcpu, .. } => Some(vcpu),
+            _ => target.filter(|v| self.cpus.get(v.index()).is_some()),
+        };
+        if status.is_some() && handled.is_none() {
+            debug!("SetLine: a status without a vCPU it belongs to, for INTID {}; ignored", intid.0);
+        }
+        if let (Some(status), Some(vcpu)) = (status, handled) {
             if kicks & bit(vcpu) != 0 {
                 if !self.added_only(vcpu, irq, &status, before, reply)? {
                     self.refresh(vcpu, &status, false, reply)?;
@@ -959,9 +965,10 @@ impl VgicServer {
     /// of `vcpu`, or an SGI sent to it) a new candidate, when that is all
     /// that changed and there is room for it: write it into the first free
     /// list register, and say so (else change nothing and return false; the
-    /// full refresh follows). A virtual timer's tick takes this path, and
-    /// an IPI's `Sync` (for an SGI, the caller checks [`Self::sgi_alone`]
-    /// first).
+    /// full refresh follows). A virtual timer's tick takes this path, an
+    /// IPI's `Sync` (for an SGI, the caller checks [`Self::sgi_alone`]
+    /// first), and an SPI raised while the router handles the vCPU it goes
+    /// to (a device's interrupt after a register write).
     ///
     /// It is what the full refresh would do when
     /// - nothing the last refresh of `vcpu` read has changed but this
@@ -969,7 +976,8 @@ impl VgicServer {
     ///   are the ones it left), that refresh listed every candidate, and the
     ///   guest has done nothing with the list registers since (`status`);
     /// - `irq` is now pending and forwardable, not active, and in no list
-    ///   register, and one of `vcpu`'s list registers is free.
+    ///   register (an SPI: of any vCPU), an SPI is delivered to `vcpu`, and
+    ///   one of `vcpu`'s list registers is free.
     ///
     /// The candidates are then those held plus `irq`: all fit, so each held
     /// one stays where it is, unchanged (with none left out, GICH_HCR and
@@ -995,6 +1003,13 @@ impl VgicServer {
         };
         if cpu.synced != Some(before) || !cpu.listed_all || !cpu.unchanged(status) || cpu.holds(irq) {
             return Ok(false);
+        }
+        // An SPI is `vcpu`'s candidate only while it is delivered there and
+        // in no other vCPU's list registers (see `candidates`).
+        if let Irq::Spi { intid } = irq {
+            if self.dist.spi(intid).and_then(|s| self.dist.spi_target(s)) != Some(vcpu) || self.holder(irq).is_some() {
+                return Ok(false);
+            }
         }
         let Some(inst) = self.dist.instance(irq) else {
             return Ok(false);

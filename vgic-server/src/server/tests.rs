@@ -308,6 +308,51 @@ fn kick_then_sync_writes_the_list_register() {
     assert_eq!(actions, [Action::WriteListRegister { index: 0, value: 0 }]);
 }
 
+/// An SPI raised while the router handles a vCPU comes with that vCPU's
+/// status: if the SPI goes there, the reply lists it at once (no kick, no
+/// `Sync`); if it goes elsewhere, or another vCPU's list registers hold it,
+/// that vCPU is kicked and the one handled gets nothing of it.
+#[test]
+fn an_spi_changed_while_handling_a_vcpu_is_listed_in_the_reply() {
+    let mut s = booted(2, 32, 4);
+    let (mut cpu0, mut cpu1) = (CpuIf::new(4), CpuIf::new(4));
+    cpu0.sync(&mut s, 0);
+    cpu1.sync(&mut s, 1);
+    let on = |s: &mut VgicServer, cpu: &CpuIf, v: u8, intid: u16, level: bool| {
+        let line = VgicRequest::SetLine {
+            intid: IntId(intid),
+            level,
+            target: Some(VcpuId(v)),
+            hw: None,
+            change: 0,
+            status: Some(cpu.status()),
+        };
+        req(s, line)
+    };
+    // SPI 40 goes to vCPU 0, SPI 41 to vCPU 1.
+    write(&mut s, 0, 0x828, 0x0000_0201);
+    let actions = on(&mut s, &cpu0, 0, 40, true);
+    assert!(kicks(&actions).is_empty(), "{actions:x?}");
+    let written = lr_writes(&actions);
+    assert_eq!(written.len(), 1, "{actions:x?}");
+    assert_eq!((written[0].1.virtual_id, written[0].1.state), (40, LrState::Pending));
+    cpu0.apply(&actions);
+    let actions = on(&mut s, &cpu0, 0, 41, true);
+    assert_eq!(actions, [Action::Kick { vcpu: VcpuId(1) }]);
+    cpu1.sync(&mut s, 1);
+    assert_eq!((cpu1.lr(0).virtual_id, cpu1.lr(0).state), (41, LrState::Pending));
+    // SPI 41 now goes to vCPU 0 while vCPU 1's list register still holds
+    // it; its line falls and rises again on vCPU 0 before vCPU 1 syncs: it
+    // stays vCPU 1's until released there.
+    // (vCPU 0 synced just before: nothing else changed for it.)
+    write(&mut s, 0, 0x828, 0x0000_0101);
+    on(&mut s, &cpu0, 0, 41, false);
+    cpu0.sync(&mut s, 0);
+    let actions = on(&mut s, &cpu0, 0, 41, true);
+    assert!(lr_writes(&actions).iter().all(|(_, lr)| lr.virtual_id != 41), "{actions:x?}");
+    assert_eq!(kicks(&actions), [1]);
+}
+
 #[test]
 fn a_status_the_guest_did_nothing_with_is_not_folded() {
     let mut s = booted(2, 32, 4);
@@ -1414,6 +1459,19 @@ impl Machine {
         self.apply(target.unwrap_or(0), &actions, false);
     }
 
+    /// An SPI's line changes: half the time while vCPU `v` is handled (if
+    /// it is running: a device register it wrote, say), as the router
+    /// delivers that, with `v`'s status, then `v`'s kick taken before it
+    /// runs again; else from outside any vCPU (console input), without.
+    fn spi_line(&mut self, intid: u16, level: bool, v: u8) {
+        if !self.cpus[usize::from(v)].asleep && self.rng.chance(50) {
+            self.set_own_line(v, intid, level, None);
+            self.before_guest(v, true);
+        } else {
+            self.set_line(intid, level, None, None);
+        }
+    }
+
     /// A private line of vCPU `v` changes on `v`'s own CPU, as the monitor
     /// delivers it there: with that CPU's list-register status, so that the
     /// server refreshes `v` at once. The same request on a copy that can
@@ -1482,7 +1540,7 @@ impl Machine {
             // The driver of a level-sensitive device quiets it.
             if self.level_spis.contains(&intid) {
                 self.lines.insert(intid, false);
-                self.set_line(intid, false, Some(v), None);
+                self.spi_line(intid, false, v);
                 self.before_guest(v, true);
             }
             return true;
@@ -1521,14 +1579,16 @@ impl Machine {
             0 => {
                 let intid = self.edge_spis[self.rng.below(self.edge_spis.len() as u64) as usize];
                 self.raise((0xff, intid, 0));
-                self.set_line(intid, true, None, None);
+                let v = self.rng.below(u64::from(n)) as u8;
+                self.spi_line(intid, true, v);
             }
             1 => {
                 let intid = self.level_spis[self.rng.below(self.level_spis.len() as u64) as usize];
                 if !self.lines.get(&intid).copied().unwrap_or(false) {
                     self.lines.insert(intid, true);
                     self.raise((0xff, intid, 0));
-                    self.set_line(intid, true, None, None);
+                    let v = self.rng.below(u64::from(n)) as u8;
+                    self.spi_line(intid, true, v);
                 }
             }
             _ => {
