@@ -32,7 +32,8 @@ use crate::stats;
 
 /// The items, in the order they are run and shown, with the target for
 /// the figure the issue sets (see [`Item::target`]).
-pub const ITEMS: [&str; 8] = ["loop", "hvc", "gicd-read", "gicd-write", "ipi", "timer", "console", "console-putc"];
+pub const ITEMS: [&str; 9] =
+    ["loop", "hvc", "gicd-read", "gicd-write", "ipi", "timer", "console", "console-putc", "console-irq"];
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]

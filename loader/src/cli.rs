@@ -132,7 +132,7 @@ pub struct BenchArgs {
     #[arg(long, short = 'n', default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
     pub iterations: u32,
     /// The items to run (default: all): loop, hvc, gicd-read, gicd-write,
-    /// ipi, timer, console, console-putc.
+    /// ipi, timer, console, console-putc, console-irq.
     #[arg(long = "item", value_name = "ITEM")]
     pub items: Vec<String>,
     /// Where to write the figures as JSON.

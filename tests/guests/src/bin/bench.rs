@@ -21,7 +21,12 @@
 //! - `console-putc`: one byte as a UART driver writes it (Linux's
 //!   `pl011_console_putchar`): UARTFR read until the transmit FIFO has
 //!   room, then UARTDR written. With the console's read image mapped (the
-//!   default), the flag read does not trap.
+//!   default), the flag read does not trap;
+//! - `console-irq`: one byte written to UARTDR with the PL011's transmit
+//!   interrupt unmasked, and that interrupt (a level-sensitive SPI from the
+//!   emulated device) taken as an interrupt-driven driver takes it: the
+//!   handler acknowledges it, clears it at the UART (UARTICR) and ends it.
+//!   A device interrupt's round trip through the vCPU and vGIC servers.
 
 #![no_std]
 #![no_main]
@@ -55,6 +60,11 @@ static IPI_LATENCY_HIGH: AtomicU32 = AtomicU32::new(0);
 /// Timer interrupts taken.
 static TICKS_TAKEN: AtomicU32 = AtomicU32::new(0);
 static VIRT_INTID: AtomicU32 = AtomicU32::new(0);
+/// The `console-irq` item: the PL011's base, its interrupt, and the
+/// interrupts taken.
+static UART_BASE: AtomicU32 = AtomicU32::new(0);
+static UART_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
+static UART_IRQS_TAKEN: AtomicU32 = AtomicU32::new(0);
 /// CPU 1 is up and its CPU interface enabled.
 static SECONDARY_READY: AtomicU32 = AtomicU32::new(0);
 
@@ -87,6 +97,13 @@ fn on_irq() {
         arch::write_cntv_ctl(0);
         gic.eoi(iar);
         TICKS_TAKEN.fetch_add(1, Ordering::SeqCst);
+    } else if iar.intid() == UART_INTID.load(Ordering::SeqCst) {
+        // SAFETY: main stored the device tree's PL011 before unmasking its
+        // interrupt.
+        let uart = unsafe { Pl011::new(UART_BASE.load(Ordering::SeqCst) as usize) };
+        uart.write(pl011::UARTICR, pl011::INT_TX);
+        gic.eoi(iar);
+        UART_IRQS_TAKEN.fetch_add(1, Ordering::SeqCst);
     } else {
         gic.eoi(iar);
     }
@@ -150,6 +167,38 @@ fn main(boot: BootInfo) -> ! {
             let ticks = measure(n, || sent &= uart.write_byte(b':'));
             uart.write(pl011::UARTDR, u32::from(b'\n'));
             report.check(sent, format_args!("UARTFR.TXFF stayed set"));
+            ticks
+        }
+        "console-irq" => {
+            let Some((uart, irq)) = platform.uart else {
+                report.fail(format_args!("no PL011 with an interrupt for the console-irq item"));
+                report.finish()
+            };
+            UART_BASE.store(uart.base() as u32, Ordering::SeqCst);
+            UART_INTID.store(irq.intid, Ordering::SeqCst);
+            gic.set_priority(irq.intid, PRIORITY);
+            gic.set_targets(irq.intid, 1);
+            // Level-sensitive (GICD_ICFGR Int_config[1] = 0), as the UART's
+            // line is.
+            let (offset, shift) = test_guests::gic::cfg_position(irq.intid);
+            let cfg = gic.dist_read(gicd::ICFGR + offset);
+            gic.dist_write(gicd::ICFGR + offset, cfg & !(2 << shift));
+            gic.enable(irq.intid);
+            // Clear what the boot's output left, then let it through.
+            uart.write(pl011::UARTICR, pl011::INT_TX);
+            uart.write(pl011::UARTIMSC, pl011::INT_TX);
+            arch::irq_enable();
+            let mut written = 0u32;
+            let ticks = measure(n, || {
+                written += 1;
+                console_byte(&uart);
+                while UART_IRQS_TAKEN.load(Ordering::SeqCst) != written {
+                    core::hint::spin_loop();
+                }
+            });
+            arch::irq_disable();
+            uart.write(pl011::UARTIMSC, 0);
+            uart.write(pl011::UARTDR, u32::from(b'\n'));
             ticks
         }
         "ipi" => {
