@@ -1898,6 +1898,7 @@ fn simulated_machine_loses_nothing() {
     let added_before = super::ADDED_ONLY.with(|n| n.get());
     let sgis_before = super::ADDED_SGI.with(|n| n.get());
     let finished_added_before = super::FINISHED_ADDED.with(|n| n.get());
+    let acked_fell_before = super::ACKED_FELL.with(|n| n.get());
     for seed in first..first + seeds {
         let vcpus = 1 + (seed % 4) as u8;
         let lrs = [4, 1, 2, 4][(seed / 4 % 4) as usize];
@@ -1922,10 +1923,15 @@ fn simulated_machine_loses_nothing() {
     // Of those, the ones that first folded in SGIs the guest finished (its
     // WFI untrapped).
     let finished_added = super::FINISHED_ADDED.with(|n| n.get()) - finished_added_before;
+    // And those after a level SPI's driver quieted its device in the
+    // handler.
+    let acked_fell = super::ACKED_FELL.with(|n| n.get()) - acked_fell_before;
     eprintln!(
         "simulated machine: {shortcuts} shortcuts, {finished} finished-only and {added} added-only refreshes \
-         ({sgis} of them for a sent SGI, {finished_added} after finished SGIs) in {seeds} runs"
+         ({sgis} of them for a sent SGI, {finished_added} after finished SGIs), {acked_fell} acked-then-fell \
+         in {seeds} runs"
     );
+    assert!(acked_fell >= seeds, "only {acked_fell} refreshes took the acked-then-fell path in {seeds} runs");
     assert!(finished_added > 0, "no refresh folded finished SGIs first in {seeds} runs");
     assert!(finished >= 10 * seeds, "only {finished} refreshes took the finished-only path in {seeds} runs");
     assert!(added >= 10 * seeds, "only {added} refreshes took the added-only path in {seeds} runs");
