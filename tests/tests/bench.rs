@@ -89,6 +89,13 @@ fn check_shape(figures: &[Figures], result: &Run, direct: bool) {
     // does.
     let putc = item(figures, "console-putc");
     assert!(about(putc.traps, 1.0) && about(putc.messages, 1.0), "{putc:#?}");
+    // A device's interrupt: the data register's write raises the line (the
+    // vCPU server's `SetLine`, which lists the SPI in the same reply), the
+    // handler's UARTICR write lowers it (another pair), its EOI asks for
+    // maintenance: three traps, five messages, no kick and no `Sync`.
+    let irq = item(figures, "console-irq");
+    assert!(about(irq.traps, 3.0) && about(irq.messages, 5.0), "{irq:#?}");
+    assert!(direct || (irq.vcpu > 100.0 && irq.vgic > 100.0), "{irq:#?}");
     for name in ITEMS {
         assert!(result.stdout.lines().any(|l| first_word(l) == Some(name)), "{name} missing\n{}", result.stdout);
     }
