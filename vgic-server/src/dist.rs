@@ -337,8 +337,8 @@ impl Iterator for BitIter {
     }
 }
 
-/// The distributor. (Two are equal when their states are: the change count
-/// [`Distributor::generation`] is bookkeeping, not state.)
+/// The distributor. (Two are equal when their states are: the change counts
+/// [`Distributor::generations`] are bookkeeping, not state.)
 #[derive(Debug, Eq, Serialize, Deserialize)]
 pub struct Distributor {
     vcpus: u8,
@@ -359,12 +359,22 @@ pub struct Distributor {
     /// words without reading them (31 words, visited three or four times
     /// per refresh, were a tenth of the vGIC's instructions per virtual IPI).
     busy_words: u32,
-    /// Counts the calls that may change state (every `&mut self` method but
-    /// [`Distributor::tidy`], which forgets only hints): equal counts mean
-    /// the same state, which lets a refresh with nothing new skip choosing
-    /// list registers again (`VgicServer::refresh`). 64 bits, so that it
-    /// never wraps round to a count a vCPU saw.
-    generation: u64,
+    /// For each vCPU, counts the calls that may change the state of its
+    /// private interrupts (its SGIs and PPIs); [`Self::shared_generation`]
+    /// counts those that may change anything else (the SPIs, the global
+    /// enables, and every register write, whatever it touched): every
+    /// `&mut self` method but [`Distributor::tidy`], which forgets only
+    /// hints, counts in one of them when it may change state. A vCPU's
+    /// count plus the shared one ([`Distributor::generation`]) covers all
+    /// that vCPU's refresh reads of the distributor: equal sums mean the
+    /// same state for it, which lets a refresh with nothing new skip
+    /// choosing list registers again (`VgicServer::refresh`), while another
+    /// vCPU's SGIs and PPIs (its timer's ticks, its IPIs) do not count
+    /// against it. 64 bits, so that they never wrap round to a sum a vCPU
+    /// saw.
+    private_generation: [u64; MAX_VCPUS],
+    /// See [`Self::private_generation`].
+    shared_generation: u64,
 }
 
 /// `source`'s elements into `target`, in place. With equal lengths (a
@@ -394,8 +404,18 @@ impl Clone for Distributor {
     /// aside and then moves it, a second copy as long as the first.
     fn clone_from(&mut self, source: &Self) {
         // A pattern, so that a new field cannot be forgotten here.
-        let Distributor { vcpus, spi_count, enable_grp0, enable_grp1, banked, spis, busy, busy_words, generation } =
-            source;
+        let Distributor {
+            vcpus,
+            spi_count,
+            enable_grp0,
+            enable_grp1,
+            banked,
+            spis,
+            busy,
+            busy_words,
+            private_generation,
+            shared_generation,
+        } = source;
         self.vcpus = *vcpus;
         self.spi_count = *spi_count;
         self.enable_grp0 = *enable_grp0;
@@ -404,7 +424,8 @@ impl Clone for Distributor {
         copy_vec(&mut self.spis, spis);
         self.busy = *busy;
         self.busy_words = *busy_words;
-        self.generation = *generation;
+        self.private_generation = *private_generation;
+        self.shared_generation = *shared_generation;
     }
 }
 
@@ -412,8 +433,18 @@ impl PartialEq for Distributor {
     fn eq(&self, other: &Self) -> bool {
         // Every field but the change count (a pattern, so that a new field
         // cannot be forgotten here).
-        let Distributor { vcpus, spi_count, enable_grp0, enable_grp1, banked, spis, busy, busy_words, generation: _ } =
-            self;
+        let Distributor {
+            vcpus,
+            spi_count,
+            enable_grp0,
+            enable_grp1,
+            banked,
+            spis,
+            busy,
+            busy_words,
+            private_generation: _,
+            shared_generation: _,
+        } = self;
         (vcpus, spi_count, enable_grp0, enable_grp1, banked, spis, busy, busy_words)
             == (
                 &other.vcpus,
@@ -494,18 +525,43 @@ impl Distributor {
             spis,
             busy: [0; BUSY_WORDS],
             busy_words: 0,
-            generation: 0,
+            private_generation: [0; MAX_VCPUS],
+            shared_generation: 0,
         }
     }
 
-    /// How many calls that may have changed the state there have been (see
-    /// the field).
-    pub fn generation(&self) -> u64 {
-        self.generation
+    /// How many calls that may have changed the state `vcpu`'s refresh
+    /// reads there have been (see [`Self::private_generation`]).
+    pub fn generation(&self, vcpu: VcpuId) -> u64 {
+        let private = self.private_generation.get(vcpu.index()).copied().unwrap_or(0);
+        private.wrapping_add(self.shared_generation)
     }
 
+    /// Every count (for the tests: a copy must count as its original).
+    pub fn generations(&self) -> ([u64; MAX_VCPUS], u64) {
+        (self.private_generation, self.shared_generation)
+    }
+
+    /// A call that may change anything.
     fn changing(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
+        self.shared_generation = self.shared_generation.wrapping_add(1);
+    }
+
+    /// A call that may change `irq`'s state alone.
+    fn changing_irq(&mut self, irq: Irq) {
+        match irq {
+            Irq::Sgi { target: vcpu, .. } | Irq::Ppi { vcpu, .. } => self.changing_private(vcpu),
+            Irq::Spi { .. } => self.changing(),
+        }
+    }
+
+    /// A call that may change the state of `vcpu`'s SGIs and PPIs alone (a
+    /// vCPU beyond the counts: the shared count).
+    fn changing_private(&mut self, vcpu: VcpuId) {
+        match self.private_generation.get_mut(vcpu.index()) {
+            Some(g) => *g = g.wrapping_add(1),
+            None => self.changing(),
+        }
     }
 
     /// Number of vCPUs.
@@ -717,7 +773,7 @@ impl Distributor {
     /// more, a timer tick 32.)
     #[inline(never)]
     pub fn ack(&mut self, irq: Irq) {
-        self.changing();
+        self.changing_irq(irq);
         if let Irq::Sgi { target, sgi, source } = irq {
             if let Some(s) = self.sgi_mut(target, sgi) {
                 let bit = 1u8.checked_shl(u32::from(source.0)).unwrap_or(0);
@@ -738,7 +794,7 @@ impl Distributor {
     /// interrupt stays active: [`IrqState::hw_owed`] then says so.)
     #[inline(never)]
     pub fn deactivate(&mut self, irq: Irq) {
-        self.changing();
+        self.changing_irq(irq);
         if let Irq::Sgi { target, sgi, source } = irq {
             if let Some(s) = self.sgi_mut(target, sgi) {
                 if s.active == Some(source.0) {
@@ -752,23 +808,29 @@ impl Distributor {
 
     /// `irq` was written into a list register, pending if `pending`.
     pub fn written(&mut self, irq: Irq, pending: bool) {
-        self.changing();
-        if let Irq::Sgi { target, sgi, source } = irq {
-            if let Some(s) = self.sgi_mut(target, sgi) {
-                if pending {
-                    s.fresh &= !1u8.checked_shl(u32::from(source.0)).unwrap_or(0);
-                }
-            }
-        } else if let Some(s) = self.irq_state_mut(irq) {
-            if pending {
-                s.fresh = false;
-            }
+        // Counted only when it changes something: a refresh notes every
+        // interrupt it leaves listed, most of them written before.
+        if !pending {
+            return;
+        }
+        let changed = if let Irq::Sgi { target, sgi, source } = irq {
+            let bit = 1u8.checked_shl(u32::from(source.0)).unwrap_or(0);
+            self.sgi_mut(target, sgi).is_some_and(|s| {
+                let was = s.fresh;
+                s.fresh &= !bit;
+                s.fresh != was
+            })
+        } else {
+            self.irq_state_mut(irq).is_some_and(|s| core::mem::replace(&mut s.fresh, false))
+        };
+        if changed {
+            self.changing_irq(irq);
         }
     }
 
     /// This server deactivated the physical interrupt behind `irq`.
     pub fn hw_deactivated(&mut self, irq: Irq) {
-        self.changing();
+        self.changing_irq(irq);
         if let Some(s) = self.irq_state_mut(irq) {
             s.hw_live = false;
         }
@@ -779,7 +841,7 @@ impl Distributor {
     /// numbered change taken, which then stays. Change 0 is unnumbered and
     /// always taken.
     pub fn take_line_change(&mut self, irq: Irq, change: u32) -> bool {
-        self.changing();
+        self.changing_irq(irq);
         if change == 0 {
             return true;
         }
@@ -798,9 +860,12 @@ impl Distributor {
     /// active, to be deactivated when the guest is done: the virtual
     /// interrupt is then pending by that event (a latch), whatever the line's
     /// configuration, because the physical distributor tracks the level
-    /// itself. Returns false if the interrupt does not exist.
+    /// itself. Returns false if the interrupt does not exist. (Inline: its
+    /// one caller is the server's `SetLine`, and out of line it cost a
+    /// timer tick some fifty instructions.)
+    #[inline(always)]
     pub fn set_line(&mut self, irq: Irq, level: bool, hw: Option<IntId>) -> bool {
-        self.changing();
+        self.changing_irq(irq);
         let Some(s) = self.irq_state_mut(irq) else {
             return false;
         };
@@ -1176,7 +1241,6 @@ impl Distributor {
     /// A GICD_SGIR write of `value` by `from`: [`Distributor::write_into`]
     /// for that register alone.
     pub fn write_sgir(&mut self, from: VcpuId, value: u32, touched: &mut Touched) {
-        self.changing();
         self.send_sgi(from, SgiRequest::decode(value), touched);
     }
 
@@ -1201,6 +1265,9 @@ impl Distributor {
                 s.pending |= self_bit;
                 s.fresh |= self_bit;
                 touch(touched, target, u16::from(request.sgi));
+                // Once for each target reached (`VgicServer::write_sgir`
+                // counts on it).
+                self.changing_private(target);
             }
         }
     }

@@ -277,9 +277,10 @@ struct Candidate {
 #[repr(C)]
 pub struct VgicServer {
     gicd: DeviceRegion,
-    /// Counts the changes of any vCPU's list-register slots: a refresh of
-    /// one vCPU depends on the others' (an interrupt held elsewhere is no
-    /// candidate here), see [`VgicServer::inputs`].
+    /// Counts the changes of which SPIs any vCPU's list-register slots hold:
+    /// a refresh of one vCPU depends on that (an SPI held elsewhere is no
+    /// candidate here), and on nothing else of the others' slots (their
+    /// SGIs and PPIs are theirs alone), see [`VgicServer::inputs`].
     slot_changes: u64,
     /// Kicks that did not fit in a reply, sent with the next one.
     owed_kicks: u8,
@@ -389,10 +390,12 @@ impl VgicServer {
         }
     }
 
-    /// Everything a refresh reads besides the vCPU's own list registers and
-    /// slots, as two counts: the distributor's state and every vCPU's slots.
-    fn inputs(&self) -> (u64, u64) {
-        (self.dist.generation(), self.slot_changes)
+    /// Everything a refresh of `vcpu` reads besides its own list registers
+    /// and slots, as two counts: the distributor's state as far as `vcpu`
+    /// is concerned (its own SGIs and PPIs, the SPIs, the global state) and
+    /// which SPIs every vCPU's slots hold.
+    fn inputs(&self, vcpu: VcpuId) -> (u64, u64) {
+        (self.dist.generation(vcpu), self.slot_changes)
     }
 
     /// `vcpu`'s live private interrupts, now.
@@ -445,7 +448,9 @@ impl VgicServer {
         // distributor, and goes back into list registers from there).
         let released = cpu.held_spis();
         *cpu = CpuInterface { list_registers: list_registers.min(MAX_LRS as u8), ..CpuInterface::default() };
-        self.slot_changes = self.slot_changes.wrapping_add(1);
+        if !released.is_empty() {
+            self.slot_changes = self.slot_changes.wrapping_add(1);
+        }
         let mut kicks = bit(vcpu);
         for intid in released {
             kicks |= self.touch_kicks(Touch::Spi(intid));
@@ -526,13 +531,15 @@ impl VgicServer {
     /// only for the test of the register.)
     #[inline(never)]
     fn write_sgir(&mut self, vcpu: VcpuId, value: u32, touched: &mut Touched) {
-        let before = self.inputs();
         self.dist.write_sgir(vcpu, value, touched);
         if let [Touch::Private(target, sgi)] = touched.as_slice() {
+            // The write counted once against the target's inputs, and
+            // against no other part of them.
+            let after = self.inputs(*target);
             let added = Added {
                 irq: Irq::Sgi { target: *target, sgi: *sgi as u8, source: vcpu },
-                before,
-                after: self.inputs(),
+                before: (after.0.wrapping_sub(1), after.1),
+                after,
             };
             if let Some(slot) = self.sent.get_mut(target.index()) {
                 *slot = Some(added);
@@ -549,7 +556,7 @@ impl VgicServer {
     /// `Maintenance` seldom follows an IPI alone, and the look would cost
     /// each of them a few instructions.)
     fn sync(&mut self, vcpu: VcpuId, status: &LrStatus, reply: &mut Reply) -> Result<(), ServerError> {
-        let inputs = self.inputs();
+        let inputs = self.inputs(vcpu);
         if let Some(added) = self.sent.get(vcpu.index()).copied().flatten().filter(|a| a.after == inputs) {
             if self.sgi_alone(vcpu, added.irq) && self.added_only(vcpu, added.irq, status, added.before, reply)? {
                 #[cfg(test)]
@@ -649,18 +656,6 @@ impl VgicServer {
         if hw.is_some_and(|p| !(p.is_ppi() || p.is_spi())) {
             return Err(ServerError::Unexpected);
         }
-        // What a refresh reads, before this change (see `added_only`).
-        let before = self.inputs();
-        if !self.dist.take_line_change(irq, change) {
-            debug!("SetLine: change {change} of INTID {} is older than one already taken; ignored", intid.0);
-            return Ok(());
-        }
-        self.dist.set_line(irq, level, hw);
-        let touch = match irq {
-            Irq::Ppi { vcpu, intid } => Touch::Private(vcpu, intid),
-            _ => Touch::Spi(intid.0),
-        };
-        let kicks = self.touch_kicks(touch);
         // The vCPU being handled, with its status (a private line's own
         // vCPU; for an SPI, the one the router names): if the change may
         // alter its list registers, they are written here, in place of the
@@ -671,6 +666,18 @@ impl VgicServer {
             Irq::Ppi { vcpu, .. } => Some(vcpu),
             _ => target,
         };
+        // What its refresh reads, before this change (see `added_only`).
+        let before = self.inputs(handled.unwrap_or(VcpuId(0)));
+        if !self.dist.take_line_change(irq, change) {
+            debug!("SetLine: change {change} of INTID {} is older than one already taken; ignored", intid.0);
+            return Ok(());
+        }
+        self.dist.set_line(irq, level, hw);
+        let touch = match irq {
+            Irq::Ppi { vcpu, intid } => Touch::Private(vcpu, intid),
+            _ => Touch::Spi(intid.0),
+        };
+        let kicks = self.touch_kicks(touch);
         if let (Some(status), Some(vcpu)) = (status, handled.filter(|v| kicks & bit(*v) != 0)) {
             let done = if level {
                 self.added_only(vcpu, irq, &status, before, reply)?
@@ -747,7 +754,7 @@ impl VgicServer {
     fn refresh(&mut self, vcpu: VcpuId, status: &LrStatus, idle: bool, reply: &mut Reply) -> Result<(), ServerError> {
         self.check(vcpu)?;
         trace!("vcpu{}: {:?} {status:x?}", vcpu.0, Misr::decode(status.misr));
-        let inputs = self.inputs();
+        let inputs = self.inputs(vcpu);
         if self.cpus.get(vcpu.index()).is_some_and(|c| c.synced == Some(inputs) && c.unchanged(status)) {
             // Nothing this refresh reads has changed since the last one,
             // which wrote all it chose: it would fold nothing, choose and
@@ -834,7 +841,7 @@ impl VgicServer {
         wait: bool,
         reply: &mut Reply,
     ) -> Result<(), ServerError> {
-        let inputs = self.inputs();
+        let inputs = self.inputs(vcpu);
         if let Some(cpu) = self.cpus.get_mut(vcpu.index()) {
             cpu.synced = settled.then_some(inputs);
         }
@@ -1043,7 +1050,9 @@ impl VgicServer {
             *s = Some(slot);
             *seen = value;
         }
-        self.slot_changes = self.slot_changes.wrapping_add(1);
+        if matches!(irq, Irq::Spi { .. }) {
+            self.slot_changes = self.slot_changes.wrapping_add(1);
+        }
         // As `flush` ends: every held interrupt noted as written. (The
         // slots are walked where they are: `dist` is another field.)
         for slot in cpu.slots.get(..count).unwrap_or(&[]).iter().flatten() {
@@ -1210,7 +1219,9 @@ impl VgicServer {
                 }
             }
         }
-        self.slot_changes = self.slot_changes.wrapping_add(1);
+        if finished.iter().any(|f| matches!(f.irq, Irq::Spi { .. })) {
+            self.slot_changes = self.slot_changes.wrapping_add(1);
+        }
     }
 
     /// Apply what the guest did to `vcpu`'s list registers since they were
@@ -1219,7 +1230,8 @@ impl VgicServer {
         let Some(cpu) = self.cpus.get_mut(vcpu.index()) else {
             return;
         };
-        let mut changed = false;
+        // Whether a slot that held an SPI was emptied (see `slot_changes`).
+        let mut spi_released = false;
         let count = usize::from(cpu.list_registers).min(MAX_LRS);
         // The registers that differ from what this server last wrote or saw
         // (elsewhere nothing happened), as a mask first: a fold usually finds
@@ -1248,7 +1260,7 @@ impl VgicServer {
             if !observed.same_interrupt(&held.lr) {
                 warn!("vcpu{}: LR{i} holds {raw:#x}, expected {:#x}", vcpu.0, held.lr.encode());
                 *slot = None;
-                changed = true;
+                spi_released |= matches!(held.irq, Irq::Spi { .. });
                 continue;
             }
             let Some(events) = lr::guest_events(held.lr.state, observed.state) else {
@@ -1257,10 +1269,9 @@ impl VgicServer {
                     vcpu.0, held.lr.state, observed.state
                 );
                 *slot = None;
-                changed = true;
+                spi_released |= matches!(held.irq, Irq::Spi { .. });
                 continue;
             };
-            changed |= observed.state != held.lr.state;
             let mut acked_priority = held.acked_priority;
             for event in events {
                 match event {
@@ -1282,10 +1293,13 @@ impl VgicServer {
                     s.lr.state = observed.state;
                     s.acked_priority = acked_priority;
                 }
-                _ => *slot = None,
+                _ => {
+                    *slot = None;
+                    spi_released |= matches!(held.irq, Irq::Spi { .. });
+                }
             }
         }
-        if changed {
+        if spi_released {
             self.slot_changes = self.slot_changes.wrapping_add(1);
         }
     }
@@ -1491,9 +1505,10 @@ impl VgicServer {
             if let Some(seen) = new_seen.get_mut(i) {
                 *seen = left;
             }
-            // (Which interrupt a slot holds is what other vCPUs' refreshes
-            // read, through `holder`.)
-            moved |= old.map(|s| s.irq) != desired.map(|s| s.irq);
+            // (Which SPI a slot holds is what other vCPUs' refreshes read,
+            // through `holder`.)
+            let (was, now) = (old.map(|s| s.irq), desired.map(|s| s.irq));
+            moved |= was != now && matches!((was, now), (Some(Irq::Spi { .. }), _) | (_, Some(Irq::Spi { .. })));
             if let (Some(slot), Some(new)) = (desired, new_slots.get_mut(i)) {
                 *new = Some(slot);
             }

@@ -1405,12 +1405,12 @@ impl Machine {
         // checkpoints, must make an equal server, change count included.
         self.full.clone_from(&self.s);
         assert_eq!(self.full, self.s, "seed {}: clone_from", self.seed);
-        assert_eq!(self.full.dist.generation(), self.s.dist.generation(), "seed {}: clone_from", self.seed);
+        assert_eq!(self.full.dist.generations(), self.s.dist.generations(), "seed {}: clone_from", self.seed);
         let full = &mut self.full;
         for cpu in full.cpus.iter_mut() {
             cpu.synced = None;
         }
-        let shortcut = self.s.cpus[usize::from(v)].synced == Some(self.s.inputs())
+        let shortcut = self.s.cpus[usize::from(v)].synced == Some(self.s.inputs(vcpu))
             && self.s.cpus[usize::from(v)].unchanged(&status);
         let actions = req(&mut self.s, r);
         let full_actions = req(full, r);
@@ -1506,7 +1506,7 @@ impl Machine {
         assert_eq!(a.listed_all, b.listed_all, "seed {}: vcpu{v} {r:x?}", self.seed);
         match a.synced {
             Some(_) => assert_eq!(a.synced, b.synced, "seed {}: vcpu{v} {r:x?}", self.seed),
-            None => assert_ne!(b.synced, Some(self.s.inputs()), "seed {}: vcpu{v} {r:x?}", self.seed),
+            None => assert_ne!(b.synced, Some(self.s.inputs(VcpuId(v))), "seed {}: vcpu{v} {r:x?}", self.seed),
         }
         assert_eq!(self.full.slot_changes, self.s.slot_changes, "seed {}: vcpu{v} {r:x?}", self.seed);
         // Not checked here: a line that needs no refresh leaves the list
