@@ -839,12 +839,12 @@ impl Distributor {
     /// Take change number `change` of `irq`'s line (`SetLine::change`):
     /// false if it is not newer (compared as wrapping) than the last
     /// numbered change taken, which then stays. Change 0 is unnumbered and
-    /// always taken.
+    /// always taken (and changes nothing here: not counted).
     pub fn take_line_change(&mut self, irq: Irq, change: u32) -> bool {
-        self.changing_irq(irq);
         if change == 0 {
             return true;
         }
+        self.changing_irq(irq);
         let Some(s) = self.irq_state_mut(irq) else {
             return true;
         };
