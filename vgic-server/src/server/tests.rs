@@ -353,6 +353,46 @@ fn an_spi_changed_while_handling_a_vcpu_is_listed_in_the_reply() {
     assert_eq!(kicks(&actions), [1]);
 }
 
+/// What another vCPU does with its own SGIs and PPIs (its timer's tick,
+/// taken and finished; an IPI to itself) leaves a vCPU's refresh inputs as
+/// they were, so that its next refresh may still take a shortcut; an SPI's
+/// change, or any register write, does count against it.
+#[test]
+fn another_vcpu_s_private_interrupts_leave_a_vcpu_s_inputs_alone() {
+    let mut s = booted(2, 32, 4);
+    let (mut cpu0, mut cpu1) = (CpuIf::new(4), CpuIf::new(4));
+    cpu0.sync(&mut s, 0);
+    cpu1.sync(&mut s, 1);
+    let (before, before1) = (s.inputs(VcpuId(0)), s.inputs(VcpuId(1)));
+    assert_eq!(s.cpus[0].synced, Some(before));
+    // vCPU 1's timer fires on its CPU (listed in the reply), is taken,
+    // finished (EOI maintenance), and vCPU 1 sends itself an SGI.
+    let tick = VgicRequest::SetLine {
+        intid: IntId(27),
+        level: true,
+        target: Some(VcpuId(1)),
+        hw: Some(IntId(27)),
+        change: 0,
+        status: Some(cpu1.status()),
+    };
+    let actions = req(&mut s, tick);
+    cpu1.apply(&actions);
+    assert_eq!(cpu1.ack(0xff).map(|(_, lr)| lr.virtual_id), Some(27), "{actions:x?}");
+    assert!(cpu1.deactivate(27).is_some());
+    let actions = req(&mut s, VgicRequest::Maintenance { vcpu: VcpuId(1), status: cpu1.status() });
+    cpu1.apply(&actions);
+    write(&mut s, 1, 0xf00, (2 << 24) | 3);
+    cpu1.sync(&mut s, 1);
+    assert_eq!(s.inputs(VcpuId(0)), before, "vCPU 1's own interrupts counted against vCPU 0");
+    assert_ne!(s.inputs(VcpuId(1)), before1, "vCPU 1's own interrupts not counted");
+    // An SPI's line, or a register write, counts for every vCPU.
+    set_line(&mut s, 40, true, None, None);
+    let after_spi = s.inputs(VcpuId(0));
+    assert_ne!(after_spi, before);
+    write(&mut s, 1, 0x41c, 0xa0a0_a0a0);
+    assert_ne!(s.inputs(VcpuId(0)), after_spi);
+}
+
 #[test]
 fn a_status_the_guest_did_nothing_with_is_not_folded() {
     let mut s = booted(2, 32, 4);
