@@ -549,9 +549,9 @@ impl Distributor {
 
     /// A call that may change `irq`'s state alone.
     fn changing_irq(&mut self, irq: Irq) {
-        match irq {
-            Irq::Sgi { target: vcpu, .. } | Irq::Ppi { vcpu, .. } => self.changing_private(vcpu),
-            Irq::Spi { .. } => self.changing(),
+        match irq.owner() {
+            Some(vcpu) => self.changing_private(vcpu),
+            None => self.changing(),
         }
     }
 

@@ -1150,13 +1150,13 @@ impl VgicServer {
             return Ok(true);
         }
         // As `flush` ends: every held interrupt noted as written (the fold
-        // left `irq`'s slot as the guest's register shows it).
-        let Some(cpu) = self.cpus.get(vcpu.index()) else {
-            return Ok(false);
-        };
-        debug_assert!(cpu.slots.get(index).copied().flatten().is_some_and(|s| s.lr.encode() == raw));
-        for slot in cpu.slots.get(..count).unwrap_or(&[]).iter().flatten() {
-            self.dist.written(slot.irq, slot.lr.state.pending());
+        // left `irq`'s slot as the guest's register shows it). (The vCPU
+        // exists: its slots were just folded.)
+        if let Some(cpu) = self.cpus.get(vcpu.index()) {
+            debug_assert!(cpu.slots.get(index).copied().flatten().is_some_and(|s| s.lr.encode() == raw));
+            for slot in cpu.slots.get(..count).unwrap_or(&[]).iter().flatten() {
+                self.dist.written(slot.irq, slot.lr.state.pending());
+            }
         }
         #[cfg(test)]
         ACKED_FELL.with(|n| n.set(n.get() + 1));
