@@ -77,6 +77,20 @@ fn set_line(s: &mut VgicServer, intid: u16, level: bool, target: Option<u8>, hw:
     )
 }
 
+/// A line change delivered while vCPU `v` is handled, with the status of
+/// its CPU interface `cpu` (as the router completes it).
+fn set_line_on(s: &mut VgicServer, cpu: &CpuIf, v: u8, intid: u16, level: bool, hw: Option<u16>) -> StdVec<Action> {
+    let line = VgicRequest::SetLine {
+        intid: IntId(intid),
+        level,
+        target: Some(VcpuId(v)),
+        hw: hw.map(IntId),
+        change: 0,
+        status: Some(cpu.status()),
+    };
+    req(s, line)
+}
+
 fn lr_writes(actions: &[Action]) -> StdVec<(u8, ListRegister)> {
     actions
         .iter()
@@ -318,17 +332,8 @@ fn an_spi_changed_while_handling_a_vcpu_is_listed_in_the_reply() {
     let (mut cpu0, mut cpu1) = (CpuIf::new(4), CpuIf::new(4));
     cpu0.sync(&mut s, 0);
     cpu1.sync(&mut s, 1);
-    let on = |s: &mut VgicServer, cpu: &CpuIf, v: u8, intid: u16, level: bool| {
-        let line = VgicRequest::SetLine {
-            intid: IntId(intid),
-            level,
-            target: Some(VcpuId(v)),
-            hw: None,
-            change: 0,
-            status: Some(cpu.status()),
-        };
-        req(s, line)
-    };
+    let on =
+        |s: &mut VgicServer, cpu: &CpuIf, v: u8, intid: u16, level: bool| set_line_on(s, cpu, v, intid, level, None);
     // SPI 40 goes to vCPU 0, SPI 41 to vCPU 1.
     write(&mut s, 0, 0x828, 0x0000_0201);
     let actions = on(&mut s, &cpu0, 0, 40, true);
@@ -367,15 +372,7 @@ fn another_vcpu_s_private_interrupts_leave_a_vcpu_s_inputs_alone() {
     assert_eq!(s.cpus[0].synced, Some(before));
     // vCPU 1's timer fires on its CPU (listed in the reply), is taken,
     // finished (EOI maintenance), and vCPU 1 sends itself an SGI.
-    let tick = VgicRequest::SetLine {
-        intid: IntId(27),
-        level: true,
-        target: Some(VcpuId(1)),
-        hw: Some(IntId(27)),
-        change: 0,
-        status: Some(cpu1.status()),
-    };
-    let actions = req(&mut s, tick);
+    let actions = set_line_on(&mut s, &cpu1, 1, 27, true, Some(27));
     cpu1.apply(&actions);
     assert_eq!(cpu1.ack(0xff).map(|(_, lr)| lr.virtual_id), Some(27), "{actions:x?}");
     assert!(cpu1.deactivate(27).is_some());
