@@ -326,13 +326,8 @@ pub fn build_stage2(config: &VmConfig, gicv: (u64, u64)) -> Result<(), MapError>
             let (g, i) = ((ipa / GIB) as usize, ((ipa % GIB) / TWO_MIB) as usize);
             let attrs = AF | SH_INNER | S2AP_RW | S2_NORMAL_WB;
             (*l2)[g].0[i] = if n < RAM_PAGE_TABLES {
-                // Written through raw pointers: the table is uninitialised
-                // until this loop has filled every entry.
                 let table = ram_tables.add(n);
-                let entries = table.cast::<u64>();
-                for k in 0..512 {
-                    entries.add(k).write((pa + k as u64 * PAGE) | attrs | DESC_PAGE);
-                }
+                fill_pages(table, pa | attrs | DESC_PAGE);
                 n += 1;
                 table as u64 | DESC_TABLE
             } else {
@@ -376,6 +371,42 @@ pub fn build_stage2(config: &VmConfig, gicv: (u64, u64)) -> Result<(), MapError>
         }
     }
     Ok(())
+}
+
+/// Fill the level-3 `table` with 512 page entries, the first `first` and
+/// each next one a page further on. The table maps 2 MiB, 2 MiB aligned, so
+/// its entries differ only in their low words (bits 31:12 of the address):
+/// the low words are counted and the common high word stored beside them,
+/// four entries a step, through raw pointers (the table may be
+/// uninitialised until then). For the default 256 MiB that is about
+/// 270,000 instructions once at boot; a loop of 64-bit entries took 4.75
+/// instructions an entry (carries), one entry a step 7 (session 20).
+///
+/// # Safety
+///
+/// `table` must be valid for writes and not in use by any translation, and
+/// `first` the entry of a 2 MiB aligned address.
+unsafe fn fill_pages(table: *mut Table, first: u64) {
+    let words = table.cast::<[u32; 8]>();
+    let (mut low, high) = (first as u32, (first >> 32) as u32);
+    let page = PAGE as u32;
+    for k in 0..128 {
+        // SAFETY: k < 128 groups of four entries, inside the table the
+        // caller lends (little-endian: an entry's low word first).
+        unsafe {
+            words.add(k).write([
+                low,
+                high,
+                low.wrapping_add(page),
+                high,
+                low.wrapping_add(2 * page),
+                high,
+                low.wrapping_add(3 * page),
+                high,
+            ]);
+        }
+        low = low.wrapping_add(4 * page);
+    }
 }
 
 /// Map the page at physical `page` read-only at the console's page of
