@@ -82,8 +82,9 @@ const RAM_PAGE_TABLES: usize = (3 * GIB / TWO_MIB) as usize;
 /// blocks every guest page counts as one, so each of the guest's TLB
 /// invalidations by address emptied its TLB on every CPU. Linux makes some
 /// 97,000 of them in a boot (ftrace patching its call sites alone takes
-/// about 40,000): that step took 0.41-0.60 s against 0.23-0.34 s under
-/// plain QEMU, and 0.23-0.34 s again with pages (session 20).
+/// about 40,000): in 14 alternating pairs of Debian boots that step took
+/// 0.40-0.52 s with blocks and 0.22-0.44 s with pages, medians 0.435 s and
+/// 0.255 s (plain QEMU: 0.23-0.34 s; session 20).
 #[link_section = ".splitvisor_stage2"]
 static mut S2_RAM_L3: core::mem::MaybeUninit<[Table; RAM_PAGE_TABLES]> = core::mem::MaybeUninit::uninit();
 /// The stage-2 entry of the console's page (in a level-3 table of
