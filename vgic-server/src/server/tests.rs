@@ -63,32 +63,28 @@ fn kicks(actions: &[Action]) -> StdVec<u8> {
         .collect()
 }
 
+/// An unnumbered change of `intid`'s line, for vCPU `target` (or none),
+/// backed by `hw`, with the list-register status of the vCPU handled (or
+/// none).
+fn line(intid: u16, level: bool, target: Option<u8>, hw: Option<u16>, status: Option<LrStatus>) -> VgicRequest {
+    VgicRequest::SetLine {
+        intid: IntId(intid),
+        level,
+        target: target.map(VcpuId),
+        hw: hw.map(IntId),
+        change: 0,
+        status,
+    }
+}
+
 fn set_line(s: &mut VgicServer, intid: u16, level: bool, target: Option<u8>, hw: Option<u16>) -> StdVec<Action> {
-    req(
-        s,
-        VgicRequest::SetLine {
-            intid: IntId(intid),
-            level,
-            target: target.map(VcpuId),
-            hw: hw.map(IntId),
-            change: 0,
-            status: None,
-        },
-    )
+    req(s, line(intid, level, target, hw, None))
 }
 
 /// A line change delivered while vCPU `v` is handled, with the status of
 /// its CPU interface `cpu` (as the router completes it).
 fn set_line_on(s: &mut VgicServer, cpu: &CpuIf, v: u8, intid: u16, level: bool, hw: Option<u16>) -> StdVec<Action> {
-    let line = VgicRequest::SetLine {
-        intid: IntId(intid),
-        level,
-        target: Some(VcpuId(v)),
-        hw: hw.map(IntId),
-        change: 0,
-        status: Some(cpu.status()),
-    };
-    req(s, line)
+    req(s, line(intid, level, Some(v), hw, Some(cpu.status())))
 }
 
 fn lr_writes(actions: &[Action]) -> StdVec<(u8, ListRegister)> {
@@ -1516,14 +1512,7 @@ impl Machine {
     /// and state.
     fn set_own_line(&mut self, v: u8, intid: u16, level: bool, hw: Option<u16>) {
         let status = self.cpus[usize::from(v)].hw.status();
-        let r = VgicRequest::SetLine {
-            intid: IntId(intid),
-            level,
-            target: Some(VcpuId(v)),
-            hw: hw.map(IntId),
-            change: 0,
-            status: Some(status),
-        };
+        let r = line(intid, level, Some(v), hw, Some(status));
         self.full.clone_from(&self.s);
         self.full.cpus[usize::from(v)].synced = None;
         let actions = req(&mut self.s, r);
