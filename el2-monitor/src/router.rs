@@ -499,20 +499,34 @@ pub fn complete_in_place(message: &mut Message, current: VcpuId, hw: &impl Hardw
         }
         Message::Vgic(VgicRequest::Idle { status, .. } | VgicRequest::Wfi { status, .. }) => *status = hw.lr_status(),
         Message::Vgic(VgicRequest::SetLine { intid, target, status, .. }) => {
-            // A private line's change comes with the status of its own vCPU
-            // when that is the one handled; an SPI's with the status of the
-            // vCPU handled, named in `target`.
-            if *target != Some(current) {
-                if !intid.is_spi() {
-                    *status = None;
-                    return;
-                }
-                *target = Some(current);
-            }
-            *status = Some(hw.lr_status());
+            complete_line(*intid, target, status, current, hw)
+        }
+        Message::Vgic(VgicRequest::Pend { intid, target, status }) => {
+            complete_line(*intid, target, status, current, hw)
         }
         _ => {}
     }
+}
+
+/// A line's change (or a `Pend`) comes with the status of its own vCPU
+/// when that is the private line of the one handled; an SPI's with the
+/// status of the vCPU handled, named in `target`.
+#[inline(always)]
+fn complete_line(
+    intid: ipc::IntId,
+    target: &mut Option<VcpuId>,
+    status: &mut Option<LrStatus>,
+    current: VcpuId,
+    hw: &impl Hardware,
+) {
+    if *target != Some(current) {
+        if !intid.is_spi() {
+            *status = None;
+            return;
+        }
+        *target = Some(current);
+    }
+    *status = Some(hw.lr_status());
 }
 
 #[cfg(test)]

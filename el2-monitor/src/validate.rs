@@ -137,6 +137,8 @@ fn check_action(action: ActionRef<'_>, config: &VmConfig) -> Result<(), InvalidR
         | ActionRef::ConfigureTraps(_)
         | ActionRef::SetCntvoff { .. }
         | ActionRef::SetHypTimer { .. }
+        // Only the guest's own timer, on the CPU that runs it.
+        | ActionRef::MaskVirtualTimer
         | ActionRef::WriteGichHcr { .. }
         | ActionRef::PowerOff
         | ActionRef::WaitForInterrupt
@@ -217,6 +219,10 @@ fn check_message(message: &Message, config: &VmConfig) -> Result<(), InvalidRepl
                 vcpu(*v, config)?;
             }
             hw.map_or(Ok(()), intid)
+        }
+        Message::Vgic(VgicRequest::Pend { intid: i, target, .. }) => {
+            intid(*i)?;
+            target.map_or(Ok(()), |v| vcpu(v, config))
         }
         Message::Vtimer(VtimerRequest::Start { vcpu: v, .. })
         | Message::Vtimer(VtimerRequest::Cp15 { vcpu: v, .. })

@@ -207,6 +207,15 @@ pub enum Action {
         /// The number of the update.
         generation: u32,
     },
+    /// Set IMASK in the virtual timer's control register (CNTV_CTL) of the
+    /// vCPU's physical CPU, leaving the rest of it: the timer's output falls,
+    /// so its physical interrupt can be deactivated without firing again,
+    /// until the guest clears IMASK ([`crate::VtimerDelivery::Masked`]). The
+    /// vCPU's timer is live in its CPU's registers, so only the vCPU whose
+    /// request this is can be named: the virtual-timer server sends it in
+    /// its reply to `Fired { timer: Virtual }`, which the monitor sends from
+    /// the vCPU's own CPU.
+    MaskVirtualTimer,
 }
 
 /// An [`Action`] read in place from a [`Reply`] ([`Actions::views`]): the
@@ -238,6 +247,7 @@ pub enum ActionRef<'a> {
     ConsoleReady { room: u8, report: u32 },
     ConsoleImageWord { offset: u16, value: u32, generation: u32 },
     ConsoleImageMap { mapped: bool, generation: u32 },
+    MaskVirtualTimer,
 }
 
 impl ActionRef<'_> {
@@ -256,6 +266,7 @@ impl ActionRef<'_> {
             ActionRef::SetHypTimer { deadline } => Action::SetHypTimer { deadline },
             ActionRef::WriteListRegister { index, value } => Action::WriteListRegister { index, value },
             ActionRef::WriteGichHcr { value } => Action::WriteGichHcr { value },
+            ActionRef::MaskVirtualTimer => Action::MaskVirtualTimer,
             ActionRef::DeactivatePhysical { intid } => Action::DeactivatePhysical { intid },
             ActionRef::Kick { vcpu } => Action::Kick { vcpu },
             ActionRef::PowerOn { vcpu, entry, context_id } => Action::PowerOn { vcpu, entry, context_id },
@@ -288,6 +299,7 @@ impl Action {
             Action::SetHypTimer { deadline } => ActionRef::SetHypTimer { deadline: *deadline },
             Action::WriteListRegister { index, value } => ActionRef::WriteListRegister { index: *index, value: *value },
             Action::WriteGichHcr { value } => ActionRef::WriteGichHcr { value: *value },
+            Action::MaskVirtualTimer => ActionRef::MaskVirtualTimer,
             Action::DeactivatePhysical { intid } => ActionRef::DeactivatePhysical { intid: *intid },
             Action::Kick { vcpu } => ActionRef::Kick { vcpu: *vcpu },
             Action::PowerOn { vcpu, entry, context_id } => {
@@ -470,6 +482,7 @@ enum Entry {
         mapped: bool,
         generation: u32,
     },
+    MaskVirtualTimer,
 }
 
 fn split(value: u64) -> (u32, u32) {
@@ -527,6 +540,7 @@ impl Actions {
             }
             Action::WriteListRegister { index, value } => Entry::WriteListRegister { index, value },
             Action::WriteGichHcr { value } => Entry::WriteGichHcr { value },
+            Action::MaskVirtualTimer => Entry::MaskVirtualTimer,
             Action::DeactivatePhysical { intid } => Entry::DeactivatePhysical { intid },
             Action::Kick { vcpu } => Entry::Kick { vcpu },
             Action::PowerOn { vcpu, entry, context_id } => Entry::PowerOn { vcpu, entry, context_id },
@@ -645,6 +659,7 @@ impl Cursor {
             }
             Entry::WriteListRegister { index, value } => ActionRef::WriteListRegister { index, value },
             Entry::WriteGichHcr { value } => ActionRef::WriteGichHcr { value },
+            Entry::MaskVirtualTimer => ActionRef::MaskVirtualTimer,
             Entry::DeactivatePhysical { intid } => ActionRef::DeactivatePhysical { intid },
             Entry::Kick { vcpu } => ActionRef::Kick { vcpu },
             Entry::PowerOn { vcpu, entry, context_id } => ActionRef::PowerOn { vcpu, entry, context_id },

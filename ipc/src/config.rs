@@ -152,6 +152,9 @@ pub struct VmConfig {
     pub console_image: bool,
     /// Whether the guest's WFI traps ([`WfiPolicy`]; `splitvisor run --wfi`).
     pub wfi: WfiPolicy,
+    /// How the guest's virtual timer interrupt is delivered
+    /// ([`VtimerDelivery`]; `splitvisor run --vtimer`).
+    pub vtimer: VtimerDelivery,
     /// With `isolation`: how often each server's state is checkpointed and
     /// how long one request may take it (`splitvisor run
     /// --checkpoint-every`, `--budget-ms`).
@@ -222,6 +225,37 @@ pub enum WfiPolicy {
     /// request that carries the list registers' status (the refresh for the
     /// next interrupt, or its EOI maintenance).
     Native,
+}
+
+/// How the virtual-timer server delivers the guest's virtual timer
+/// interrupt (`splitvisor run --vtimer`, whose `auto` picks `Masked` for a
+/// Linux zImage and `Linked` for any other kernel).
+///
+/// The guest programs its virtual timer in hardware, untrapped; when the
+/// timer fires, its physical PPI traps to the monitor, which acknowledges it
+/// and reports it ([`crate::VtimerRequest::Fired`]). What stops it firing
+/// again until the guest has handled it is the choice here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum VtimerDelivery {
+    /// The monitor sets the timer's CNTV_CTL.IMASK
+    /// ([`crate::Action::MaskVirtualTimer`]), which lowers its output, and
+    /// deactivates the physical interrupt at once; the virtual PPI is made
+    /// pending by a latch ([`crate::VgicRequest::Pend`]) and needs no EOI
+    /// maintenance. One trap a tick, as Xen delivers it. Not exact: the
+    /// guest reads IMASK set after each of its timer interrupts, and the
+    /// timer stays quiet until the guest clears IMASK again (Linux's
+    /// `set_next_event` writes CNTV_CTL with IMASK clear every time; a guest
+    /// that re-arms by writing CNTV_CVAL or CNTV_TVAL alone gets no further
+    /// interrupt).
+    Masked,
+    /// Exact: the virtual PPI follows the timer's output as a level backed
+    /// by the physical interrupt, which stays active until the guest's EOI
+    /// of the virtual one (EOI maintenance, one more trap and message a
+    /// tick) and then fires again if the output is still high. The guest's
+    /// CNTV_CTL is never touched. The default.
+    #[default]
+    Linked,
 }
 
 /// What is wrong with a [`VmConfig`].
@@ -308,6 +342,7 @@ impl VmConfig {
             domains: true,
             console_image: true,
             wfi: WfiPolicy::Trap,
+            vtimer: VtimerDelivery::Linked,
             containment: Containment::DEFAULT,
         }
     }

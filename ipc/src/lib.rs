@@ -34,7 +34,7 @@ pub mod trap;
 pub mod wire;
 
 pub use action::{Action, ActionRef, Reply, ShutdownReason, TrapConfig, MAX_ACTIONS};
-pub use config::{Containment, DeviceRegion, MemWindow, TimerIntids, VmConfig, WfiPolicy};
+pub use config::{Containment, DeviceRegion, MemWindow, TimerIntids, VmConfig, VtimerDelivery, WfiPolicy};
 pub use ids::{IntId, ServerId, VcpuId, MAX_VCPUS};
 pub use msg::{Envelope, Message, Server, ServerError, VcpuRequest, VgicRequest, VtimerRequest};
 pub use trap::{AccessSize, Cp15Access, Cp15WideAccess, GuestReg, MmioAccess, Trap, TrapMsg};

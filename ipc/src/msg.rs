@@ -149,6 +149,26 @@ pub enum VgicRequest {
         /// The hardware status.
         status: LrStatus,
     },
+    /// Make an SPI or PPI pending as a write of its GICD_ISPENDRn bit
+    /// would: a latch that the guest's acknowledge consumes, whatever the
+    /// interrupt's configuration and line. The virtual-timer server sends
+    /// it for the guest's virtual timer when it delivers that timer masked
+    /// ([`crate::VtimerDelivery::Masked`]): the timer's output fell when the
+    /// monitor set its IMASK, so there is no level left to follow. (Numbered
+    /// changes are not needed: a latch is set, never cleared, by its
+    /// source, so two `Pend`s in either order leave the same state.)
+    Pend {
+        /// The interrupt.
+        intid: IntId,
+        /// For a PPI: the vCPU it belongs to. For an SPI: as in `SetLine`,
+        /// the vCPU whose `status` comes with it, filled in by the router.
+        target: Option<VcpuId>,
+        /// As in `SetLine`: the list-register status of `target`'s physical
+        /// CPU interface, filled in by the router when `target` is the vCPU
+        /// it is handling, so that the server can write that vCPU's list
+        /// registers in its reply. `None` otherwise.
+        status: Option<LrStatus>,
+    },
 }
 
 /// Whether `number` comes after `than` in a sequence that counts up and
@@ -245,6 +265,7 @@ impl Message {
             Message::Vgic(VgicRequest::Idle { .. }) => "Idle",
             Message::Vgic(VgicRequest::Wfi { .. }) => "Wfi",
             Message::Vgic(VgicRequest::SetLine { .. }) => "SetLine",
+            Message::Vgic(VgicRequest::Pend { .. }) => "Pend",
             Message::Vtimer(VtimerRequest::Start { .. }) => "Start",
             Message::Vtimer(VtimerRequest::Cp15 { .. }) => "Cp15",
             Message::Vtimer(VtimerRequest::Cp15Wide { .. }) => "Cp15Wide",

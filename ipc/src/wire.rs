@@ -20,7 +20,9 @@ use crate::msg::Envelope;
 /// 10: a trapped WFI goes to the vGIC server ([`crate::VgicRequest::Wfi`]).
 /// 11: the checkpoint interval and the watchdog budget
 /// ([`crate::VmConfig::containment`]).
-pub const WIRE_VERSION: u16 = 11;
+/// 12: the virtual timer's delivery ([`crate::VmConfig::vtimer`],
+/// [`crate::Action::MaskVirtualTimer`], [`crate::VgicRequest::Pend`]).
+pub const WIRE_VERSION: u16 = 12;
 
 /// The largest encoded message (envelope included), in bytes.
 pub const MAX_MESSAGE_SIZE: usize = 512;

@@ -44,7 +44,7 @@ fn trap_variant(t: &Trap) -> usize {
     }
 }
 
-const ACTION_VARIANTS: usize = 22;
+const ACTION_VARIANTS: usize = 23;
 fn action_variant(a: &Action) -> usize {
     match a {
         Action::SetReg { .. } => 0,
@@ -69,6 +69,7 @@ fn action_variant(a: &Action) -> usize {
         Action::ConsoleReady { .. } => 19,
         Action::ConsoleImageWord { .. } => 20,
         Action::ConsoleImageMap { .. } => 21,
+        Action::MaskVirtualTimer => 22,
     }
 }
 
@@ -81,7 +82,7 @@ fn vcpu_request_variant(r: &VcpuRequest) -> usize {
     }
 }
 
-const VGIC_REQUEST_VARIANTS: usize = 7;
+const VGIC_REQUEST_VARIANTS: usize = 8;
 fn vgic_request_variant(r: &VgicRequest) -> usize {
     match r {
         VgicRequest::Start { .. } => 0,
@@ -91,6 +92,7 @@ fn vgic_request_variant(r: &VgicRequest) -> usize {
         VgicRequest::Sync { .. } => 4,
         VgicRequest::Idle { .. } => 5,
         VgicRequest::Wfi { .. } => 6,
+        VgicRequest::Pend { .. } => 7,
     }
 }
 
@@ -231,6 +233,7 @@ fn config() -> VmConfig {
             .collect(),
         on_server_fault: ipc::fault::OnServerFault::Stop,
         wfi: ipc::WfiPolicy::Native,
+        vtimer: ipc::VtimerDelivery::Masked,
         containment: ipc::Containment {
             checkpoint_every: ipc::Containment::MAX_CHECKPOINT_EVERY,
             budget_ms: ipc::Containment::MAX_BUDGET_MS,
@@ -288,6 +291,8 @@ fn vgic_requests() -> Vec<VgicRequest> {
         VgicRequest::Sync { vcpu: VcpuId(0), status: LrStatus::default() },
         VgicRequest::Idle { vcpu: V, status: lr_status() },
         VgicRequest::Wfi { vcpu: VcpuId(0), status: lr_status() },
+        VgicRequest::Pend { intid: IntId(27), target: Some(V), status: Some(lr_status()) },
+        VgicRequest::Pend { intid: IntId(1019), target: None, status: None },
     ]
 }
 
@@ -348,6 +353,7 @@ fn actions() -> Vec<Action> {
         Action::ConsoleReady { room: u8::MAX, report: u32::MAX },
         Action::ConsoleImageWord { offset: u16::MAX, value: u32::MAX, generation: u32::MAX },
         Action::ConsoleImageMap { mapped: true, generation: u32::MAX },
+        Action::MaskVirtualTimer,
     ];
     actions.extend(guest_regs().into_iter().map(|reg| Action::SetReg { reg, value: u32::MAX }));
     actions.extend(shutdown_reasons().into_iter().map(Action::Shutdown));
@@ -454,11 +460,13 @@ fn the_sample_configuration_sets_every_field() {
         domains,
         console_image,
         wfi,
+        vtimer,
         containment,
     } = c;
     assert!(vcpus > 1 && entry != 0 && boot_regs != [0; 3] && uart_intid != 0 && trace);
     assert!(!faults.is_empty() && on_server_fault == ipc::fault::OnServerFault::Stop && isolation && domains);
     assert!(console_image && wfi == ipc::WfiPolicy::Native && containment != ipc::Containment::DEFAULT);
+    assert_eq!(vtimer, ipc::VtimerDelivery::Masked);
     assert!(ram.size != 0 && ram.pa != ram.ipa && gicd != gicc && uart.size != 0);
     assert!(spis != 0 && log_level != 0 && timer.guest_phys != timer.guest_virt);
 }

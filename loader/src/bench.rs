@@ -175,6 +175,8 @@ pub struct Options {
     pub no_console_image: bool,
     /// What the guest's WFI does (`run --wfi`).
     pub wfi: crate::cli::Wfi,
+    /// How the virtual timer is delivered (`run --vtimer`).
+    pub vtimer: crate::cli::Vtimer,
     /// Measure the monitor's `direct-call` build (each server called as a
     /// function, see `el2-monitor/src/arch/armv7/direct.rs`).
     pub direct_call: bool,
@@ -315,6 +317,7 @@ fn run_item(tools: &Tools, item: &str, n: u32, options: &Options) -> Result<Samp
         cmd.arg("--no-console-image");
     }
     cmd.args(["--wfi", options.wfi.name()]);
+    cmd.args(["--vtimer", options.vtimer.name()]);
     if let Some(n) = options.checkpoint_every {
         cmd.arg("--checkpoint-every").arg(n.to_string());
     }

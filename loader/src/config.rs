@@ -87,6 +87,8 @@ pub struct ConfigInputs {
     pub console_image: bool,
     /// What the guest's WFI does.
     pub wfi: ipc::WfiPolicy,
+    /// How the guest's virtual timer interrupt is delivered.
+    pub vtimer: ipc::VtimerDelivery,
     /// The checkpoint interval and the watchdog budget.
     pub containment: ipc::Containment,
 }
@@ -137,6 +139,7 @@ pub fn build(platform: &Platform, inputs: &ConfigInputs) -> Result<VmConfig, VmC
         domains: inputs.domains,
         console_image: inputs.console_image,
         wfi: inputs.wfi,
+        vtimer: inputs.vtimer,
         containment: inputs.containment,
         // The guest's timer PPIs are the platform's: the guest DTB lists
         // them, and the host's virtual timer is the platform's virtual one.
@@ -180,6 +183,7 @@ mod tests {
             domains: true,
             console_image: true,
             wfi: ipc::WfiPolicy::Trap,
+            vtimer: ipc::VtimerDelivery::Linked,
             containment: ipc::Containment::DEFAULT,
         }
     }

@@ -322,6 +322,7 @@ pub fn bench(args: &cli::BenchArgs) -> Result<(), Error> {
         no_domains: args.no_domains,
         no_console_image: args.no_console_image,
         wfi: args.wfi,
+        vtimer: args.vtimer,
         direct_call: args.direct_call,
         checkpoint_every: args.checkpoint_every,
     };

@@ -205,6 +205,7 @@ pub fn prepare(args: &RunArgs, log_level: LogLevel) -> Result<Staged, Error> {
             domains: !args.no_domains,
             console_image: !args.no_console_image,
             wfi: args.wfi.policy(),
+            vtimer: args.vtimer.delivery(kernel.format),
             containment: ipc::Containment {
                 checkpoint_every: args.checkpoint_every.unwrap_or(ipc::Containment::DEFAULT.checkpoint_every),
                 budget_ms: args.budget_ms.unwrap_or(ipc::Containment::DEFAULT.budget_ms),

@@ -133,7 +133,7 @@ pub fn describe(record: &TraceRecord) -> String {
                 ),
             };
             format!(
-                "config: {} vCPU(s), RAM {:#x}+{:#x}, entry {:#x}, WFI {}, {isolation}",
+                "config: {} vCPU(s), RAM {:#x}+{:#x}, entry {:#x}, WFI {}, virtual timer {}, {isolation}",
                 c.vcpus,
                 c.ram.ipa,
                 c.ram.size,
@@ -141,6 +141,10 @@ pub fn describe(record: &TraceRecord) -> String {
                 match c.wfi {
                     ipc::WfiPolicy::Trap => "trapped",
                     ipc::WfiPolicy::Native => "native",
+                },
+                match c.vtimer {
+                    ipc::VtimerDelivery::Masked => "masked",
+                    ipc::VtimerDelivery::Linked => "linked",
                 }
             )
         }
@@ -434,17 +438,24 @@ mod tests {
         let line = describe(&TraceRecord::Config(config()));
         assert_eq!(
             line,
-            "config: 1 vCPU(s), RAM 0x40000000+0x8000000, entry 0x40008000, WFI trapped, isolation, \
-             a checkpoint every 128 requests, a 100 ms watchdog budget"
+            "config: 1 vCPU(s), RAM 0x40000000+0x8000000, entry 0x40008000, WFI trapped, virtual timer linked, \
+             isolation, a checkpoint every 128 requests, a 100 ms watchdog budget"
         );
         let c = ipc::VmConfig {
             domains: false,
             wfi: ipc::WfiPolicy::Native,
+            vtimer: ipc::VtimerDelivery::Masked,
             containment: ipc::Containment { checkpoint_every: 7, budget_ms: 9 },
             ..config()
         };
         let line = describe(&TraceRecord::Config(c));
-        assert!(line.ends_with("WFI native, isolation without protection domains, a checkpoint every 7 requests, a 9 ms watchdog budget"), "{line}");
+        assert!(
+            line.ends_with(
+                "WFI native, virtual timer masked, isolation without protection domains, a checkpoint every 7 \
+                 requests, a 9 ms watchdog budget"
+            ),
+            "{line}"
+        );
         let c = ipc::VmConfig { isolation: false, ..config() };
         assert!(describe(&TraceRecord::Config(c)).ends_with(", no isolation"));
     }

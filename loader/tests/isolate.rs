@@ -662,8 +662,10 @@ fn the_recorded_linux_boot_replays_exactly_with_every_server_failing_with_every_
             .count()
     };
     // Faults deep into the boot, past several checkpoints.
-    // (The vCPU server has some 580 requests: WFIs go to the vGIC server.)
-    let at = [(ServerId::Vcpu, 500), (ServerId::Vgic, 3_000), (ServerId::Vtimer, 700)];
+    // (The vCPU server has some 580 requests: WFIs go to the vGIC server;
+    // the vGIC server some 2,350, as the virtual timer is delivered masked
+    // to a Linux kernel, without an EOI maintenance request a tick.)
+    let at = [(ServerId::Vcpu, 500), (ServerId::Vgic, 2_000), (ServerId::Vtimer, 700)];
     for (server, n) in at {
         assert!(requests(server) > n, "{}: {} requests", server.name(), requests(server));
     }

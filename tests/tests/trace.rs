@@ -136,8 +136,9 @@ fn the_recorded_linux_boot_replays_exactly() {
     };
     // A whole boot, not a fragment: every server did real work. (The boot
     // is quiet: the vCPU server has some 580 requests, its WFIs going to
-    // the vGIC server.)
-    for (server, least) in [(ipc::ServerId::Vcpu, 500), (ipc::ServerId::Vgic, 3_000), (ipc::ServerId::Vtimer, 500)] {
+    // the vGIC server, which has some 2,350: the virtual timer is delivered
+    // masked to a Linux kernel, with no EOI maintenance request a tick.)
+    for (server, least) in [(ipc::ServerId::Vcpu, 500), (ipc::ServerId::Vgic, 2_000), (ipc::ServerId::Vtimer, 500)] {
         assert!(requests(server) >= least, "{server:?}: {} requests, want at least {least}", requests(server));
     }
 

@@ -158,6 +158,10 @@ pub struct IrqState {
     /// The number of the last numbered change of the line taken
     /// (`SetLine::change`; 0: none).
     pub line_change: u32,
+    /// Last made pending by `VgicRequest::Pend` while its line was low,
+    /// and the line has not risen since: a level-sensitive interrupt whose
+    /// EOI need not be sampled (see [`Instance::wants_eoi`]).
+    pub pended: bool,
 }
 
 impl IrqState {
@@ -754,7 +758,15 @@ impl Distributor {
             enabled: s.enabled,
             group1: s.group1,
             priority: s.priority,
-            wants_eoi: !s.edge || s.hw_link().is_some(),
+            // A level-sensitive line may still be high when the guest has
+            // finished: the EOI is where it is sampled again. Not after a
+            // `Pend` with the line low (the virtual timer delivered masked):
+            // a rise of the line would be a `SetLine`, which clears
+            // `pended` and refreshes the list registers, so the guest
+            // finishes it silently, as an edge. (Only `pended`, not every
+            // low line: an interrupt acknowledged and then lowered, as a
+            // driver's handler does, keeps the register it was listed with.)
+            wants_eoi: !(s.edge || s.pended) || s.hw_link().is_some(),
             hw: s.hw_link(),
             hw_owed: s.hw_owed(),
         })
@@ -855,6 +867,19 @@ impl Distributor {
         true
     }
 
+    /// `irq` made pending by a latch, as a write of its GICD_ISPENDRn bit
+    /// would (`VgicRequest::Pend`), its line left as it is. Returns false
+    /// if the interrupt does not exist.
+    pub fn pend(&mut self, irq: Irq) -> bool {
+        self.changing_irq(irq);
+        let Some(s) = self.irq_state_mut(irq) else {
+            return false;
+        };
+        s.pended = !s.line;
+        s.set_pending();
+        true
+    }
+
     /// An interrupt line changed level (a PPI or SPI instance). `hw` backs
     /// it by a physical interrupt the monitor has acknowledged and left
     /// active, to be deactivated when the guest is done: the virtual
@@ -869,6 +894,9 @@ impl Distributor {
         let Some(s) = self.irq_state_mut(irq) else {
             return false;
         };
+        // A change of the line is what a `Pend`'s interrupt never has:
+        // from here on its EOI is sampled again.
+        s.pended = false;
         match hw {
             Some(physical) => {
                 if s.hw_live && s.hw != Some(physical) {

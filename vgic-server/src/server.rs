@@ -673,13 +673,30 @@ impl VgicServer {
             return Ok(());
         }
         self.dist.set_line(irq, level, hw);
+        self.line_changed(irq, level, handled, status, before, reply)
+    }
+
+    /// After `irq` was raised (`raised`) or lowered by a `SetLine` or a
+    /// `Pend`: the kicks it needs, or, for the vCPU `handled` with its
+    /// status, its list registers written in this reply.
+    #[inline(always)]
+    fn line_changed(
+        &mut self,
+        irq: Irq,
+        raised: bool,
+        handled: Option<VcpuId>,
+        status: Option<LrStatus>,
+        before: (u64, u64),
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
         let touch = match irq {
             Irq::Ppi { vcpu, intid } => Touch::Private(vcpu, intid),
-            _ => Touch::Spi(intid.0),
+            Irq::Spi { intid } => Touch::Spi(intid),
+            Irq::Sgi { .. } => return Err(ServerError::Unexpected),
         };
         let kicks = self.touch_kicks(touch);
         if let (Some(status), Some(vcpu)) = (status, handled.filter(|v| kicks & bit(*v) != 0)) {
-            let done = if level {
+            let done = if raised {
                 self.added_only(vcpu, irq, &status, before, reply)?
             } else {
                 self.acked_then_fell(vcpu, irq, &status, before, reply)?
@@ -692,6 +709,34 @@ impl VgicServer {
         }
         self.push_kicks(reply, kicks);
         Ok(())
+    }
+
+    /// `VgicRequest::Pend`: the interrupt's latch set, as GICD_ISPENDRn
+    /// would, and then as a line raised.
+    #[inline(never)]
+    fn pend(
+        &mut self,
+        intid: IntId,
+        target: Option<VcpuId>,
+        status: Option<LrStatus>,
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
+        let irq = if intid.is_ppi() {
+            let vcpu = target.ok_or(ServerError::Unexpected)?;
+            self.check(vcpu)?;
+            Irq::Ppi { vcpu, intid: intid.0 }
+        } else if intid.is_spi() && self.dist.spi(intid.0).is_some() {
+            Irq::Spi { intid: intid.0 }
+        } else {
+            return Err(ServerError::Unexpected);
+        };
+        let handled = match irq {
+            Irq::Ppi { vcpu, .. } => Some(vcpu),
+            _ => target,
+        };
+        let before = self.inputs(handled.unwrap_or(VcpuId(0)));
+        self.dist.pend(irq);
+        self.line_changed(irq, true, handled, status, before, reply)
     }
 
     // ----------------------------------------------------------------- Kicks
@@ -1603,6 +1648,7 @@ impl Server for VgicServer {
             VgicRequest::SetLine { intid, level, target, hw, change, status } => {
                 self.set_line(intid, level, target, hw, change, status, reply)
             }
+            VgicRequest::Pend { intid, target, status } => self.pend(intid, target, status, reply),
             VgicRequest::Sync { vcpu, ref status } => self.sync(vcpu, status, reply),
             VgicRequest::Maintenance { vcpu, ref status } => self.refresh(vcpu, status, false, reply),
             VgicRequest::Idle { vcpu, ref status } => self.refresh(vcpu, status, true, reply),

@@ -11,10 +11,19 @@
 //!   (and every later start of a vCPU that went off and on) gets the same
 //!   offset, so virtual counts agree across vCPUs and never go back. When the
 //!   hardware virtual timer fires, the monitor reports
-//!   [`VtimerRequest::Fired`] (leaving the physical interrupt active) and
-//!   this server asks the vGIC server to raise the guest's virtual-timer PPI
-//!   backed by the host's (`hw`): the vGIC server has the physical interrupt
-//!   deactivated once the guest has finished the virtual one.
+//!   [`VtimerRequest::Fired`] (leaving the physical interrupt active), and
+//!   this server delivers it as the VM's [`VtimerDelivery`] says:
+//!   - `Masked` (what `splitvisor run` picks for a Linux kernel): it has
+//!     the monitor set the timer's IMASK ([`Action::MaskVirtualTimer`]),
+//!     which lowers the timer's output, and deactivate the physical
+//!     interrupt at once, and asks the vGIC server to make the guest's
+//!     virtual-timer PPI pending ([`VgicRequest::Pend`]). The guest clears
+//!     IMASK when it programs its next deadline; the tick costs one trap.
+//!   - `Linked` (the default, exact): it asks the vGIC server to raise the
+//!     guest's virtual-timer PPI backed by the host's (`hw`), and the vGIC
+//!     server has the physical interrupt deactivated once the guest has
+//!     finished the virtual one (an EOI maintenance interrupt, one more
+//!     trap a tick).
 //! - **Physical timer.** Trapped through CNTHCTL (the vCPU server's trap
 //!   policy must clear PL1PCEN, and PL1PCTEN for CNTPCT) and emulated here
 //!   exactly as the architecture defines it ([`phys`]), against the host's
@@ -42,7 +51,7 @@ use heapless::Vec;
 use ipc::msg::TimerKind;
 use ipc::{
     Action, Cp15Access, Cp15WideAccess, GuestReg, IntId, Message, Reply, Server, ServerError, ServerId, TimerIntids,
-    VcpuId, VgicRequest, VmConfig, VtimerRequest, MAX_VCPUS,
+    VcpuId, VgicRequest, VmConfig, VtimerDelivery, VtimerRequest, MAX_VCPUS,
 };
 use log::debug;
 use serde::{Deserialize, Serialize};
@@ -74,6 +83,9 @@ pub struct VcpuTimers {
 pub struct VtimerServer {
     /// The timer interrupts, from the VM configuration.
     intids: TimerIntids,
+    /// How the virtual timer's interrupt is delivered, from the VM
+    /// configuration.
+    delivery: VtimerDelivery,
     /// The VM's CNTVOFF, chosen at the first start of any vCPU.
     cntvoff: Option<u64>,
     /// Per-vCPU state, indexed by vCPU number.
@@ -89,7 +101,7 @@ impl VtimerServer {
         for _ in 0..usize::from(config.vcpus).min(MAX_VCPUS) {
             let _ = vcpus.push(VcpuTimers::default());
         }
-        Self { intids: config.timer, cntvoff: None, vcpus }
+        Self { intids: config.timer, delivery: config.vtimer, cntvoff: None, vcpus }
     }
 
     /// The VM's CNTVOFF, once the first vCPU started.
@@ -128,14 +140,31 @@ impl VtimerServer {
         let intids = self.intids;
         let state = self.state(vcpu)?;
         match timer {
-            TimerKind::Virtual => {
-                // The hardware timer's output is a level that stays high until
-                // the guest handles its timer; the physical interrupt stays
-                // active until the vGIC server has it deactivated after the
-                // guest's EOI, and may then fire again. The vGIC server owns
-                // what a repeated `true` means.
-                reply.push(set_line(intids.guest_virt, vcpu, true, Some(intids.host_virt)))?;
-            }
+            TimerKind::Virtual => match self.delivery {
+                VtimerDelivery::Masked => {
+                    // Masked, the output is low: the physical interrupt is
+                    // done with, and the guest's is pending by a latch that
+                    // its acknowledge consumes (no EOI maintenance). The
+                    // order matters: deactivated before the mask, it would
+                    // fire again at once.
+                    reply.push(Action::MaskVirtualTimer)?;
+                    reply.push(Action::DeactivatePhysical { intid: intids.host_virt })?;
+                    reply.push(Action::Send(Message::Vgic(VgicRequest::Pend {
+                        intid: intids.guest_virt,
+                        target: Some(vcpu),
+                        status: None,
+                    })))?;
+                }
+                VtimerDelivery::Linked => {
+                    // The hardware timer's output is a level that stays high
+                    // until the guest handles its timer; the physical
+                    // interrupt stays active until the vGIC server has it
+                    // deactivated after the guest's EOI, and may then fire
+                    // again. The vGIC server owns what a repeated `true`
+                    // means.
+                    reply.push(set_line(intids.guest_virt, vcpu, true, Some(intids.host_virt)))?;
+                }
+            },
             TimerKind::Physical => {
                 // The Hyp timer stays asserted until it is re-programmed, so
                 // always say what it should do now (a stale or early firing

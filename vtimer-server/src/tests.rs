@@ -250,8 +250,30 @@ fn undefined_accesses_change_nothing() {
     assert_eq!(s, before);
 }
 
+fn pend(intid: u16, vcpu: VcpuId) -> Action {
+    Action::Send(Message::Vgic(VgicRequest::Pend { intid: IntId(intid), target: Some(vcpu), status: None }))
+}
+
+/// Masked delivery: masked, deactivated, pending by a latch; nothing else
+/// about the vCPU's timers changes.
+#[test]
+fn virtual_timer_fires_masked() {
+    let mut s = VtimerServer::new(&VmConfig { vtimer: VtimerDelivery::Masked, ..config() });
+    s.handle(VtimerRequest::Start { vcpu: V0, now: T0 }).unwrap();
+    let before = s.clone();
+    let masked = [Action::MaskVirtualTimer, Action::DeactivatePhysical { intid: IntId(27) }, pend(27, V0)];
+    assert_eq!(fired(&mut s, TimerKind::Virtual, T0 + 10), masked);
+    assert_eq!(s, before);
+    // Each firing is delivered alike (the guest cleared IMASK between).
+    assert_eq!(fired(&mut s, TimerKind::Virtual, T0 + 20), masked);
+    let reply = s.handle(VtimerRequest::Fired { vcpu: V1, timer: TimerKind::Virtual, now: T0 });
+    assert_eq!(actions(reply.unwrap())[2], pend(27, V1));
+}
+
+/// The default delivery: linked, exact.
 #[test]
 fn virtual_timer_fires_as_a_hardware_linked_ppi() {
+    assert_eq!(config().vtimer, VtimerDelivery::Linked);
     let mut s = server();
     assert_eq!(fired(&mut s, TimerKind::Virtual, T0 + 10), [set_line(IntId(27), V0, true, Some(IntId(27)))]);
     let reply = s.handle(VtimerRequest::Fired { vcpu: V1, timer: TimerKind::Virtual, now: T0 });
@@ -283,6 +305,12 @@ fn interrupt_numbers_come_from_the_configuration() {
     s.handle(VtimerRequest::Start { vcpu: V0, now: T0 }).unwrap();
     assert_eq!(fired(&mut s, TimerKind::Virtual, T0), [set_line(IntId(18), V0, true, Some(IntId(20)))]);
     assert_eq!(mcr(&mut s, V0, CTL, ctl::ENABLE, T0), [Action::AdvancePc, line(17, V0, true)]);
+    let mut s = VtimerServer::new(&VmConfig { vtimer: VtimerDelivery::Masked, ..c });
+    s.handle(VtimerRequest::Start { vcpu: V0, now: T0 }).unwrap();
+    assert_eq!(
+        fired(&mut s, TimerKind::Virtual, T0),
+        [Action::MaskVirtualTimer, Action::DeactivatePhysical { intid: IntId(20) }, pend(18, V0)]
+    );
 }
 
 #[test]

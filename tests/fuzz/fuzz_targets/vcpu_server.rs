@@ -670,7 +670,7 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
                 if !matches!(r, VcpuRequest::Trap(_)) {
                     answering = Answering::NotATrap;
                 }
-                (r.clone(), Expect::Any)
+                (*r, Expect::Any)
             }
         };
 
@@ -680,8 +680,8 @@ fn run(config: &VmConfig, boot: &[Op], ops: &[Op]) {
             _ => None,
         };
         let before = server.clone();
-        let got = server.handle(request.clone());
-        assert_eq!(shadow.handle(request.clone()), got, "a restored copy answers differently");
+        let got = server.handle(request);
+        assert_eq!(shadow.handle(request), got, "a restored copy answers differently");
         assert_eq!(shadow, server, "a restored copy ends in another state");
         assert_ne!(got, Err(ServerError::ReplyFull), "a reply overflowed: {request:?}");
         match &got {

@@ -70,7 +70,7 @@ impl Pair {
             sign_extend,
         };
         let request = VgicRequest::Mmio { vcpu: VcpuId(vcpu), access, status: None };
-        let reply = match self.server.handle(request.clone()) {
+        let reply = match self.server.handle(request) {
             Ok(r) => r,
             Err(e) => panic!("{request:?} refused: {e:?}"),
         };
@@ -160,7 +160,7 @@ fuzz_target!(|input: Input| {
                     status: None,
                 };
                 let before = pair.server.clone();
-                let got = pair.server.handle(request.clone());
+                let got = pair.server.handle(request);
                 let accepted = pair.model.set_line(intid, level, target);
                 match got {
                     Ok(reply) => {

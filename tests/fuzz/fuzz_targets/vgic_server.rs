@@ -6,7 +6,9 @@
 //! as the virtual CPU interface allows. Kicks are answered with `Sync`
 //! (as the monitor does), maintenance interrupts with `Maintenance`, WFI
 //! with `Idle`; hardware-linked lines fire only while their physical
-//! interrupt is not active. `Raw` requests send anything at all, after
+//! interrupt is not active, and latched sources (as the virtual timer
+//! delivered masked) send `Pend` where a line would rise. `Raw` requests
+//! send anything at all, after
 //! which only the checks that hold for any input stay on.
 //!
 //! Invariants, after every request (any input):
@@ -99,6 +101,13 @@ struct Input {
 /// (as the virtual timer is): INTID 27 and every fourth from 19.
 fn hw_linked(intid: u16) -> bool {
     intid >= 16 && intid % 4 == 3
+}
+
+/// In the faithful harness, these interrupts' sources latch them with
+/// `Pend` instead of raising a line (as the virtual timer delivered masked
+/// does): every fourth from 17.
+fn latched(intid: u16) -> bool {
+    intid >= 16 && intid % 4 == 1
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,6 +304,10 @@ impl Harness {
                 (Some(vcpu.0), Kind::Refresh { idle: false, step: false })
             }
             VgicRequest::SetLine { .. } => (None, Kind::Line),
+            VgicRequest::Pend { target: Some(vcpu), status: Some(_), .. } => {
+                (Some(vcpu.0), Kind::Refresh { idle: false, step: false })
+            }
+            VgicRequest::Pend { .. } => (None, Kind::Line),
             VgicRequest::Maintenance { vcpu, .. } | VgicRequest::Sync { vcpu, .. } => {
                 (Some(vcpu.0), Kind::Refresh { idle: false, step: false })
             }
@@ -302,7 +315,7 @@ impl Harness {
             VgicRequest::Wfi { vcpu, .. } => (Some(vcpu.0), Kind::Refresh { idle: true, step: true }),
         };
         let before = server.clone();
-        let got = server.handle(request.clone());
+        let got = server.handle(request);
         match &request {
             VgicRequest::Mmio { status: Some(_), vcpu, .. }
             | VgicRequest::Start { vcpu, .. }
@@ -311,6 +324,7 @@ impl Harness {
             | VgicRequest::Idle { vcpu, .. }
             | VgicRequest::Wfi { vcpu, .. }
             | VgicRequest::SetLine { target: Some(vcpu), status: Some(_), .. }
+            | VgicRequest::Pend { target: Some(vcpu), status: Some(_), .. }
                 if got.is_ok() =>
             {
                 if let Some(u) = self.unseen.get_mut(vcpu.index()) {
@@ -319,7 +333,7 @@ impl Harness {
             }
             _ => {}
         }
-        assert_eq!(shadow.handle(request.clone()), got, "a restored copy answers differently");
+        assert_eq!(shadow.handle(request), got, "a restored copy answers differently");
         assert_ne!(got, Err(ServerError::ReplyFull), "a reply overflowed: {request:?}");
         match &got {
             Ok(reply) => {
@@ -574,6 +588,14 @@ fn run(config: &VmConfig, setup: Option<&Setup>, ops: &[Op]) {
                 let status = target
                     .filter(|&v| with_status && h.running().contains(&v))
                     .and_then(|v| h.gich[usize::from(v)].as_ref().map(Gich::status));
+                if latched(intid) {
+                    // A latched source only ever raises it.
+                    if level {
+                        let request = VgicRequest::Pend { intid: IntId(intid), target: target.map(VcpuId), status };
+                        let _ = h.send(&mut server, &mut shadow, request);
+                    }
+                    continue;
+                }
                 let request = VgicRequest::SetLine {
                     intid: IntId(intid),
                     level,
@@ -612,7 +634,7 @@ fn run(config: &VmConfig, setup: Option<&Setup>, ops: &[Op]) {
             }
             Op::Raw(ref request) => {
                 h.faithful = false;
-                let _ = h.send(&mut server, &mut shadow, request.clone());
+                let _ = h.send(&mut server, &mut shadow, *request);
             }
         }
         if h.faithful {

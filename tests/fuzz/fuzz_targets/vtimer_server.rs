@@ -9,7 +9,9 @@
 //! level line, with `SetLine` sent once per change of
 //! `ENABLE && !IMASK && count >= CVAL` (and a raised line re-asserted at
 //! Start); the Hyp timer armed at CVAL while the output is low and can
-//! rise; the virtual timer's firing forwarded as a hardware-linked line.
+//! rise; the virtual timer's firing forwarded as a hardware-linked line
+//! (`VtimerDelivery::Linked`), or masked, deactivated and made pending by a
+//! `Pend` (`Masked`).
 //!
 //! After every step: the reply equals the model's, action for action; the
 //! reply is well formed; a refused request changes nothing; the state
@@ -121,6 +123,7 @@ impl ModelTimer {
 struct Model {
     vcpus: u8,
     timer: TimerIntids,
+    delivery: ipc::VtimerDelivery,
     cntvoff: Option<u64>,
     timers: [ModelTimer; MAX_VCPUS],
     /// The guest physical-timer line as the vGIC server was told it.
@@ -144,6 +147,7 @@ impl Model {
         Model {
             vcpus: config.vcpus,
             timer: config.timer,
+            delivery: config.vtimer,
             cntvoff: None,
             timers: [ModelTimer::default(); MAX_VCPUS],
             vgic_line: [false; MAX_VCPUS],
@@ -191,9 +195,22 @@ impl Model {
                 t.armed = t.deadline(now);
                 out.push(Action::SetHypTimer { deadline: t.armed });
             }
-            VtimerRequest::Fired { timer: TimerKind::Virtual, .. } => {
-                out.push(set_line(self.timer.guest_virt, vcpu, true, Some(self.timer.host_virt)));
-            }
+            VtimerRequest::Fired { timer: TimerKind::Virtual, .. } => match self.delivery {
+                // Masked as it fires: deactivated at once (after the mask),
+                // the guest's PPI pending by a latch.
+                ipc::VtimerDelivery::Masked => out.extend([
+                    Action::MaskVirtualTimer,
+                    Action::DeactivatePhysical { intid: self.timer.host_virt },
+                    Action::Send(Message::Vgic(VgicRequest::Pend {
+                        intid: self.timer.guest_virt,
+                        target: Some(vcpu),
+                        status: None,
+                    })),
+                ]),
+                ipc::VtimerDelivery::Linked => {
+                    out.push(set_line(self.timer.guest_virt, vcpu, true, Some(self.timer.host_virt)))
+                }
+            },
             VtimerRequest::Fired { timer: TimerKind::Physical, .. } => {
                 let guest_phys = self.timer.guest_phys;
                 let t = &mut self.timers[i];
@@ -297,7 +314,7 @@ fn request(op: &Op, vcpus: u8, now: u64) -> VtimerRequest {
             timer: if physical { TimerKind::Physical } else { TimerKind::Virtual },
             now,
         },
-        Op::Raw(ref r) => r.clone(),
+        Op::Raw(ref r) => *r,
     }
 }
 
@@ -329,7 +346,7 @@ fn run(config: &VmConfig, start_count: u64, steps: &[(Op, Time)]) {
 
         let before = server.clone();
         let expected = model.answer(&req);
-        let got = server.handle(req.clone());
+        let got = server.handle(req);
         assert_eq!(got, expected, "{req:?}");
         match &got {
             Ok(reply) => {
@@ -348,7 +365,7 @@ fn run(config: &VmConfig, start_count: u64, steps: &[(Op, Time)]) {
         let synced = !matches!(req, VtimerRequest::Fired { timer: TimerKind::Virtual, .. })
             && !got.as_ref().is_ok_and(|r| r.actions.contains(&Action::InjectUndef));
         if let (true, true, Ok(_)) = (monotonic, synced, &got) {
-            let v = check::message_vcpu(&Message::Vtimer(req.clone())).expect("names a vCPU").index();
+            let v = check::message_vcpu(&Message::Vtimer(req)).expect("names a vCPU").index();
             let t = &model.timers[v];
             assert_eq!(
                 model.vgic_line[v],
@@ -368,7 +385,7 @@ fn run(config: &VmConfig, start_count: u64, steps: &[(Op, Time)]) {
             // The restored copy answers like the original.
             let probe = request(next_op, config.vcpus, clock);
             let mut original = server.clone();
-            assert_eq!(restored.handle(probe.clone()), original.handle(probe));
+            assert_eq!(restored.handle(probe), original.handle(probe));
             assert_eq!(restored, original);
         }
     }

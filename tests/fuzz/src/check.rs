@@ -109,7 +109,7 @@ pub fn message_vcpu(message: &Message) -> Option<VcpuId> {
             | VgicRequest::Idle { vcpu, .. }
             | VgicRequest::Wfi { vcpu, .. },
         ) => Some(*vcpu),
-        Message::Vgic(VgicRequest::SetLine { target, .. }) => *target,
+        Message::Vgic(VgicRequest::SetLine { target, .. } | VgicRequest::Pend { target, .. }) => *target,
         Message::Vtimer(
             VtimerRequest::Start { vcpu, .. }
             | VtimerRequest::Cp15 { vcpu, .. }

@@ -9,7 +9,7 @@
 //! 4 GiB, any timer PPIs.
 
 use arbitrary::Arbitrary;
-use ipc::{DeviceRegion, IntId, MemWindow, TimerIntids, VmConfig, WfiPolicy, MAX_VCPUS};
+use ipc::{DeviceRegion, IntId, MemWindow, TimerIntids, VmConfig, VtimerDelivery, WfiPolicy, MAX_VCPUS};
 
 const TWO_MIB: u64 = 2 << 20;
 const PAGE: u64 = 4096;
@@ -90,6 +90,8 @@ impl FuzzConfig {
             console_image: self.uart_page >> 31 == 0,
             // The top bit of `gicc_page`, for the same reason.
             wfi: if self.gicc_page >> 31 == 0 { WfiPolicy::Trap } else { WfiPolicy::Native },
+            // The top bit of `gicd_page`, for the same reason.
+            vtimer: if self.gicd_page >> 31 == 0 { VtimerDelivery::Linked } else { VtimerDelivery::Masked },
             // The monitor's alone: no server reads it.
             containment: ipc::Containment::DEFAULT,
         };

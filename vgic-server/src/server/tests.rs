@@ -706,6 +706,61 @@ fn timer_backed_by_the_physical_interrupt() {
     assert_eq!(actions.last(), Some(&Action::DeactivatePhysical { intid: IntId(27) }));
 }
 
+/// The virtual timer delivered masked (`Pend`): pending by its latch with
+/// the line low, listed without EOI maintenance, so the guest finishes it
+/// silently; the next refresh folds that in. With the status of the vCPU
+/// handled, listed in the reply itself. A rise of the line meanwhile asks
+/// for the EOI's sample again.
+#[test]
+fn a_pended_timer_is_finished_without_maintenance() {
+    let pend = |status| VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(1)), status };
+    let mut s = booted(2, 32, 4);
+    let mut cpu1 = CpuIf::new(4);
+    write(&mut s, 1, 0x418, 0x8000_0000);
+    // Without a status: a kick, and the Sync lists it.
+    assert_eq!(kicks(&req(&mut s, pend(None))), [1]);
+    assert!(s.distributor().ppi(VcpuId(1), 27).is_some_and(|x| x.pending() && !x.line));
+    cpu1.sync(&mut s, 1);
+    let listed = ListRegister {
+        virtual_id: 27,
+        link: LrLink::Software { cpuid: 0, eoi: false },
+        priority: 0x80,
+        state: LrState::Pending,
+        group1: false,
+    };
+    assert_eq!(cpu1.lr(0), listed);
+    // Taken and finished: no maintenance; the next refresh sees it done.
+    cpu1.ack(0xff);
+    assert_eq!(cpu1.sync(&mut s, 1), [], "active: the register stays as the guest left it");
+    cpu1.deactivate(27);
+    assert_eq!(cpu1.status().misr, 0, "no EOI maintenance");
+    let actions = cpu1.sync(&mut s, 1);
+    assert!(!actions.iter().any(|a| matches!(a, Action::DeactivatePhysical { .. })));
+    assert!(s.distributor().ppi(VcpuId(1), 27).is_some_and(|x| x.idle()));
+    // Handled on its own CPU: listed in the reply, no kick.
+    let actions = req(&mut s, pend(Some(cpu1.status())));
+    assert_eq!(kicks(&actions), []);
+    assert_eq!(lr_writes(&actions), [(0, listed)]);
+    cpu1.apply(&actions);
+    // Taken; the line then rises (a guest that unmasked a timer already
+    // due): the EOI is sampled again, and with the line still high at the
+    // EOI the interrupt is pending once more.
+    cpu1.ack(0xff);
+    assert_eq!(kicks(&set_line(&mut s, 27, true, Some(1), None)), [1]);
+    cpu1.sync(&mut s, 1);
+    assert_eq!(cpu1.lr(0).link, LrLink::Software { cpuid: 0, eoi: true });
+    cpu1.deactivate(27);
+    let actions = req(&mut s, VgicRequest::Maintenance { vcpu: VcpuId(1), status: cpu1.status() });
+    cpu1.apply(&actions);
+    assert_eq!(cpu1.lr(0).state, LrState::Pending, "still high at the EOI");
+    // A Pend of an interrupt the VM does not have, or of a PPI without its
+    // vCPU, is refused.
+    let bad = VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(2)), status: None };
+    assert!(s.handle(bad).is_err());
+    assert!(s.handle(VgicRequest::Pend { intid: IntId(27), target: None, status: None }).is_err());
+    assert!(s.handle(VgicRequest::Pend { intid: IntId(100), target: None, status: None }).is_err());
+}
+
 /// A refresh whose reply has no room left for the physical deactivation it
 /// owes (a full reply: list-register writes and kicks of other vCPUs) kicks
 /// its own vCPU instead, so that the monitor finishes it with a `Sync`
@@ -1246,7 +1301,9 @@ struct Vcpu {
     asleep: bool,
     kicked: bool,
     /// The physical virtual-timer PPI is active (acknowledged by the
-    /// monitor, not yet deactivated).
+    /// monitor, not yet deactivated); delivered masked, the timer is masked
+    /// (until the guest's handler, or a clear of its pending state, re-arms
+    /// it).
     timer_active: bool,
 }
 
@@ -1276,10 +1333,13 @@ struct Machine {
     /// maintenance interrupt, or an entry of its list registers it could
     /// take.
     native_wfi: bool,
+    /// The virtual timer is delivered masked (`VtimerDelivery::Masked`): a
+    /// `Pend` as it fires, no physical interrupt left active.
+    masked_timer: bool,
 }
 
 impl Machine {
-    fn new(seed: u64, vcpus: u8, lrs: u8, native_wfi: bool) -> Self {
+    fn new(seed: u64, vcpus: u8, lrs: u8, native_wfi: bool, masked_timer: bool) -> Self {
         let mut s = booted(vcpus, 64, lrs);
         let mut rng = Rng::new(seed);
         // SPIs 32-63 edge, 64-95 level; random priorities and targets.
@@ -1326,6 +1386,7 @@ impl Machine {
             shortcuts: 0,
             full: VgicServer::new(&config(1, 0)),
             native_wfi,
+            masked_timer,
         }
     }
 
@@ -1388,6 +1449,7 @@ impl Machine {
                 Action::Kick { vcpu } => self.cpus[vcpu.index()].kicked = true,
                 Action::DeactivatePhysical { intid } => {
                     assert_eq!(*intid, IntId(27));
+                    assert!(!self.masked_timer, "a physical deactivation of a timer delivered masked");
                     assert!(self.cpus[vi].timer_active, "deactivating an inactive physical interrupt");
                     self.cpus[vi].timer_active = false;
                 }
@@ -1512,7 +1574,13 @@ impl Machine {
     /// and state.
     fn set_own_line(&mut self, v: u8, intid: u16, level: bool, hw: Option<u16>) {
         let status = self.cpus[usize::from(v)].hw.status();
-        let r = line(intid, level, Some(v), hw, Some(status));
+        self.own_request(v, line(intid, level, Some(v), hw, Some(status)));
+    }
+
+    /// `r`, which carries vCPU `v`'s status, delivered on `v`'s CPU: a line
+    /// change or a `Pend`, checked against the full refresh as
+    /// [`Machine::set_own_line`] says.
+    fn own_request(&mut self, v: u8, r: VgicRequest) {
         self.full.clone_from(&self.s);
         self.full.cpus[usize::from(v)].synced = None;
         let actions = req(&mut self.s, r);
@@ -1555,6 +1623,10 @@ impl Machine {
             let intid = lr.virtual_id;
             self.cpus[vi].active.push((intid, source, lr.priority));
             let key = if intid < 32 { (v, intid, source) } else { (0xff, intid, 0) };
+            if intid == 27 && self.masked_timer {
+                // Its handler programs the next deadline, which unmasks it.
+                self.cpus[vi].timer_active = false;
+            }
             self.time += 1;
             let c = self.acked.entry(key).or_default();
             c.n += 1;
@@ -1625,9 +1697,20 @@ impl Machine {
                     self.cpus[usize::from(v)].timer_active = true;
                     self.raise((v, 27, 0));
                     // The Fired trap is handled on that CPU: its line
-                    // change comes with that CPU's status (mostly; the
-                    // other form too), then wake and sync.
-                    if self.rng.chance(75) {
+                    // change (or, masked, its `Pend`) comes with that CPU's
+                    // status (mostly; the other form too), then wake and
+                    // sync.
+                    let own = self.rng.chance(75);
+                    if self.masked_timer {
+                        let status = own.then(|| self.cpus[usize::from(v)].hw.status());
+                        let pend = VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(v)), status };
+                        if own {
+                            self.own_request(v, pend);
+                        } else {
+                            let actions = req(&mut self.s, pend);
+                            self.apply(v, &actions, false);
+                        }
+                    } else if own {
                         self.set_own_line(v, 27, true, Some(27));
                     } else {
                         self.set_line(27, true, Some(v), Some(27));
@@ -1661,6 +1744,10 @@ impl Machine {
                         self.time += 1;
                         self.cleared.insert((v, 27, 0), self.time);
                         self.mmio_write(v, 0x280, 1 << 27);
+                        if self.masked_timer {
+                            // The guest re-arms the timer it cleared.
+                            self.cpus[usize::from(v)].timer_active = false;
+                        }
                     }
                 }
             }
@@ -1928,8 +2015,9 @@ fn simulated_machine_loses_nothing() {
     for seed in first..first + seeds {
         let vcpus = 1 + (seed % 4) as u8;
         let lrs = [4, 1, 2, 4][(seed / 4 % 4) as usize];
-        // Every other pair of seeds with the guest's WFI untrapped.
-        let mut m = Machine::new(seed, vcpus, lrs, seed / 2 % 2 == 1);
+        // Every other pair of seeds with the guest's WFI untrapped; every
+        // other sixteen with the virtual timer delivered masked.
+        let mut m = Machine::new(seed, vcpus, lrs, seed / 2 % 2 == 1, seed / 16 % 2 == 1);
         m.run(steps);
         let taken = m.acked.values().map(|c| c.n).sum::<u64>();
         assert!(taken > 50, "seed {seed}: too little happened ({taken} taken): {:#x?}", m.cpus);

@@ -130,7 +130,7 @@ register_bitfields! [u32,
         /// PL1 and PL0 may use the physical timer.
         PL1PCEN OFFSET(1) NUMBITS(1) []
     ],
-    /// Generic timer control register (CNTHP_CTL).
+    /// Generic timer control register (CNTHP_CTL, CNTP_CTL, CNTV_CTL).
     pub TIMER_CTL [
         /// Timer enable.
         ENABLE OFFSET(0) NUMBITS(1) [],
@@ -212,6 +212,10 @@ cp15_32!(/// Counter-timer Hyp Physical Timer Control.
 cp15_32!(/// Counter-timer (non-secure PL1) Physical Timer Control: the monitor's
     /// watchdog (the guest's physical-timer accesses trap and are emulated).
     CNTP_CTL, TIMER_CTL::Register, 0, 14, 2, 1);
+cp15_32!(/// Counter-timer Virtual Timer Control: the guest's virtual timer, live
+    /// while its vCPU runs on this CPU (the monitor only sets its IMASK,
+    /// `Action::MaskVirtualTimer`).
+    CNTV_CTL, TIMER_CTL::Register, 0, 14, 3, 1);
 cp15_32!(/// Counter-timer Frequency.
     CNTFRQ, RAW::Register, 0, 14, 0, 0);
 cp15_32!(/// Performance Monitors Control Register (for PMCR.N).
@@ -289,6 +293,14 @@ pub mod ops {
 pub fn barrier() {
     // SAFETY: barriers have no effect but ordering.
     unsafe { core::arch::asm!("dsb sy", "isb", options(nostack, preserves_flags)) };
+}
+
+/// Instruction synchronization barrier: the system register writes before
+/// it take effect (a timer's output, say) before anything after it runs.
+#[inline(always)]
+pub fn isb() {
+    // SAFETY: a barrier has no effect but ordering.
+    unsafe { core::arch::asm!("isb", options(nostack, preserves_flags)) };
 }
 
 /// ELR_hyp: where the last exception taken to Hyp mode came from (a banked

@@ -8,8 +8,8 @@ use ipc::{ActionRef, GuestReg, ShutdownReason, TrapConfig};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
 use super::sysreg::{
-    CNTHCTL, CNTHCTL_BITS, CNTHP_CTL, CNTHP_CVAL, CNTPCT, CNTVOFF, DFAR, DFSR, HCR, HCR_BITS, IFAR, IFSR, SCTLR,
-    TIMER_CTL, TTBCR, VBAR,
+    CNTHCTL, CNTHCTL_BITS, CNTHP_CTL, CNTHP_CVAL, CNTPCT, CNTVOFF, CNTV_CTL, DFAR, DFSR, HCR, HCR_BITS, IFAR, IFSR,
+    SCTLR, TIMER_CTL, TTBCR, VBAR,
 };
 
 /// The guest registers saved on a trap (laid out by the vector code).
@@ -295,6 +295,12 @@ impl Hw<'_> {
                 }
             }
             ActionRef::WriteGichHcr { value } => self.gic.write_hcr(value),
+            ActionRef::MaskVirtualTimer => {
+                // Its output falls once the write has taken effect: before
+                // a deactivation that follows, which must not see it high.
+                CNTV_CTL.modify(TIMER_CTL::IMASK::SET);
+                super::sysreg::isb();
+            }
             ActionRef::DeactivatePhysical { intid } => self.gic.deactivate(intid.0),
             ActionRef::Kick { vcpu } => super::kick(vcpu),
             ActionRef::PowerOn { vcpu, entry, context_id } => super::power_on(vcpu, entry, context_id),

@@ -36,6 +36,13 @@
 //! consistent between CPUs (a value one CPU read before another read its
 //! own is never larger).
 //!
+//! With `timer.rearm=ctl` on the command line, every re-arm of the virtual
+//! timer also writes CNTV_CTL (ENABLE, IMASK clear), as Linux's timer
+//! driver does: the guest then works with a hypervisor that masks the timer
+//! as it delivers it (`splitvisor run --vtimer masked`, as Xen does), and
+//! counts the ticks at which it found IMASK set by someone else. Without it,
+//! it re-arms by CNTV_CVAL and CNTV_TVAL alone, as the architecture allows.
+//!
 //! Powers off with SYSTEM_OFF when everything held, SYSTEM_RESET otherwise.
 
 #![no_std]
@@ -113,6 +120,11 @@ static VIRT_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 static PHYS_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 /// The virtual-timer period in counter ticks.
 static PERIOD: AtomicU32 = AtomicU32::new(0);
+/// `timer.rearm=ctl`: every re-arm of the virtual timer writes CNTV_CTL too.
+static REARM_CTL: AtomicBool = AtomicBool::new(false);
+/// Virtual-timer interrupts taken with CNTV_CTL.IMASK set, which this guest
+/// never sets while its timer runs (a hypervisor that masks it to deliver it).
+static IMASK_SEEN: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// Per CPU: the physical timer is the periodic phase's watchdog, and
 /// whether it fired.
 static PERIODIC_WATCHDOG: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -157,7 +169,9 @@ fn on_irq() {
     if intid == VIRT_INTID.load(Ordering::SeqCst) {
         let cval = arch::read_cntv_cval();
         let late = arch::read_cntvct().saturating_sub(cval);
+        note_imask(me);
         arch::write_cntv_cval(cval + u64::from(PERIOD.load(Ordering::SeqCst)));
+        rearmed();
         let late = u32::try_from(late).unwrap_or(u32::MAX);
         // Only the deadlines inside the measured second count.
         if cval <= load64(&VIRT_END[me]) {
@@ -187,6 +201,21 @@ fn on_irq() {
         OTHER_IRQS[me].fetch_add(1, Ordering::SeqCst);
     }
     gic.eoi(iar);
+}
+
+/// Counts a virtual-timer interrupt taken with CNTV_CTL.IMASK set.
+fn note_imask(me: usize) {
+    if arch::read_cntv_ctl() & CTL_IMASK != 0 {
+        IMASK_SEEN[me].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// After a re-arm of the virtual timer: with `timer.rearm=ctl`, CNTV_CTL
+/// written as Linux's `set_next_event` writes it (ENABLE, IMASK clear).
+fn rearmed() {
+    if REARM_CTL.load(Ordering::SeqCst) {
+        arch::write_cntv_ctl(CTL_ENABLE);
+    }
 }
 
 /// Runs the three phases on this CPU.
@@ -342,7 +371,9 @@ fn wfi_loop(me: usize, gic: &Gic) {
         }
         let intid = iar.intid();
         if intid == virt {
+            note_imask(me);
             arch::write_cntv_tval(period);
+            rearmed();
             ticked += 1;
         } else if intid == phys {
             arch::write_cntp_ctl(CTL_ENABLE | CTL_IMASK);
@@ -371,6 +402,8 @@ fn main(boot: BootInfo) -> ! {
     let (env, mut report) = rt::init("timer", boot);
     let platform = Platform::discover(&env, &mut report);
     let n = platform.cpu_count();
+    let rearm_ctl = platform.bootarg("timer.rearm") == Some("ctl");
+    REARM_CTL.store(rearm_ctl, Ordering::SeqCst);
     let freq = platform.cntfrq;
     report.check(freq != 0, format_args!("CNTFRQ is {freq} Hz (want non-zero)"));
     if freq == 0 {
@@ -467,6 +500,17 @@ fn main(boot: BootInfo) -> ! {
                 if WFI_WATCHDOG[i].load(Ordering::SeqCst) { ", ended by the watchdog" } else { "" }
             ),
         );
+        let masked = IMASK_SEEN[i].load(Ordering::SeqCst);
+        if rearm_ctl {
+            report.info(format_args!("cpu{i}: virtual-timer interrupts taken with CNTV_CTL.IMASK set: {masked}"));
+        } else {
+            // This guest's timer is never masked while it runs: the
+            // hypervisor must not have masked it either.
+            report.check(
+                masked == 0,
+                format_args!("cpu{i}: virtual-timer interrupts taken with CNTV_CTL.IMASK set: {masked} (want 0)"),
+            );
+        }
         let other = OTHER_IRQS[i].load(Ordering::SeqCst);
         report.check(other == 0, format_args!("cpu{i}: no unexpected interrupt ({other})"));
     }
