@@ -352,7 +352,8 @@ pub struct Delivery<'a, S: Servers, H: Hardware, C: Counters = Stats> {
 /// trapped instruction (HVC, SMC, CP15, an unknown class) an undefined
 /// instruction exception, WFI and WFE complete (they may complete at any
 /// time), a hardware-backed line raised has its physical interrupt
-/// released, and other notifications get nothing.
+/// released, the virtual timer masked for a `Pend` is unmasked, and other
+/// notifications get nothing.
 pub fn refusal_answer(message: &Message) -> Option<Action> {
     match message {
         Message::Vcpu(VcpuRequest::Trap(t)) => Some(match t.trap {
@@ -373,6 +374,12 @@ pub fn refusal_answer(message: &Message) -> Option<Action> {
         // stayed active would never tick on that CPU again).
         Message::Vgic(VgicRequest::SetLine { level: true, hw: Some(physical), .. }) => {
             Some(Action::DeactivatePhysical { intid: *physical })
+        }
+        // The virtual timer, masked to be delivered by this `Pend`: unmasked
+        // again, so that it fires again (the guest would never unmask a
+        // timer whose tick it did not see).
+        Message::Vgic(VgicRequest::Pend { masked_timer: true, .. }) => {
+            Some(Action::SetVirtualTimerMask { masked: false })
         }
         _ => None,
     }
@@ -501,7 +508,7 @@ pub fn complete_in_place(message: &mut Message, current: VcpuId, hw: &impl Hardw
         Message::Vgic(VgicRequest::SetLine { intid, target, status, .. }) => {
             complete_line(*intid, target, status, current, hw)
         }
-        Message::Vgic(VgicRequest::Pend { intid, target, status }) => {
+        Message::Vgic(VgicRequest::Pend { intid, target, status, .. }) => {
             complete_line(*intid, target, status, current, hw)
         }
         _ => {}
@@ -870,6 +877,10 @@ mod tests {
         };
         run(Message::Vgic(timer(Some(IntId(27)))), &mut hw);
         run(Message::Vgic(timer(None)), &mut hw);
+        let pend =
+            |masked_timer| VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(1)), status: None, masked_timer };
+        run(Message::Vgic(pend(true)), &mut hw);
+        run(Message::Vgic(pend(false)), &mut hw);
         assert_eq!(
             hw.applied,
             vec![
@@ -882,9 +893,11 @@ mod tests {
                 Action::InjectDataAbort { far: 0xc000_0000 },
                 // The timer's physical PPI is released.
                 Action::DeactivatePhysical { intid: IntId(27) },
+                // The timer masked for its `Pend` is unmasked.
+                Action::SetVirtualTimerMask { masked: false },
             ]
         );
-        assert_eq!(stats.refused, 8);
+        assert_eq!(stats.refused, 10);
     }
 
     #[test]

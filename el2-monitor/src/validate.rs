@@ -138,7 +138,7 @@ fn check_action(action: ActionRef<'_>, config: &VmConfig) -> Result<(), InvalidR
         | ActionRef::SetCntvoff { .. }
         | ActionRef::SetHypTimer { .. }
         // Only the guest's own timer, on the CPU that runs it.
-        | ActionRef::MaskVirtualTimer
+        | ActionRef::SetVirtualTimerMask { .. }
         | ActionRef::WriteGichHcr { .. }
         | ActionRef::PowerOff
         | ActionRef::WaitForInterrupt

@@ -207,15 +207,21 @@ pub enum Action {
         /// The number of the update.
         generation: u32,
     },
-    /// Set IMASK in the virtual timer's control register (CNTV_CTL) of the
-    /// vCPU's physical CPU, leaving the rest of it: the timer's output falls,
-    /// so its physical interrupt can be deactivated without firing again,
-    /// until the guest clears IMASK ([`crate::VtimerDelivery::Masked`]). The
-    /// vCPU's timer is live in its CPU's registers, so only the vCPU whose
-    /// request this is can be named: the virtual-timer server sends it in
-    /// its reply to `Fired { timer: Virtual }`, which the monitor sends from
-    /// the vCPU's own CPU.
-    MaskVirtualTimer,
+    /// Set (`masked`) or clear IMASK in the virtual timer's control register
+    /// (CNTV_CTL) of the vCPU's physical CPU, leaving the rest of it. Set,
+    /// the timer's output falls, so its physical interrupt can be
+    /// deactivated without firing again, until the guest clears IMASK
+    /// ([`crate::VtimerDelivery::Masked`]); cleared, it fires again if its
+    /// condition still holds. The vCPU's timer is live in its CPU's
+    /// registers, so only the vCPU whose request this is can be named: the
+    /// virtual-timer server sets it in its reply to `Fired { timer: Virtual
+    /// }`, which the monitor sends from the vCPU's own CPU, and the monitor
+    /// clears it when the vGIC server refuses that reply's `Pend` (see
+    /// [`crate::VgicRequest::Pend`]).
+    SetVirtualTimerMask {
+        /// IMASK's new value.
+        masked: bool,
+    },
 }
 
 /// An [`Action`] read in place from a [`Reply`] ([`Actions::views`]): the
@@ -247,7 +253,7 @@ pub enum ActionRef<'a> {
     ConsoleReady { room: u8, report: u32 },
     ConsoleImageWord { offset: u16, value: u32, generation: u32 },
     ConsoleImageMap { mapped: bool, generation: u32 },
-    MaskVirtualTimer,
+    SetVirtualTimerMask { masked: bool },
 }
 
 impl ActionRef<'_> {
@@ -266,7 +272,7 @@ impl ActionRef<'_> {
             ActionRef::SetHypTimer { deadline } => Action::SetHypTimer { deadline },
             ActionRef::WriteListRegister { index, value } => Action::WriteListRegister { index, value },
             ActionRef::WriteGichHcr { value } => Action::WriteGichHcr { value },
-            ActionRef::MaskVirtualTimer => Action::MaskVirtualTimer,
+            ActionRef::SetVirtualTimerMask { masked } => Action::SetVirtualTimerMask { masked },
             ActionRef::DeactivatePhysical { intid } => Action::DeactivatePhysical { intid },
             ActionRef::Kick { vcpu } => Action::Kick { vcpu },
             ActionRef::PowerOn { vcpu, entry, context_id } => Action::PowerOn { vcpu, entry, context_id },
@@ -299,7 +305,7 @@ impl Action {
             Action::SetHypTimer { deadline } => ActionRef::SetHypTimer { deadline: *deadline },
             Action::WriteListRegister { index, value } => ActionRef::WriteListRegister { index: *index, value: *value },
             Action::WriteGichHcr { value } => ActionRef::WriteGichHcr { value: *value },
-            Action::MaskVirtualTimer => ActionRef::MaskVirtualTimer,
+            Action::SetVirtualTimerMask { masked } => ActionRef::SetVirtualTimerMask { masked: *masked },
             Action::DeactivatePhysical { intid } => ActionRef::DeactivatePhysical { intid: *intid },
             Action::Kick { vcpu } => ActionRef::Kick { vcpu: *vcpu },
             Action::PowerOn { vcpu, entry, context_id } => {
@@ -482,7 +488,9 @@ enum Entry {
         mapped: bool,
         generation: u32,
     },
-    MaskVirtualTimer,
+    SetVirtualTimerMask {
+        masked: bool,
+    },
 }
 
 fn split(value: u64) -> (u32, u32) {
@@ -540,7 +548,7 @@ impl Actions {
             }
             Action::WriteListRegister { index, value } => Entry::WriteListRegister { index, value },
             Action::WriteGichHcr { value } => Entry::WriteGichHcr { value },
-            Action::MaskVirtualTimer => Entry::MaskVirtualTimer,
+            Action::SetVirtualTimerMask { masked } => Entry::SetVirtualTimerMask { masked },
             Action::DeactivatePhysical { intid } => Entry::DeactivatePhysical { intid },
             Action::Kick { vcpu } => Entry::Kick { vcpu },
             Action::PowerOn { vcpu, entry, context_id } => Entry::PowerOn { vcpu, entry, context_id },
@@ -659,7 +667,7 @@ impl Cursor {
             }
             Entry::WriteListRegister { index, value } => ActionRef::WriteListRegister { index, value },
             Entry::WriteGichHcr { value } => ActionRef::WriteGichHcr { value },
-            Entry::MaskVirtualTimer => ActionRef::MaskVirtualTimer,
+            Entry::SetVirtualTimerMask { masked } => ActionRef::SetVirtualTimerMask { masked },
             Entry::DeactivatePhysical { intid } => ActionRef::DeactivatePhysical { intid },
             Entry::Kick { vcpu } => ActionRef::Kick { vcpu },
             Entry::PowerOn { vcpu, entry, context_id } => ActionRef::PowerOn { vcpu, entry, context_id },

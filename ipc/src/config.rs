@@ -239,7 +239,7 @@ pub enum WfiPolicy {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VtimerDelivery {
     /// The monitor sets the timer's CNTV_CTL.IMASK
-    /// ([`crate::Action::MaskVirtualTimer`]), which lowers its output, and
+    /// ([`crate::Action::SetVirtualTimerMask`]), which lowers its output, and
     /// deactivates the physical interrupt at once; the virtual PPI is made
     /// pending by a latch ([`crate::VgicRequest::Pend`]) and needs no EOI
     /// maintenance. One trap a tick, as Xen delivers it. Not exact: the

@@ -168,6 +168,15 @@ pub enum VgicRequest {
         /// it is handling, so that the server can write that vCPU's list
         /// registers in its reply. `None` otherwise.
         status: Option<LrStatus>,
+        /// Sent for the virtual timer of `target`, which was masked to be
+        /// delivered so (`VtimerDelivery::Masked`): should the vGIC server
+        /// fail on this request for good, the monitor clears the timer's
+        /// IMASK again ([`crate::Action::SetVirtualTimerMask`]), so that it
+        /// fires again and is delivered anew, as a hardware-backed
+        /// `SetLine` refused has its physical interrupt deactivated. (A
+        /// lost tick would leave the timer masked for good: the guest only
+        /// unmasks it from its handler.)
+        masked_timer: bool,
     },
 }
 

@@ -21,7 +21,7 @@ use crate::msg::Envelope;
 /// 11: the checkpoint interval and the watchdog budget
 /// ([`crate::VmConfig::containment`]).
 /// 12: the virtual timer's delivery ([`crate::VmConfig::vtimer`],
-/// [`crate::Action::MaskVirtualTimer`], [`crate::VgicRequest::Pend`]).
+/// [`crate::Action::SetVirtualTimerMask`], [`crate::VgicRequest::Pend`]).
 pub const WIRE_VERSION: u16 = 12;
 
 /// The largest encoded message (envelope included), in bytes.

@@ -69,7 +69,7 @@ fn action_variant(a: &Action) -> usize {
         Action::ConsoleReady { .. } => 19,
         Action::ConsoleImageWord { .. } => 20,
         Action::ConsoleImageMap { .. } => 21,
-        Action::MaskVirtualTimer => 22,
+        Action::SetVirtualTimerMask { .. } => 22,
     }
 }
 
@@ -291,8 +291,8 @@ fn vgic_requests() -> Vec<VgicRequest> {
         VgicRequest::Sync { vcpu: VcpuId(0), status: LrStatus::default() },
         VgicRequest::Idle { vcpu: V, status: lr_status() },
         VgicRequest::Wfi { vcpu: VcpuId(0), status: lr_status() },
-        VgicRequest::Pend { intid: IntId(27), target: Some(V), status: Some(lr_status()) },
-        VgicRequest::Pend { intid: IntId(1019), target: None, status: None },
+        VgicRequest::Pend { intid: IntId(27), target: Some(V), status: Some(lr_status()), masked_timer: true },
+        VgicRequest::Pend { intid: IntId(1019), target: None, status: None, masked_timer: false },
     ]
 }
 
@@ -353,7 +353,8 @@ fn actions() -> Vec<Action> {
         Action::ConsoleReady { room: u8::MAX, report: u32::MAX },
         Action::ConsoleImageWord { offset: u16::MAX, value: u32::MAX, generation: u32::MAX },
         Action::ConsoleImageMap { mapped: true, generation: u32::MAX },
-        Action::MaskVirtualTimer,
+        Action::SetVirtualTimerMask { masked: true },
+        Action::SetVirtualTimerMask { masked: false },
     ];
     actions.extend(guest_regs().into_iter().map(|reg| Action::SetReg { reg, value: u32::MAX }));
     actions.extend(shutdown_reasons().into_iter().map(Action::Shutdown));

@@ -1648,7 +1648,7 @@ impl Server for VgicServer {
             VgicRequest::SetLine { intid, level, target, hw, change, status } => {
                 self.set_line(intid, level, target, hw, change, status, reply)
             }
-            VgicRequest::Pend { intid, target, status } => self.pend(intid, target, status, reply),
+            VgicRequest::Pend { intid, target, status, .. } => self.pend(intid, target, status, reply),
             VgicRequest::Sync { vcpu, ref status } => self.sync(vcpu, status, reply),
             VgicRequest::Maintenance { vcpu, ref status } => self.refresh(vcpu, status, false, reply),
             VgicRequest::Idle { vcpu, ref status } => self.refresh(vcpu, status, true, reply),

@@ -14,7 +14,7 @@
 //!   [`VtimerRequest::Fired`] (leaving the physical interrupt active), and
 //!   this server delivers it as the VM's [`VtimerDelivery`] says:
 //!   - `Masked` (what `splitvisor run` picks for a Linux kernel): it has
-//!     the monitor set the timer's IMASK ([`Action::MaskVirtualTimer`]),
+//!     the monitor set the timer's IMASK ([`Action::SetVirtualTimerMask`]),
 //!     which lowers the timer's output, and deactivate the physical
 //!     interrupt at once, and asks the vGIC server to make the guest's
 //!     virtual-timer PPI pending ([`VgicRequest::Pend`]). The guest clears
@@ -147,12 +147,13 @@ impl VtimerServer {
                     // its acknowledge consumes (no EOI maintenance). The
                     // order matters: deactivated before the mask, it would
                     // fire again at once.
-                    reply.push(Action::MaskVirtualTimer)?;
+                    reply.push(Action::SetVirtualTimerMask { masked: true })?;
                     reply.push(Action::DeactivatePhysical { intid: intids.host_virt })?;
                     reply.push(Action::Send(Message::Vgic(VgicRequest::Pend {
                         intid: intids.guest_virt,
                         target: Some(vcpu),
                         status: None,
+                        masked_timer: true,
                     })))?;
                 }
                 VtimerDelivery::Linked => {

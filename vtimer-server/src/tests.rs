@@ -251,7 +251,12 @@ fn undefined_accesses_change_nothing() {
 }
 
 fn pend(intid: u16, vcpu: VcpuId) -> Action {
-    Action::Send(Message::Vgic(VgicRequest::Pend { intid: IntId(intid), target: Some(vcpu), status: None }))
+    Action::Send(Message::Vgic(VgicRequest::Pend {
+        intid: IntId(intid),
+        target: Some(vcpu),
+        status: None,
+        masked_timer: true,
+    }))
 }
 
 /// Masked delivery: masked, deactivated, pending by a latch; nothing else
@@ -261,7 +266,8 @@ fn virtual_timer_fires_masked() {
     let mut s = VtimerServer::new(&VmConfig { vtimer: VtimerDelivery::Masked, ..config() });
     s.handle(VtimerRequest::Start { vcpu: V0, now: T0 }).unwrap();
     let before = s.clone();
-    let masked = [Action::MaskVirtualTimer, Action::DeactivatePhysical { intid: IntId(27) }, pend(27, V0)];
+    let masked =
+        [Action::SetVirtualTimerMask { masked: true }, Action::DeactivatePhysical { intid: IntId(27) }, pend(27, V0)];
     assert_eq!(fired(&mut s, TimerKind::Virtual, T0 + 10), masked);
     assert_eq!(s, before);
     // Each firing is delivered alike (the guest cleared IMASK between).
@@ -309,7 +315,7 @@ fn interrupt_numbers_come_from_the_configuration() {
     s.handle(VtimerRequest::Start { vcpu: V0, now: T0 }).unwrap();
     assert_eq!(
         fired(&mut s, TimerKind::Virtual, T0),
-        [Action::MaskVirtualTimer, Action::DeactivatePhysical { intid: IntId(20) }, pend(18, V0)]
+        [Action::SetVirtualTimerMask { masked: true }, Action::DeactivatePhysical { intid: IntId(20) }, pend(18, V0)]
     );
 }
 

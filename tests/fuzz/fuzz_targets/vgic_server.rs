@@ -591,7 +591,12 @@ fn run(config: &VmConfig, setup: Option<&Setup>, ops: &[Op]) {
                 if latched(intid) {
                     // A latched source only ever raises it.
                     if level {
-                        let request = VgicRequest::Pend { intid: IntId(intid), target: target.map(VcpuId), status };
+                        let request = VgicRequest::Pend {
+                            intid: IntId(intid),
+                            target: target.map(VcpuId),
+                            status,
+                            masked_timer: false,
+                        };
                         let _ = h.send(&mut server, &mut shadow, request);
                     }
                     continue;

@@ -199,12 +199,13 @@ impl Model {
                 // Masked as it fires: deactivated at once (after the mask),
                 // the guest's PPI pending by a latch.
                 ipc::VtimerDelivery::Masked => out.extend([
-                    Action::MaskVirtualTimer,
+                    Action::SetVirtualTimerMask { masked: true },
                     Action::DeactivatePhysical { intid: self.timer.host_virt },
                     Action::Send(Message::Vgic(VgicRequest::Pend {
                         intid: self.timer.guest_virt,
                         target: Some(vcpu),
                         status: None,
+                        masked_timer: true,
                     })),
                 ]),
                 ipc::VtimerDelivery::Linked => {

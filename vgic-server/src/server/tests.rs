@@ -713,7 +713,7 @@ fn timer_backed_by_the_physical_interrupt() {
 /// for the EOI's sample again.
 #[test]
 fn a_pended_timer_is_finished_without_maintenance() {
-    let pend = |status| VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(1)), status };
+    let pend = |status| VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(1)), status, masked_timer: true };
     let mut s = booted(2, 32, 4);
     let mut cpu1 = CpuIf::new(4);
     write(&mut s, 1, 0x418, 0x8000_0000);
@@ -755,10 +755,12 @@ fn a_pended_timer_is_finished_without_maintenance() {
     assert_eq!(cpu1.lr(0).state, LrState::Pending, "still high at the EOI");
     // A Pend of an interrupt the VM does not have, or of a PPI without its
     // vCPU, is refused.
-    let bad = VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(2)), status: None };
+    let bad = VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(2)), status: None, masked_timer: true };
     assert!(s.handle(bad).is_err());
-    assert!(s.handle(VgicRequest::Pend { intid: IntId(27), target: None, status: None }).is_err());
-    assert!(s.handle(VgicRequest::Pend { intid: IntId(100), target: None, status: None }).is_err());
+    assert!(s.handle(VgicRequest::Pend { intid: IntId(27), target: None, status: None, masked_timer: true }).is_err());
+    assert!(s
+        .handle(VgicRequest::Pend { intid: IntId(100), target: None, status: None, masked_timer: false })
+        .is_err());
 }
 
 /// A refresh whose reply has no room left for the physical deactivation it
@@ -1703,7 +1705,8 @@ impl Machine {
                     let own = self.rng.chance(75);
                     if self.masked_timer {
                         let status = own.then(|| self.cpus[usize::from(v)].hw.status());
-                        let pend = VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(v)), status };
+                        let pend =
+                            VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(v)), status, masked_timer: true };
                         if own {
                             self.own_request(v, pend);
                         } else {

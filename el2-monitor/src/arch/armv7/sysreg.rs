@@ -214,7 +214,7 @@ cp15_32!(/// Counter-timer (non-secure PL1) Physical Timer Control: the monitor'
     CNTP_CTL, TIMER_CTL::Register, 0, 14, 2, 1);
 cp15_32!(/// Counter-timer Virtual Timer Control: the guest's virtual timer, live
     /// while its vCPU runs on this CPU (the monitor only sets its IMASK,
-    /// `Action::MaskVirtualTimer`).
+    /// `Action::SetVirtualTimerMask`).
     CNTV_CTL, TIMER_CTL::Register, 0, 14, 3, 1);
 cp15_32!(/// Counter-timer Frequency.
     CNTFRQ, RAW::Register, 0, 14, 0, 0);

@@ -295,10 +295,11 @@ impl Hw<'_> {
                 }
             }
             ActionRef::WriteGichHcr { value } => self.gic.write_hcr(value),
-            ActionRef::MaskVirtualTimer => {
-                // Its output falls once the write has taken effect: before
-                // a deactivation that follows, which must not see it high.
-                CNTV_CTL.modify(TIMER_CTL::IMASK::SET);
+            ActionRef::SetVirtualTimerMask { masked } => {
+                // Its output follows once the write has taken effect: masked,
+                // before a deactivation that follows, which must not see it
+                // high.
+                CNTV_CTL.modify(if masked { TIMER_CTL::IMASK::SET } else { TIMER_CTL::IMASK::CLEAR });
                 super::sysreg::isb();
             }
             ActionRef::DeactivatePhysical { intid } => self.gic.deactivate(intid.0),
