@@ -89,6 +89,34 @@ fn timer_guest_under_splitvisor_with_masked_delivery() {
     check(&result, 2, true);
 }
 
+/// A tick delivered masked whose `Pend` the vGIC server fails on for good
+/// (`--inject vgic:panic@N:repeat`, under `--icount` so that the messages
+/// come in the same order every run: four in a row, at least one of them a
+/// `Pend`, as the two vCPUs' ticks alternate `Pend` and `Wfi`): the monitor
+/// answers it by unmasking the timer, which fires again and is delivered
+/// anew. Left masked, that vCPU's timer would never tick again (the guest
+/// unmasks it only from its handler), and its checks would fail.
+#[test]
+fn a_refused_masked_tick_is_delivered_again() {
+    let harness = harness();
+    let mut options = vec!["--icount", "--vtimer", "masked", "--cmdline", "timer.rearm=ctl"];
+    let injections = ["vgic:panic@201:repeat", "vgic:panic@202:repeat", "vgic:panic@203:repeat", "vgic:panic@204:repeat"];
+    for spec in &injections {
+        options.extend(["--inject", spec]);
+    }
+    let result = under_splitvisor_with(&harness, Guest::Timer, 2, &options).or_fail();
+    let unmasked = "masked_timer: true }): the server failed on the request twice; answering \
+                    SetVirtualTimerMask { masked: false }";
+    assert!(result.stderr.contains(unmasked), "no refused Pend was answered by unmasking\n{}", result.stderr);
+    // Every panic in the log is one of those injected (two a message: the
+    // request and its retry); the rest of the checks as for any run.
+    let injected = result.stderr.matches("fault injected into server vgic (--inject)").count();
+    assert_eq!(result.stderr.matches("panicked").count(), injected, "{}", result.stderr);
+    assert_eq!(injected, 2 * injections.len(), "{}", result.stderr);
+    let scrubbed = Run { stderr: result.stderr.replace("panicked", "stopped"), ..result.clone() };
+    check(&scrubbed, 2, true);
+}
+
 /// With the guest's WFI run natively (`run --wfi native`): the same checks,
 /// WFI with IRQs masked still waking on every tick (the virtual timer's
 /// interrupt in a list register, or the physical one, wakes the CPU).
