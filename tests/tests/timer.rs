@@ -100,7 +100,8 @@ fn timer_guest_under_splitvisor_with_masked_delivery() {
 fn a_refused_masked_tick_is_delivered_again() {
     let harness = harness();
     let mut options = vec!["--icount", "--vtimer", "masked", "--cmdline", "timer.rearm=ctl"];
-    let injections = ["vgic:panic@201:repeat", "vgic:panic@202:repeat", "vgic:panic@203:repeat", "vgic:panic@204:repeat"];
+    let injections =
+        ["vgic:panic@201:repeat", "vgic:panic@202:repeat", "vgic:panic@203:repeat", "vgic:panic@204:repeat"];
     for spec in &injections {
         options.extend(["--inject", spec]);
     }
