@@ -11,8 +11,8 @@
 use ipc::msg::{LrStatus, MAX_INPUT_BYTES};
 use ipc::transport::EventQueue;
 use ipc::{
-    Action, ActionRef, DeviceRegion, Message, Reply, ServerError, ServerId, Trap, TrapMsg, VcpuId, VcpuRequest,
-    VgicRequest, VtimerRequest,
+    Action, ActionRef, DeviceRegion, Message, Reply, ServerError, ServerId, TimerIntids, Trap, TrapMsg, VcpuId,
+    VcpuRequest, VgicRequest, VtimerRequest,
 };
 
 /// The physical interrupts the monitor owns, as the platform's device tree
@@ -72,6 +72,10 @@ pub trait Servers {
     /// (An out-parameter rather than a result: a reply is about 300 bytes,
     /// and each move of it was a copy on every trap.)
     fn call(&mut self, message: &Message, reply: &mut Reply) -> Result<(), ServerError>;
+
+    /// The VM's timer interrupts: what a refused `Fired` releases (see
+    /// [`refusal_answer`]).
+    fn timer(&self) -> TimerIntids;
 }
 
 /// How many messages one trap may cause before the router stops following
@@ -352,9 +356,10 @@ pub struct Delivery<'a, S: Servers, H: Hardware, C: Counters = Stats> {
 /// trapped instruction (HVC, SMC, CP15, an unknown class) an undefined
 /// instruction exception, WFI and WFE complete (they may complete at any
 /// time), a hardware-backed line raised has its physical interrupt
-/// released, the virtual timer masked for a `Pend` is unmasked, and other
-/// notifications get nothing.
-pub fn refusal_answer(message: &Message) -> Option<Action> {
+/// released, and so has the virtual timer's `Fired` (`timer` says which
+/// physical interrupt that is), the virtual timer masked for a `Pend` is
+/// unmasked, and other notifications get nothing.
+pub fn refusal_answer(message: &Message, timer: &TimerIntids) -> Option<Action> {
     match message {
         Message::Vcpu(VcpuRequest::Trap(t)) => Some(match t.trap {
             Trap::Mmio(m) => Action::InjectDataAbort { far: m.far },
@@ -380,6 +385,13 @@ pub fn refusal_answer(message: &Message) -> Option<Action> {
         // timer whose tick it did not see).
         Message::Vgic(VgicRequest::Pend { masked_timer: true, .. }) => {
             Some(Action::SetVirtualTimerMask { masked: false })
+        }
+        // The virtual timer's physical interrupt, left active for the
+        // vtimer server's answer: released, so that it fires again and is
+        // reported anew (left active, that CPU's timer would never fire
+        // again).
+        Message::Vtimer(VtimerRequest::Fired { timer: ipc::msg::TimerKind::Virtual, .. }) => {
+            Some(Action::DeactivatePhysical { intid: timer.host_virt })
         }
         _ => None,
     }
@@ -479,7 +491,7 @@ impl<S: Servers, H: Hardware, C: Counters> Delivery<'_, S, H, C> {
     fn refused(&mut self, message: &Message, e: ServerError) {
         self.stats.refused();
         let server = message.server();
-        if let Some(answer) = refusal_answer(message) {
+        if let Some(answer) = refusal_answer(message, &self.servers.timer()) {
             log::warn!("vcpu{}: {} refused {message:?}: {e}; answering {answer:?}", self.vcpu.0, server.name());
             self.hw.apply(answer.as_view());
         } else {
@@ -577,6 +589,10 @@ mod tests {
             self.seen.push(*message);
             *reply = (self.answer)(message)?;
             Ok(())
+        }
+
+        fn timer(&self) -> TimerIntids {
+            TimerIntids::ARCHITECTED
         }
     }
 
@@ -881,6 +897,9 @@ mod tests {
             |masked_timer| VgicRequest::Pend { intid: IntId(27), target: Some(VcpuId(1)), status: None, masked_timer };
         run(Message::Vgic(pend(true)), &mut hw);
         run(Message::Vgic(pend(false)), &mut hw);
+        let fired = |timer| VtimerRequest::Fired { vcpu: VcpuId(1), timer, now: 9 };
+        run(Message::Vtimer(fired(ipc::msg::TimerKind::Virtual)), &mut hw);
+        run(Message::Vtimer(fired(ipc::msg::TimerKind::Physical)), &mut hw);
         assert_eq!(
             hw.applied,
             vec![
@@ -895,9 +914,13 @@ mod tests {
                 Action::DeactivatePhysical { intid: IntId(27) },
                 // The timer masked for its `Pend` is unmasked.
                 Action::SetVirtualTimerMask { masked: false },
+                // The virtual timer's `Fired`: its physical interrupt (the
+                // configuration's) is released; the Hyp timer's needs
+                // nothing.
+                Action::DeactivatePhysical { intid: IntId(27) },
             ]
         );
-        assert_eq!(stats.refused, 10);
+        assert_eq!(stats.refused, 12);
     }
 
     #[test]

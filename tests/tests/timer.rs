@@ -118,6 +118,32 @@ fn a_refused_masked_tick_is_delivered_again() {
     check(&scrubbed, 2, true);
 }
 
+/// A virtual-timer tick whose `Fired` the vtimer server fails on for good
+/// (`--inject vtimer:panic@N:repeat`, under `--icount`; messages 100-103
+/// are the two vCPUs' `Fired`s): the monitor deactivates its physical
+/// interrupt, which fires again and is reported anew. Left active, as
+/// before session 21, that vCPU's timer never fired again (its periodic
+/// second ended by the watchdog after 46 ticks, its WFI loop after none).
+#[test]
+fn a_refused_tick_fires_again() {
+    let harness = harness();
+    let mut options = vec!["--icount"];
+    let injections =
+        ["vtimer:panic@100:repeat", "vtimer:panic@101:repeat", "vtimer:panic@102:repeat", "vtimer:panic@103:repeat"];
+    for spec in &injections {
+        options.extend(["--inject", spec]);
+    }
+    let result = under_splitvisor_with(&harness, Guest::Timer, 2, &options).or_fail();
+    let released = "timer: Virtual, now: ";
+    let answered = "the server failed on the request twice; answering DeactivatePhysical { intid: IntId(27) }";
+    let refusals = result.stderr.lines().filter(|l| l.contains(released) && l.contains(answered)).count();
+    assert!(refusals >= 1, "no refused Fired was answered by a deactivation\n{}", result.stderr);
+    let injected = result.stderr.matches("fault injected into server vtimer (--inject)").count();
+    assert_eq!(result.stderr.matches("panicked").count(), injected, "{}", result.stderr);
+    let scrubbed = Run { stderr: result.stderr.replace("panicked", "stopped"), ..result.clone() };
+    check(&scrubbed, 2, false);
+}
+
 /// With the guest's WFI run natively (`run --wfi native`): the same checks,
 /// WFI with IRQs masked still waking on every tick (the virtual timer's
 /// interrupt in a list register, or the physical one, wakes the CPU).

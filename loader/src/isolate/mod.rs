@@ -167,9 +167,9 @@ impl fmt::Display for Stopped {
 /// on twice (once, then again after its state was restored): what the
 /// monitor answers the guest when it cannot get a server's answer, from
 /// the monitor's own rule ([`el2_monitor::router::refusal_answer`]).
-pub fn policy_reply(message: &Message) -> Reply {
+pub fn policy_reply(message: &Message, timer: &ipc::TimerIntids) -> Reply {
     let mut reply = Reply::none();
-    if let Some(action) = el2_monitor::router::refusal_answer(message) {
+    if let Some(action) = el2_monitor::router::refusal_answer(message, timer) {
         // One action always fits.
         let _ = reply.push(action);
     }
@@ -205,6 +205,9 @@ mod tests {
     use super::*;
     use ipc::{AccessSize, Action, MmioAccess, Trap, TrapMsg, VcpuId, VcpuRequest, VgicRequest};
 
+    /// The architected timer interrupts (the virtual timer's physical one 27).
+    const ARCH: &ipc::TimerIntids = &ipc::TimerIntids::ARCHITECTED;
+
     #[test]
     fn policy_answers_are_architectural() {
         let trap = |trap| Message::Vcpu(VcpuRequest::Trap(TrapMsg { vcpu: VcpuId(0), trap, pc: 0, cpsr: 0x1d3 }));
@@ -218,22 +221,25 @@ mod tests {
             sign_extend: false,
         };
         assert_eq!(
-            policy_reply(&trap(Trap::Mmio(access))).actions.to_vec()[..],
+            policy_reply(&trap(Trap::Mmio(access)), ARCH).actions.to_vec()[..],
             [Action::InjectDataAbort { far: 0xc080_0000 }]
         );
-        assert_eq!(policy_reply(&trap(Trap::Hvc { imm: 0, args: [0; 4] })).actions.to_vec()[..], [Action::InjectUndef]);
         assert_eq!(
-            policy_reply(&trap(Trap::PrefetchAbort { ipa: 0, far: 8 })).actions.to_vec()[..],
+            policy_reply(&trap(Trap::Hvc { imm: 0, args: [0; 4] }), ARCH).actions.to_vec()[..],
+            [Action::InjectUndef]
+        );
+        assert_eq!(
+            policy_reply(&trap(Trap::PrefetchAbort { ipa: 0, far: 8 }), ARCH).actions.to_vec()[..],
             [Action::InjectPrefetchAbort { far: 8 }]
         );
-        assert_eq!(policy_reply(&trap(Trap::Wfi)).actions.to_vec()[..], [Action::AdvancePc]);
-        assert!(policy_reply(&trap(Trap::Irq { intid: 27 })).actions.is_empty());
+        assert_eq!(policy_reply(&trap(Trap::Wfi), ARCH).actions.to_vec()[..], [Action::AdvancePc]);
+        assert!(policy_reply(&trap(Trap::Irq { intid: 27 }), ARCH).actions.is_empty());
         let mmio = Message::Vgic(VgicRequest::Mmio { vcpu: VcpuId(1), access, status: None });
-        assert_eq!(policy_reply(&mmio).actions.to_vec()[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
+        assert_eq!(policy_reply(&mmio, ARCH).actions.to_vec()[..], [Action::InjectDataAbort { far: 0xc080_0000 }]);
         let sync = Message::Vgic(VgicRequest::Sync { vcpu: VcpuId(0), status: Default::default() });
-        assert!(policy_reply(&sync).actions.is_empty());
+        assert!(policy_reply(&sync, ARCH).actions.is_empty());
         let wfi = Message::Vgic(VgicRequest::Wfi { vcpu: VcpuId(0), status: Default::default() });
-        assert_eq!(policy_reply(&wfi).actions.to_vec()[..], [Action::AdvancePc]);
+        assert_eq!(policy_reply(&wfi, ARCH).actions.to_vec()[..], [Action::AdvancePc]);
         // A timer tick refused: its physical interrupt is released, as the
         // monitor releases it.
         let tick = Message::Vgic(VgicRequest::SetLine {
@@ -244,11 +250,25 @@ mod tests {
             change: 0,
             status: None,
         });
-        assert_eq!(policy_reply(&tick).actions.to_vec()[..], [Action::DeactivatePhysical { intid: ipc::IntId(27) }]);
+        assert_eq!(
+            policy_reply(&tick, ARCH).actions.to_vec()[..],
+            [Action::DeactivatePhysical { intid: ipc::IntId(27) }]
+        );
+        // The virtual timer's `Fired` refused: its physical interrupt (the
+        // configuration's) is released; the physical timer's is the Hyp
+        // timer, which the monitor itself re-arms.
+        let fired = |timer, now| Message::Vtimer(ipc::VtimerRequest::Fired { vcpu: VcpuId(1), timer, now });
+        let virt = fired(ipc::msg::TimerKind::Virtual, 5);
+        let other = ipc::TimerIntids { host_virt: ipc::IntId(20), ..ipc::TimerIntids::ARCHITECTED };
+        assert_eq!(
+            policy_reply(&virt, &other).actions.to_vec()[..],
+            [Action::DeactivatePhysical { intid: ipc::IntId(20) }]
+        );
+        assert!(policy_reply(&fired(ipc::msg::TimerKind::Physical, 5), &other).actions.is_empty());
         // Every policy answer passes validation.
         let config = ipc::VmConfig::example(2);
-        for m in [trap(Trap::Mmio(access)), trap(Trap::Wfe), mmio, sync, wfi, tick] {
-            assert_eq!(el2_monitor::validate::check(&policy_reply(&m), &config), Ok(()));
+        for m in [trap(Trap::Mmio(access)), trap(Trap::Wfe), mmio, sync, wfi, tick, virt] {
+            assert_eq!(el2_monitor::validate::check(&policy_reply(&m, &config.timer), &config), Ok(()));
         }
     }
 }

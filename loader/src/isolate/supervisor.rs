@@ -491,7 +491,7 @@ impl Supervised {
                     // the state before it once more and answer by policy.
                     let replayed = self.restore(options).map_err(|third| self.stopped(message, &again, &third))?;
                     note(self.recovery(&first, replayed, started.elapsed(), RecoveryOutcome::AnsweredByPolicy));
-                    Ok(Answer { result: Ok(policy_reply(message)), by_policy: true })
+                    Ok(Answer { result: Ok(policy_reply(message, &self.config.timer)), by_policy: true })
                 }
             },
         }

@@ -157,6 +157,10 @@ impl Servers for &Vm {
             ServerId::Vtimer => traced(&self.servers.vtimer, &self.config, message, reply),
         }
     }
+
+    fn timer(&self) -> ipc::TimerIntids {
+        self.config.timer
+    }
 }
 
 /// Everything the CPUs share once the boot CPU has set it up.
