@@ -644,6 +644,56 @@ impl VgicServer {
         status: Option<LrStatus>,
         reply: &mut Reply,
     ) -> Result<(), ServerError> {
+        self.line_event(intid, target, status, level, reply, |dist, irq| {
+            if hw.is_some_and(|p| !(p.is_ppi() || p.is_spi())) {
+                return Err(ServerError::Unexpected);
+            }
+            if !dist.take_line_change(irq, change) {
+                debug!("SetLine: change {change} of INTID {} is older than one already taken; ignored", intid.0);
+                return Ok(false);
+            }
+            dist.set_line(irq, level, hw);
+            Ok(true)
+        })
+    }
+
+    /// `VgicRequest::Pend`: the interrupt's latch set, as GICD_ISPENDRn
+    /// would, and then as a line raised. (Out of line: inlined into
+    /// `handle_into` beside `set_line`, it made the code of the other
+    /// requests worse, a GICD write's by some five instructions.)
+    #[inline(never)]
+    fn pend(
+        &mut self,
+        intid: IntId,
+        target: Option<VcpuId>,
+        status: Option<LrStatus>,
+        reply: &mut Reply,
+    ) -> Result<(), ServerError> {
+        self.line_event(intid, target, status, true, reply, |dist, irq| {
+            dist.pend(irq);
+            Ok(true)
+        })
+    }
+
+    /// A `SetLine` or a `Pend` of `intid` (a PPI of `target`, or an SPI the
+    /// distributor has), raising it (`raised`) or lowering it: `change`
+    /// checks the request and applies it to the distributor, or says it is
+    /// to be ignored (false; a refusal changes nothing). Then the kicks it
+    /// needs, or, for the vCPU handled with its status, its list registers
+    /// written in this reply. (One body for both, inlined into each with
+    /// its `change`: a helper that only named the interrupt, returning it
+    /// and the vCPU handled, cost a GICD write 6 instructions, a device's
+    /// interrupt 39 and a linked tick 30.)
+    #[inline(always)]
+    fn line_event(
+        &mut self,
+        intid: IntId,
+        target: Option<VcpuId>,
+        status: Option<LrStatus>,
+        raised: bool,
+        reply: &mut Reply,
+        change: impl FnOnce(&mut Distributor, Irq) -> Result<bool, ServerError>,
+    ) -> Result<(), ServerError> {
         let irq = if intid.is_ppi() {
             let vcpu = target.ok_or(ServerError::Unexpected)?;
             self.check(vcpu)?;
@@ -653,9 +703,6 @@ impl VgicServer {
         } else {
             return Err(ServerError::Unexpected);
         };
-        if hw.is_some_and(|p| !(p.is_ppi() || p.is_spi())) {
-            return Err(ServerError::Unexpected);
-        }
         // The vCPU being handled, with its status (a private line's own
         // vCPU; for an SPI, the one the router names): if the change may
         // alter its list registers, they are written here, in place of the
@@ -668,31 +715,12 @@ impl VgicServer {
         };
         // What its refresh reads, before this change (see `added_only`).
         let before = self.inputs(handled.unwrap_or(VcpuId(0)));
-        if !self.dist.take_line_change(irq, change) {
-            debug!("SetLine: change {change} of INTID {} is older than one already taken; ignored", intid.0);
+        if !change(&mut self.dist, irq)? {
             return Ok(());
         }
-        self.dist.set_line(irq, level, hw);
-        self.line_changed(irq, level, handled, status, before, reply)
-    }
-
-    /// After `irq` was raised (`raised`) or lowered by a `SetLine` or a
-    /// `Pend`: the kicks it needs, or, for the vCPU `handled` with its
-    /// status, its list registers written in this reply.
-    #[inline(always)]
-    fn line_changed(
-        &mut self,
-        irq: Irq,
-        raised: bool,
-        handled: Option<VcpuId>,
-        status: Option<LrStatus>,
-        before: (u64, u64),
-        reply: &mut Reply,
-    ) -> Result<(), ServerError> {
         let touch = match irq {
             Irq::Ppi { vcpu, intid } => Touch::Private(vcpu, intid),
-            Irq::Spi { intid } => Touch::Spi(intid),
-            Irq::Sgi { .. } => return Err(ServerError::Unexpected),
+            _ => Touch::Spi(intid.0),
         };
         let kicks = self.touch_kicks(touch);
         if let (Some(status), Some(vcpu)) = (status, handled.filter(|v| kicks & bit(*v) != 0)) {
@@ -709,40 +737,6 @@ impl VgicServer {
         }
         self.push_kicks(reply, kicks);
         Ok(())
-    }
-
-    /// `VgicRequest::Pend`: the interrupt's latch set, as GICD_ISPENDRn
-    /// would, and then as a line raised. It names its interrupt as
-    /// `set_line` does and repeats its lines for that: a helper both share,
-    /// inlined, cost a GICD write 6 instructions, a device's interrupt 39
-    /// and a linked timer tick 30 (the pair returned through memory).
-    /// (Out of line: inlined into `handle_into` beside `set_line`, it made
-    /// the code of the other requests worse, a GICD write's by some five
-    /// instructions.)
-    #[inline(never)]
-    fn pend(
-        &mut self,
-        intid: IntId,
-        target: Option<VcpuId>,
-        status: Option<LrStatus>,
-        reply: &mut Reply,
-    ) -> Result<(), ServerError> {
-        let irq = if intid.is_ppi() {
-            let vcpu = target.ok_or(ServerError::Unexpected)?;
-            self.check(vcpu)?;
-            Irq::Ppi { vcpu, intid: intid.0 }
-        } else if intid.is_spi() && self.dist.spi(intid.0).is_some() {
-            Irq::Spi { intid: intid.0 }
-        } else {
-            return Err(ServerError::Unexpected);
-        };
-        let handled = match irq {
-            Irq::Ppi { vcpu, .. } => Some(vcpu),
-            _ => target,
-        };
-        let before = self.inputs(handled.unwrap_or(VcpuId(0)));
-        self.dist.pend(irq);
-        self.line_changed(irq, true, handled, status, before, reply)
     }
 
     // ----------------------------------------------------------------- Kicks
