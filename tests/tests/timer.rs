@@ -89,59 +89,56 @@ fn timer_guest_under_splitvisor_with_masked_delivery() {
     check(&result, 2, true);
 }
 
+/// The timer guest with 2 vCPUs under `--icount` (so that the messages come
+/// in the same order every run) and `options`, `server` made to fail for
+/// good (`--inject SERVER:panic@N:repeat`) on messages `first` to `first +
+/// 3`. Every panic in the log must be one of those injected (two a message:
+/// the request and its retry); the run is returned with them renamed, so
+/// that `check` can judge the rest as for any run.
+fn with_refused_messages(server: &str, first: u32, options: &[&str]) -> Run {
+    let harness = harness();
+    let injections: Vec<String> = (first..first + 4).map(|n| format!("{server}:panic@{n}:repeat")).collect();
+    let mut all = vec!["--icount"];
+    all.extend(options);
+    for spec in &injections {
+        all.extend(["--inject", spec.as_str()]);
+    }
+    let result = under_splitvisor_with(&harness, Guest::Timer, 2, &all).or_fail();
+    let injected = result.stderr.matches(&format!("fault injected into server {server} (--inject)")).count();
+    assert_eq!(result.stderr.matches("panicked").count(), injected, "{}", result.stderr);
+    assert_eq!(injected, 2 * injections.len(), "{}", result.stderr);
+    Run { stderr: result.stderr.replace("panicked", "stopped"), ..result }
+}
+
 /// A tick delivered masked whose `Pend` the vGIC server fails on for good
-/// (`--inject vgic:panic@N:repeat`, under `--icount` so that the messages
-/// come in the same order every run: four in a row, at least one of them a
-/// `Pend`, as the two vCPUs' ticks alternate `Pend` and `Wfi`): the monitor
-/// answers it by unmasking the timer, which fires again and is delivered
-/// anew. Left masked, that vCPU's timer would never tick again (the guest
-/// unmasks it only from its handler), and its checks would fail.
+/// (messages 201-204, at least one of them a `Pend`, as the two vCPUs'
+/// ticks alternate `Pend` and `Wfi`): the monitor answers it by unmasking
+/// the timer, which fires again and is delivered anew. Left masked, that
+/// vCPU's timer would never tick again (the guest unmasks it only from its
+/// handler), and its checks would fail.
 #[test]
 fn a_refused_masked_tick_is_delivered_again() {
-    let harness = harness();
-    let mut options = vec!["--icount", "--vtimer", "masked", "--cmdline", "timer.rearm=ctl"];
-    let injections =
-        ["vgic:panic@201:repeat", "vgic:panic@202:repeat", "vgic:panic@203:repeat", "vgic:panic@204:repeat"];
-    for spec in &injections {
-        options.extend(["--inject", spec]);
-    }
-    let result = under_splitvisor_with(&harness, Guest::Timer, 2, &options).or_fail();
+    let result = with_refused_messages("vgic", 201, &["--vtimer", "masked", "--cmdline", "timer.rearm=ctl"]);
     let unmasked = "masked_timer: true }): the server failed on the request twice; answering \
                     SetVirtualTimerMask { masked: false }";
     assert!(result.stderr.contains(unmasked), "no refused Pend was answered by unmasking\n{}", result.stderr);
-    // Every panic in the log is one of those injected (two a message: the
-    // request and its retry); the rest of the checks as for any run.
-    let injected = result.stderr.matches("fault injected into server vgic (--inject)").count();
-    assert_eq!(result.stderr.matches("panicked").count(), injected, "{}", result.stderr);
-    assert_eq!(injected, 2 * injections.len(), "{}", result.stderr);
-    let scrubbed = Run { stderr: result.stderr.replace("panicked", "stopped"), ..result.clone() };
-    check(&scrubbed, 2, true);
+    check(&result, 2, true);
 }
 
 /// A virtual-timer tick whose `Fired` the vtimer server fails on for good
-/// (`--inject vtimer:panic@N:repeat`, under `--icount`; messages 100-103
-/// are the two vCPUs' `Fired`s): the monitor deactivates its physical
-/// interrupt, which fires again and is reported anew. Left active, as
-/// before session 21, that vCPU's timer never fired again (its periodic
-/// second ended by the watchdog after 46 ticks, its WFI loop after none).
+/// (messages 100-103 are the two vCPUs' `Fired`s): the monitor deactivates
+/// its physical interrupt, which fires again and is reported anew. Left
+/// active, as before session 21, that vCPU's timer never fired again (its
+/// periodic second ended by the watchdog after 46 ticks, its WFI loop after
+/// none).
 #[test]
 fn a_refused_tick_fires_again() {
-    let harness = harness();
-    let mut options = vec!["--icount"];
-    let injections =
-        ["vtimer:panic@100:repeat", "vtimer:panic@101:repeat", "vtimer:panic@102:repeat", "vtimer:panic@103:repeat"];
-    for spec in &injections {
-        options.extend(["--inject", spec]);
-    }
-    let result = under_splitvisor_with(&harness, Guest::Timer, 2, &options).or_fail();
+    let result = with_refused_messages("vtimer", 100, &[]);
     let released = "timer: Virtual, now: ";
     let answered = "the server failed on the request twice; answering DeactivatePhysical { intid: IntId(27) }";
     let refusals = result.stderr.lines().filter(|l| l.contains(released) && l.contains(answered)).count();
     assert!(refusals >= 1, "no refused Fired was answered by a deactivation\n{}", result.stderr);
-    let injected = result.stderr.matches("fault injected into server vtimer (--inject)").count();
-    assert_eq!(result.stderr.matches("panicked").count(), injected, "{}", result.stderr);
-    let scrubbed = Run { stderr: result.stderr.replace("panicked", "stopped"), ..result.clone() };
-    check(&scrubbed, 2, false);
+    check(&result, 2, false);
 }
 
 /// With the guest's WFI run natively (`run --wfi native`): the same checks,
